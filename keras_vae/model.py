@@ -1,0 +1,359 @@
+"""The variational autoencoder as a subclassed `keras.Model`.
+
+`VAE` wires an encoder body and a posterior head (q(z|x)), a decoder body and a likelihood head
+(p(x|z)) and a prior (p(z)), and overrides `train_step` / `test_step` so that `fit`,
+`evaluate`, callbacks, XLA and `tf.distribute` work the ordinary Keras way. The objective is the
+pure function `keras_vae.objectives.elbo`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import tensorflow as tf
+
+from keras_vae import distribute, objectives
+from keras_vae.distributions import (
+    BernoulliLikelihood,
+    DiagonalGaussianPosterior,
+    GaussianLikelihood,
+    StandardNormalPrior,
+)
+from keras_vae.networks import MLP
+
+_PACKAGE = "keras_vae"
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class VAE(keras.Model):
+    """Variational autoencoder trained with the SGVB estimator (Kingma & Welling, 2014).
+
+    Training maximises, per example, the evidence lower bound
+
+        L(x) = E_q(z|x)[log p(x|z)] - beta * KL(q(z|x) || p(z)),
+
+    estimated with L reparameterised samples z^(l) = mu(x) + sigma(x) * eps^(l)
+    (`keras_vae.objectives.elbo`), with the analytic KL when the posterior/prior pair has one
+    and a Monte Carlo KL otherwise. The loss is -L(x) averaged over the batch, in nats; under
+    a distribution strategy it is divided by the number of replicas before the gradient,
+    because the optimizer sums the replicas' gradients.
+
+    Metrics (nats per example, averaged over the epoch): `loss` (the beta-weighted negative
+    bound that is minimised), `elbo` (the bound with beta = 1), `reconstruction`
+    (E_q[log p(x|z)]) and `kl`.
+
+    Args:
+        encoder: Body mapping x `[batch, *image_shape]` to features.
+        posterior: Head mapping features to q(z|x), for example `DiagonalGaussianPosterior`.
+        decoder: Body mapping z `[..., latent_dim]` to features.
+        likelihood: Head mapping features to p(x|z), e.g. `BernoulliLikelihood`.
+        prior: p(z); defaults to `StandardNormalPrior(posterior.latent_dim)`.
+        num_samples: L, Monte Carlo samples of z per example in training and evaluation.
+        beta: Weight of the KL term in the training loss (1 is the ELBO).
+        analytic_kl: True, False, or "auto" (closed form when TFP registers one).
+        seed: Seed of the model's own noise (sampling z); None draws a random seed.
+        **kwargs: Standard `keras.Model` arguments (`name`).
+
+    Example:
+        >>> vae = keras_vae.mlp_vae((28, 28, 1), latent_dim=20, hidden_units=500)
+        >>> vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+        >>> vae.fit(train_images, epochs=10, batch_size=100)
+        >>> q = vae.encode(x)            # tfd distribution over z
+        >>> images = vae.sample(16)      # E[x|z], z ~ p(z)
+    """
+
+    def __init__(
+        self,
+        encoder: keras.layers.Layer,
+        posterior: keras.layers.Layer,
+        decoder: keras.layers.Layer,
+        likelihood: keras.layers.Layer,
+        prior: keras.layers.Layer | None = None,
+        num_samples: int = 1,
+        beta: float = 1.0,
+        analytic_kl: bool | str = "auto",
+        seed: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(
+                f"num_samples must be a positive int. Received: num_samples={num_samples!r}"
+            )
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta >= 0:
+            raise ValueError(f"beta must be a number >= 0. Received: beta={beta!r}")
+        if analytic_kl not in (True, False, "auto"):
+            raise ValueError(
+                f"analytic_kl must be True, False or 'auto'. Received: analytic_kl={analytic_kl!r}"
+            )
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"seed must be an int or None. Received: seed={seed!r}")
+        latent_dim = getattr(posterior, "latent_dim", None)
+        if latent_dim is None:
+            raise ValueError(
+                "posterior must be a head with a `latent_dim` attribute, such as "
+                f"DiagonalGaussianPosterior. Received: posterior={posterior!r}"
+            )
+        self.encoder = encoder
+        self.posterior = posterior
+        self.decoder = decoder
+        self.likelihood = likelihood
+        self.prior = prior if prior is not None else StandardNormalPrior(latent_dim, name="prior")
+        self.latent_dim = int(latent_dim)
+        self.num_samples = num_samples
+        self.beta = float(beta)
+        self.analytic_kl = analytic_kl
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed, name="noise_seed")
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.elbo_tracker = keras.metrics.Mean(name="elbo")
+        self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
+        self.kl_tracker = keras.metrics.Mean(name="kl")
+
+    # ----------------------------------------------------------------------------- building
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """Shape of one example, from the likelihood head."""
+        return tuple(self.likelihood.event_shape)
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        if tuple(input_shape[1:]) != self.image_shape:
+            raise ValueError(
+                f"The model expects examples of shape {self.image_shape} (its likelihood's "
+                f"event_shape). Received: input_shape={input_shape}"
+            )
+        z_shape = (None, self.latent_dim)
+        for layer, shape in (
+            (self.encoder, input_shape),
+            (self.posterior, self.encoder.compute_output_shape(input_shape)),
+            (self.decoder, z_shape),
+            (self.likelihood, self.decoder.compute_output_shape(z_shape)),
+        ):
+            if not layer.built:
+                layer.build(shape)
+        self.built = True
+
+    def compile(self, optimizer="adam", jit_compile: bool | str | None = None, **kwargs):
+        """Configures training; `jit_compile=None` means keras_vae's XLA policy.
+
+        XLA is on for a single device and off (with a warning) under several replicas, see
+        `keras_vae.distribute.resolve_jit_compile`. `loss` must not be given: the VAE's loss
+        is its negative ELBO.
+        """
+        if kwargs.get("loss") is not None:
+            raise ValueError(
+                "VAE.compile() takes no `loss`: the model minimises its negative ELBO. "
+                f"Received: loss={kwargs['loss']!r}"
+            )
+        jit = distribute.resolve_jit_compile(jit_compile, self.distribute_strategy)
+        super().compile(optimizer=optimizer, jit_compile=jit, **kwargs)
+
+    def get_compile_config(self):
+        if not self.compiled:
+            return {}
+        return {"optimizer": keras.saving.serialize_keras_object(self.optimizer)}
+
+    def compile_from_config(self, config):
+        """Restores the optimizer of a saved model so that `fit` can continue."""
+        optimizer = keras.saving.deserialize_keras_object(config["optimizer"])
+        self.compile(optimizer=optimizer)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    # --------------------------------------------------------------------------- inference
+    def encode(self, x: tf.Tensor):
+        """q(z|x): a distribution with batch shape [batch] and event shape [latent_dim]."""
+        return self.posterior(self.encoder(x))
+
+    def decode(self, z: tf.Tensor):
+        """p(x|z): a distribution with batch shape `z.shape[:-1]` and event `image_shape`."""
+        return self.likelihood(self.decoder(z))
+
+    def call(self, inputs, training=None):
+        """E[x|z] at z = E[z|x], the deterministic reconstruction (`[batch, *image_shape]`)."""
+        return self.decode(self.encode(inputs).mean()).mean()
+
+    def reconstruct(self, x: tf.Tensor, sample_latent: bool = False, seed=None) -> tf.Tensor:
+        """E[x|z] for z = E[z|x], or for one z ~ q(z|x) when `sample_latent` is True."""
+        q = self.encode(x)
+        z = q.sample(seed=self._stateless_seed(seed)) if sample_latent else q.mean()
+        return self.decode(z).mean()
+
+    def sample(self, num_samples: int, seed=None, return_latents: bool = False):
+        """Draws z ~ p(z) and returns E[x|z], `[num_samples, *image_shape]`.
+
+        Args:
+            num_samples: How many images.
+            seed: Optional int for reproducible draws; otherwise the model's own seed stream.
+            return_latents: Also return z.
+        """
+        z = self.prior.distribution().sample(num_samples, seed=self._stateless_seed(seed))
+        images = self.decode(z).mean()
+        return (images, z) if return_latents else images
+
+    # ---------------------------------------------------------------------------- training
+    def _stateless_seed(self, seed=None) -> tf.Tensor:
+        """A `[2]` int32 seed for TFP's stateless samplers.
+
+        From `seed` if given, else the next state of the model's `SeedGenerator`. Under a
+        distribution strategy the replica id is folded in, so replicas draw different noise.
+        """
+        if seed is not None:
+            return tf.constant([seed, 0], dtype=tf.int32)
+        state = tf.cast(self.seed_generator.next() % (2**31 - 1), tf.int32)
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
+            state = state + tf.stack([tf.constant(0, tf.int32), replica + 1])
+        return state
+
+    def posterior_samples(self, posterior, num_samples: int) -> tf.Tensor:
+        """z^(l) ~ q(z|x), reparameterised, shape `[num_samples, batch, latent_dim]`."""
+        return posterior.sample(num_samples, seed=self._stateless_seed())
+
+    def _use_analytic_kl(self, posterior) -> bool:
+        if self.analytic_kl == "auto":
+            return objectives.has_analytic_kl(posterior, self.prior.distribution())
+        return bool(self.analytic_kl)
+
+    def elbo_terms(self, x: tf.Tensor, num_samples: int | None = None) -> objectives.ElboTerms:
+        """The ELBO and its parts for a batch `x`, each `[batch]` in nats.
+
+        Args:
+            x: Examples `[batch, *image_shape]`.
+            num_samples: L; defaults to the model's `num_samples`.
+        """
+        num_samples = num_samples or self.num_samples
+        if not self.built:  # fit() without a prior call: build here so build_config is saved
+            self.build(x.shape)
+        posterior = self.encode(x)
+        z = self.posterior_samples(posterior, num_samples)
+        log_likelihood = self.decode(z).log_prob(x)
+        return objectives.elbo(
+            log_likelihood,
+            posterior,
+            self.prior.distribution(),
+            z,
+            analytic_kl=self._use_analytic_kl(posterior),
+        )
+
+    @staticmethod
+    def _unpack(data):
+        # `fit(dataset)` may give x, (x,), (x, y) or (x, y, sample_weight); y is ignored.
+        return data[0] if isinstance(data, (tuple, list)) else data
+
+    def _update_metrics(self, loss, terms: objectives.ElboTerms):
+        self.loss_tracker.update_state(loss)
+        self.elbo_tracker.update_state(terms.elbo)
+        self.reconstruction_tracker.update_state(terms.reconstruction)
+        self.kl_tracker.update_state(terms.kl)
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        x = self._unpack(data)
+        with tf.GradientTape() as tape:
+            terms = self.elbo_terms(x)
+            loss = objectives.beta_elbo_loss(terms, self.beta)
+            if self.losses:
+                loss = loss + tf.add_n(self.losses)
+            # The optimizer sums the replicas' gradients: divide so the sum is the mean.
+            replicas = self.distribute_strategy.num_replicas_in_sync
+            scaled_loss = loss / tf.cast(replicas, loss.dtype)
+        gradients = tape.gradient(scaled_loss, self.trainable_variables)
+        self.optimizer.apply(gradients, self.trainable_variables)
+        return self._update_metrics(loss, terms)
+
+    def test_step(self, data):
+        x = self._unpack(data)
+        terms = self.elbo_terms(x)
+        return self._update_metrics(objectives.beta_elbo_loss(terms, self.beta), terms)
+
+    def predict_step(self, data):
+        return self(self._unpack(data), training=False)
+
+    @property
+    def metrics(self):
+        return [
+            self.loss_tracker,
+            self.elbo_tracker,
+            self.reconstruction_tracker,
+            self.kl_tracker,
+        ]
+
+    # ------------------------------------------------------------------------ serialization
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                name: keras.saving.serialize_keras_object(getattr(self, name))
+                for name in ("encoder", "posterior", "decoder", "likelihood", "prior")
+            }
+        )
+        config.update(
+            {
+                "num_samples": self.num_samples,
+                "beta": self.beta,
+                "analytic_kl": self.analytic_kl,
+                "seed": self.seed,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for name in ("encoder", "posterior", "decoder", "likelihood", "prior"):
+            config[name] = keras.saving.deserialize_keras_object(config[name])
+        return cls(**config)
+
+
+def mlp_vae(
+    image_shape: Sequence[int],
+    latent_dim: int = 20,
+    hidden_units: Sequence[int] | int = 500,
+    likelihood: str = "bernoulli",
+    activation: str = "tanh",
+    num_samples: int = 1,
+    beta: float = 1.0,
+    seed: int | None = None,
+    name: str = "vae",
+) -> VAE:
+    """The AEVB paper's model: MLP encoder and decoder, diagonal Gaussian q(z|x), N(0, I) prior.
+
+    Paper settings: MNIST `mlp_vae((28, 28, 1), latent_dim=20, hidden_units=500)` with a
+    Bernoulli decoder; Frey Face `mlp_vae((28, 20, 1), latent_dim=..., hidden_units=200,
+    likelihood="gaussian")`.
+
+    Args:
+        image_shape: Shape of one example, for example `(28, 28, 1)`.
+        latent_dim: Size of z.
+        hidden_units: Hidden layer sizes of encoder and decoder (an int is one layer).
+        likelihood: `"bernoulli"` (binary or [0, 1] data) or `"gaussian"` (learned variance).
+        activation: Hidden activation; the paper uses tanh.
+        num_samples: L, Monte Carlo samples per example.
+        beta: KL weight of the training loss.
+        seed: Seed of the model's noise and of nothing else (weights use Keras' global seed).
+        name: Model name.
+
+    Returns:
+        An unbuilt `VAE`; it builds on first use or with `vae.build((None, *image_shape))`.
+    """
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(
+            f"likelihood must be one of {LIKELIHOODS}. Received: likelihood={likelihood!r}"
+        )
+    head_class = BernoulliLikelihood if likelihood == "bernoulli" else GaussianLikelihood
+    return VAE(
+        encoder=MLP(hidden_units, activation=activation, flatten=True, name="encoder"),
+        posterior=DiagonalGaussianPosterior(latent_dim, name="posterior"),
+        decoder=MLP(hidden_units, activation=activation, flatten=False, name="decoder"),
+        likelihood=head_class(tuple(image_shape), name="likelihood"),
+        prior=StandardNormalPrior(latent_dim, name="prior"),
+        num_samples=num_samples,
+        beta=beta,
+        seed=seed,
+        name=name,
+    )
