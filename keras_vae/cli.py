@@ -1,0 +1,195 @@
+"""The `keras-vae` command: a thin layer over keras_vae.training, .runs, .export.
+
+    keras-vae train    --dataset NAME|PATH [options] --output RUN_DIR
+    keras-vae evaluate RUN_DIR [--split test] [--json]
+    keras-vae export   RUN_DIR --output EXPORT_DIR [--version N] [--quantize ...]
+
+Settings come from the defaults, then `--config FILE`, then the options given on the command
+line. Mistakes the user can fix (bad options, bad data, missing files) print one line and exit
+with status 2; set KERAS_VAE_DEBUG=1 to see the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from keras_vae.config import ConfigError, TrainConfig  # noqa: E402
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors list the valid options."""
+
+    def error(self, message):
+        options = sorted(
+            {s for a in self._actions for s in a.option_strings if s.startswith("--")}
+        )
+        valid = f" Valid options: {' '.join(options)}" if options else ""
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}.{valid}\n")
+
+
+# (option, config key, type, help); every default lives in TrainConfig, not here.
+_TRAIN_OPTIONS = (
+    ("--dataset", "dataset", str, "tfds name (binarized_mnist, mnist, frey_face) or .npz/.npy"),
+    ("--data-dir", "data_dir", str, "tfds data directory (default: $TFDS_DATA_DIR)"),
+    ("--manual-dir", "manual_dir", str, "directory with manually downloaded raw files"),
+    ("--eval-split", "eval_split", str, "held-out split for validation and test ELBO"),
+    ("--likelihood", "likelihood", str, "bernoulli or gaussian (default: by dataset)"),
+    ("--latent-dim", "latent_dim", int, "size of z"),
+    ("--activation", "activation", str, "hidden activation (paper: tanh)"),
+    ("--epochs", "epochs", int, "training epochs"),
+    ("--steps-per-epoch", "steps_per_epoch", int, "steps per epoch (default: one pass)"),
+    ("--batch-size", "batch_size", int, "global batch size"),
+    ("--learning-rate", "learning_rate", float, "Adam step size"),
+    ("--samples", "samples", int, "L, Monte Carlo samples of z per example"),
+    ("--beta", "beta", float, "KL weight of the loss (1 = ELBO)"),
+    ("--seed", "seed", int, "seed of weights, shuffling and noise"),
+    ("--strategy", "strategy", str, "auto, default or mirrored"),
+    ("--cpu-replicas", "cpu_replicas", int, "split the CPU into N logical devices"),
+    ("--limit", "limit", int, "use only the first N training examples"),
+)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="keras-vae", description="Variational autoencoders for Keras 3.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = commands.add_parser("train", help="train a VAE and write a run directory")
+    for option, key, kind, text in _TRAIN_OPTIONS:
+        train.add_argument(option, dest=key, type=kind, default=argparse.SUPPRESS, help=text)
+    train.add_argument(
+        "--hidden-units", dest="hidden_units", type=int, nargs="+",
+        default=argparse.SUPPRESS, help="hidden layer sizes, e.g. 500 (paper) or 500 500",
+    )  # fmt: skip
+    train.add_argument(
+        "--xla", dest="jit_compile", action=argparse.BooleanOptionalAction,
+        default=argparse.SUPPRESS, help="compile with XLA (default: on for one device)",
+    )  # fmt: skip
+    train.add_argument(
+        "--dynamic-binarization", dest="dynamic_binarization",
+        action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+        help="redraw binary images from grey levels every epoch",
+    )  # fmt: skip
+    train.add_argument("--config", type=Path, help="JSON or YAML file of training options")
+    train.add_argument("--output", type=Path, help="run directory (default: runs/<dataset>)")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing run")
+    train.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+
+    evaluate = commands.add_parser("evaluate", help="held-out ELBO of a trained run")
+    evaluate.add_argument("run_dir", type=Path)
+    evaluate.add_argument("--split", default=None, help="split to evaluate (default: test)")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+
+    export = commands.add_parser("export", help="SavedModels and TFLite files of a run")
+    from keras_vae import export as export_module
+
+    export_module.add_cli_arguments(export)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Defaults, then the `--config` file, then the options given on the command line."""
+    given = {key: value for key, value in vars(args).items() if key in _CONFIG_KEYS}
+    values = {}
+    if args.config is not None:
+        from keras_vae.config import read_config_file
+
+        values = read_config_file(args.config)
+        TrainConfig.from_dict(values, source=f"config file {args.config}")
+    return TrainConfig.from_dict({**values, **given})
+
+
+_CONFIG_KEYS = {key for _, key, _, _ in _TRAIN_OPTIONS} | {
+    "hidden_units",
+    "jit_compile",
+    "dynamic_binarization",
+}
+
+
+def _default_output(config: TrainConfig) -> Path:
+    return Path("runs") / Path(config.dataset).stem
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from keras_vae import runs, training
+
+    config = config_from_args(args)
+    output = args.output or _default_output(config)
+    if (output / runs.MODEL_FILE).exists() and not args.overwrite:
+        raise FileExistsError(
+            f"{output} already holds a trained model; pass --overwrite to replace it or choose "
+            "another --output."
+        )
+    print(f"keras-vae: training on {config.dataset}; run directory {output}", flush=True)
+    metrics = training.train(config, output=output, verbose=0 if args.quiet else "auto")
+    print(
+        f"train ELBO {metrics['train_elbo']:.2f} nats/example; "
+        f"{config.eval_split} ELBO {metrics['test_elbo']:.2f} nats/example "
+        f"({metrics['epochs']} epochs, {metrics['train_seconds']:.0f} s, "
+        f"{metrics['train_examples_per_s']:.0f} examples/s)"
+    )
+    print(f"wrote {output}/model.keras, config.json, history.csv, metrics.json")
+    return 0
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from keras_vae import runs, training
+
+    model, config = runs.load_run(args.run_dir)
+    split = args.split or config.eval_split
+    images = training.load_split(config, split, model_likelihood(model))
+    result = training.evaluate_elbo(model, images)
+    result.update({"split": split, "num_examples": int(len(images)), "unit": "nats per example"})
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        print(
+            f"{split} ELBO {result['elbo']:.2f} nats/example "
+            f"(reconstruction {result['reconstruction']:.2f}, KL {result['kl']:.2f}; "
+            f"{result['num_examples']} examples)"
+        )
+    return 0
+
+
+def model_likelihood(model) -> str:
+    """`bernoulli` or `gaussian`, from the model's likelihood head."""
+    from keras_vae.distributions import BernoulliLikelihood
+
+    return "bernoulli" if isinstance(model.likelihood, BernoulliLikelihood) else "gaussian"
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from keras_vae import export
+
+    return export.run_cli(args)
+
+
+_COMMANDS = {"train": _run_train, "evaluate": _run_evaluate, "export": _run_export}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `keras-vae` console script."""
+    args = _build_parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except (ConfigError, ValueError, FileExistsError, FileNotFoundError) as error:
+        if os.environ.get("KERAS_VAE_DEBUG"):
+            raise
+        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        print(f"keras-vae {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"keras-vae {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

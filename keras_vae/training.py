@@ -1,0 +1,157 @@
+"""Training a VAE from a `TrainConfig`: the logic behind `keras-vae train`, importable.
+
+    data (keras_vae.data) -> strategy (keras_vae.distribute) -> mlp_vae + compile -> fit
+    -> final train/test ELBO -> run directory (keras_vae.runs)
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_vae import data, distribute, runs
+from keras_vae.config import TrainConfig
+from keras_vae.model import VAE, mlp_vae
+
+EVAL_BATCH_SIZE = 1000
+
+
+def resolve_likelihood(config: TrainConfig, images: np.ndarray) -> str:
+    """The configured likelihood, else the dataset's natural one, else from the values."""
+    if config.likelihood:
+        return config.likelihood
+    natural = data.default_likelihood(config.dataset)
+    if natural:
+        return natural
+    inside_unit_interval = float(images.min()) >= 0.0 and float(images.max()) <= 1.0
+    return "bernoulli" if inside_unit_interval else "gaussian"
+
+
+def load_split(config: TrainConfig, split: str, likelihood: str | None = None) -> np.ndarray:
+    """Loads and validates one split of the configured dataset."""
+    images = data.load_images(
+        config.dataset,
+        split,
+        data_dir=config.data_dir,
+        manual_dir=config.manual_dir,
+        limit=config.limit if split == "train" else None,
+    )
+    data.validate_images(
+        images, likelihood=likelihood or resolve_likelihood(config, images), name=split
+    )
+    return images
+
+
+def build_model(config: TrainConfig, image_shape: tuple[int, ...], likelihood: str) -> VAE:
+    """The paper's MLP VAE for `config`, built and compiled (call inside a strategy scope)."""
+    model = mlp_vae(
+        image_shape,
+        latent_dim=config.latent_dim,
+        hidden_units=config.hidden_units,
+        likelihood=likelihood,
+        activation=config.activation,
+        num_samples=config.samples,
+        beta=config.beta,
+        seed=config.seed,
+    )
+    model.build((None, *image_shape))
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate), jit_compile=config.jit_compile
+    )
+    return model
+
+
+def evaluate_elbo(model: VAE, images: np.ndarray, batch_size: int = EVAL_BATCH_SIZE) -> dict:
+    """Held-out ELBO, reconstruction and KL, nats per example, averaged over `images`."""
+    dataset = data.make_dataset(images, batch_size=batch_size, shuffle=False)
+    result = model.evaluate(dataset, verbose=0, return_dict=True)
+    return {key: float(result[key]) for key in ("elbo", "reconstruction", "kl")}
+
+
+def train(config: TrainConfig, output: str | Path | None = None, verbose: Any = "auto") -> dict:
+    """Trains the configured VAE, reports the final ELBOs and (optionally) writes a run dir.
+
+    Args:
+        config: What to train.
+        output: Run directory to write (`model.keras`, `config.json`, `history.csv`,
+            `metrics.json`); None writes nothing.
+        verbose: Keras progress display (`"auto"`, 0, 1, 2).
+
+    Returns:
+        The metrics dict (also `RUN_DIR/metrics.json`): `train_elbo`, `test_elbo` (nats per
+        example, on the whole training set and the eval split), their parts, the wall time
+        and the training throughput. The trained model is under the key `"model"` only in
+        the returned dict.
+    """
+    if config.cpu_replicas:
+        distribute.configure_cpu_replicas(config.cpu_replicas)
+    keras.utils.set_random_seed(config.seed)
+
+    x_train = data.load_images(
+        config.dataset,
+        "train",
+        data_dir=config.data_dir,
+        manual_dir=config.manual_dir,
+        limit=config.limit,
+    )
+    likelihood = resolve_likelihood(config, x_train)
+    data.validate_images(x_train, likelihood=likelihood, name=f"{config.dataset} train split")
+    x_eval = load_split(config, config.eval_split, likelihood)
+
+    strategy = distribute.get_strategy(config.strategy)
+    with strategy.scope():
+        model = build_model(config, tuple(x_train.shape[1:]), likelihood)
+
+    train_ds = data.make_dataset(
+        x_train,
+        batch_size=config.batch_size,
+        shuffle=True,
+        seed=config.seed,
+        dynamic_binarization=config.dynamic_binarization,
+        repeat=config.steps_per_epoch is not None,
+    )
+    eval_ds = data.make_dataset(x_eval, batch_size=EVAL_BATCH_SIZE, shuffle=False)
+    start = time.perf_counter()
+    history = model.fit(
+        train_ds,
+        epochs=config.epochs,
+        steps_per_epoch=config.steps_per_epoch,
+        validation_data=eval_ds,
+        verbose=verbose,
+    )
+    wall = time.perf_counter() - start
+    steps = config.steps_per_epoch or -(-len(x_train) // config.batch_size)
+    examples_seen = config.epochs * steps * config.batch_size
+
+    train_metrics = evaluate_elbo(model, x_train)
+    eval_metrics = evaluate_elbo(model, x_eval)
+    metrics = {
+        "unit": "nats per example",
+        "train_elbo": train_metrics["elbo"],
+        "test_elbo": eval_metrics["elbo"],
+        "test_split": config.eval_split,
+        "train_reconstruction": train_metrics["reconstruction"],
+        "train_kl": train_metrics["kl"],
+        "test_reconstruction": eval_metrics["reconstruction"],
+        "test_kl": eval_metrics["kl"],
+        "likelihood": likelihood,
+        "epochs": config.epochs,
+        "examples_seen": examples_seen,
+        "train_seconds": round(wall, 2),
+        "train_examples_per_s": round(examples_seen / wall, 1),
+        "replicas": strategy.num_replicas_in_sync,
+        "jit_compile": bool(model.jit_compile),
+    }
+    if output is not None:
+        runs.write_run(
+            output,
+            model,
+            config.replace(likelihood=likelihood),
+            history.history,
+            metrics,
+        )
+    return {**metrics, "model": model}
