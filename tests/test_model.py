@@ -1,6 +1,7 @@
 """The VAE model: inference API, train/test steps, gradients and the .keras round trip."""
 
 import json
+
 import keras
 import numpy as np
 import pytest
