@@ -58,7 +58,7 @@ _TRAIN_OPTIONS = (
 )
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = _Parser(prog="keras-vae", description="Variational autoencoders for Keras 3.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -92,7 +92,7 @@ def _build_parser() -> argparse.ArgumentParser:
     from keras_vae import export as export_module
 
     export_module.add_cli_arguments(export)
-    return parser
+    return parser, {"train": train, "evaluate": evaluate, "export": export}
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -129,7 +129,8 @@ def _run_train(args: argparse.Namespace) -> int:
             "another --output."
         )
     print(f"keras-vae: training on {config.dataset}; run directory {output}", flush=True)
-    metrics = training.train(config, output=output, verbose=0 if args.quiet else "auto")
+    verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)  # 2: a line per epoch
+    metrics = training.train(config, output=output, verbose=verbose)
     print(
         f"train ELBO {metrics['train_elbo']:.2f} nats/example; "
         f"{config.eval_split} ELBO {metrics['test_elbo']:.2f} nats/example "
@@ -177,7 +178,10 @@ _COMMANDS = {"train": _run_train, "evaluate": _run_evaluate, "export": _run_expo
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `keras-vae` console script."""
-    args = _build_parser().parse_args(argv)
+    parser, commands = _build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # reported by the subcommand, so that its valid options are listed
+        commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return _COMMANDS[args.command](args)
     except (ConfigError, ValueError, FileExistsError, FileNotFoundError) as error:

@@ -121,6 +121,7 @@ def train(config: TrainConfig, output: str | Path | None = None, verbose: Any = 
         epochs=config.epochs,
         steps_per_epoch=config.steps_per_epoch,
         validation_data=eval_ds,
+        shuffle=False,  # make_dataset shuffles, with the configured seed
         verbose=verbose,
     )
     wall = time.perf_counter() - start
