@@ -83,10 +83,17 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
     train.add_argument("--overwrite", action="store_true", help="replace an existing run")
     train.add_argument("--quiet", action="store_true", help="no per-epoch progress")
 
-    evaluate = commands.add_parser("evaluate", help="held-out ELBO of a trained run")
+    evaluate = commands.add_parser(
+        "evaluate", help="held-out ELBO, importance-sampled NLL, bits/dim, active units"
+    )
     evaluate.add_argument("run_dir", type=Path)
     evaluate.add_argument("--split", default=None, help="split to evaluate (default: test)")
-    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument(
+        "--importance-samples", type=int, default=1000, help="K for the NLL estimate (paper: 5000)"
+    )
+    evaluate.add_argument("--limit", type=int, default=None, help="first N examples only")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the importance samples")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object last")
 
     export = commands.add_parser("export", help="SavedModels and TFLite files of a run")
     from keras_vae import export as export_module
@@ -142,21 +149,36 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from keras_vae import runs, training
+    from keras_vae import evaluation, runs, training
 
     model, config = runs.load_run(args.run_dir)
     split = args.split or config.eval_split
     images = training.load_split(config, split, model_likelihood(model))
-    result = training.evaluate_elbo(model, images)
-    result.update({"split": split, "num_examples": int(len(images)), "unit": "nats per example"})
+    if args.limit is not None:
+        if args.limit < 1:
+            raise ConfigError(f"--limit must be a positive int. Received: {args.limit}")
+        images = images[: args.limit]
+    result = evaluation.evaluate(
+        model,
+        images,
+        args.importance_samples,
+        seed=args.seed,
+        verbose=0 if args.json else (1 if sys.stdout.isatty() else 0),
+    )
+    result["split"] = split
+    from keras_vae.runs import atomic_write_json
+
+    atomic_write_json(args.run_dir / f"eval_{split}.json", result)
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:
         print(
-            f"{split} ELBO {result['elbo']:.2f} nats/example "
-            f"(reconstruction {result['reconstruction']:.2f}, KL {result['kl']:.2f}; "
-            f"{result['num_examples']} examples)"
+            f"{split}: ELBO {result['elbo']:.2f} nats, NLL {result['nll']:.2f} "
+            f"+- {result['nll_stderr']:.2f} nats (K={result['importance_samples']}), "
+            f"{result['bits_per_dim']:.4f} bits/dim, {result['active_units']}/"
+            f"{result['latent_dim']} active units, {result['num_examples']} examples"
         )
+        print(f"wrote {args.run_dir / f'eval_{split}.json'}")
     return 0
 
 

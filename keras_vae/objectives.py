@@ -126,6 +126,20 @@ def beta_elbo_loss(terms: ElboTerms, beta: float = 1.0) -> tf.Tensor:
     return -tf.reduce_mean(terms.reconstruction - beta * terms.kl)
 
 
+def log_importance_weights(
+    log_likelihood: tf.Tensor,
+    posterior: tfd.Distribution,
+    prior: tfd.Distribution,
+    z: tf.Tensor,
+) -> tf.Tensor:
+    """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), `[K, B]`, for z_k ~ q(z|x).
+
+    Their mean over k estimates the ELBO (with Monte Carlo KL); their log-mean-exp is the
+    importance-weighted bound `iwae_bound`.
+    """
+    return log_likelihood + prior.log_prob(z) - posterior.log_prob(z)
+
+
 def iwae_bound(
     log_likelihood: tf.Tensor,
     posterior: tfd.Distribution,
@@ -147,6 +161,6 @@ def iwae_bound(
     Returns:
         `[B]` tensor in nats.
     """
-    log_weights = log_likelihood + prior.log_prob(z) - posterior.log_prob(z)
+    log_weights = log_importance_weights(log_likelihood, posterior, prior, z)
     num_samples = tf.cast(tf.shape(log_weights)[0], log_weights.dtype)
     return tf.reduce_logsumexp(log_weights, axis=0) - tf.math.log(num_samples)
