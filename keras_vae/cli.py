@@ -21,6 +21,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from keras_vae.config import ConfigError, TrainConfig  # noqa: E402
+from keras_vae.training import NonFiniteLossError  # noqa: E402
 
 EXIT_USAGE = 2
 
@@ -29,9 +30,7 @@ class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors list the valid options."""
 
     def error(self, message):
-        options = sorted(
-            {s for a in self._actions for s in a.option_strings if s.startswith("--")}
-        )
+        options = sorted({s for a in self._actions for s in a.option_strings if s.startswith("--")})
         valid = f" Valid options: {' '.join(options)}" if options else ""
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}.{valid}\n")
 
@@ -49,6 +48,7 @@ _TRAIN_OPTIONS = (
     ("--steps-per-epoch", "steps_per_epoch", int, "steps per epoch (default: one pass)"),
     ("--batch-size", "batch_size", int, "global batch size"),
     ("--learning-rate", "learning_rate", float, "Adam step size"),
+    ("--clipnorm", "clipnorm", float, "clip each gradient to this L2 norm"),
     ("--samples", "samples", int, "L, Monte Carlo samples of z per example"),
     ("--beta", "beta", float, "KL weight of the loss (1 = ELBO)"),
     ("--seed", "seed", int, "seed of weights, shuffling and noise"),
@@ -126,18 +126,13 @@ def _default_output(config: TrainConfig) -> Path:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from keras_vae import runs, training
+    from keras_vae import training
 
     config = config_from_args(args)
     output = args.output or _default_output(config)
-    if (output / runs.MODEL_FILE).exists() and not args.overwrite:
-        raise FileExistsError(
-            f"{output} already holds a trained model; pass --overwrite to replace it or choose "
-            "another --output."
-        )
     print(f"keras-vae: training on {config.dataset}; run directory {output}", flush=True)
     verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)  # 2: a line per epoch
-    metrics = training.train(config, output=output, verbose=verbose)
+    metrics = training.train(config, output=output, verbose=verbose, overwrite=args.overwrite)
     print(
         f"train ELBO {metrics['train_elbo']:.2f} nats/example; "
         f"{config.eval_split} ELBO {metrics['test_elbo']:.2f} nats/example "
@@ -212,6 +207,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         print(f"keras-vae {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
+    except NonFiniteLossError as error:
+        if os.environ.get("KERAS_VAE_DEBUG"):
+            raise
+        print(f"keras-vae {args.command}: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"keras-vae {args.command}: interrupted", file=sys.stderr)
         return 130

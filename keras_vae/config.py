@@ -39,6 +39,7 @@ class TrainConfig:
         steps_per_epoch: Steps per epoch; None means one pass over the training split.
         batch_size: Global batch size (split across replicas under a strategy).
         learning_rate: Adam step size.
+        clipnorm: Clip each gradient to this L2 norm (None: no clipping).
         samples: L, Monte Carlo samples of z per example.
         beta: KL weight of the training loss.
         dynamic_binarization: Redraw binary images from grey levels every epoch.
@@ -61,6 +62,7 @@ class TrainConfig:
     steps_per_epoch: int | None = None
     batch_size: int = 100
     learning_rate: float = 1e-3
+    clipnorm: float | None = None
     samples: int = 1
     beta: float = 1.0
     dynamic_binarization: bool = False
@@ -87,6 +89,8 @@ class TrainConfig:
             raise ConfigError(
                 f"learning_rate must be > 0. Received: learning_rate={self.learning_rate!r}"
             )
+        if self.clipnorm is not None and not self.clipnorm > 0:
+            raise ConfigError(f"clipnorm must be > 0. Received: clipnorm={self.clipnorm!r}")
         if not self.beta >= 0:
             raise ConfigError(f"beta must be >= 0. Received: beta={self.beta!r}")
         _check_choice("likelihood", self.likelihood, (*LIKELIHOODS, None))

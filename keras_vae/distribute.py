@@ -78,8 +78,7 @@ def resolve_jit_compile(requested: bool | str | None, strategy: tf.distribute.St
     """
     if requested not in (True, False, None, "auto"):
         raise ValueError(
-            "jit_compile must be True, False, None or 'auto'. "
-            f"Received: jit_compile={requested!r}"
+            f"jit_compile must be True, False, None or 'auto'. Received: jit_compile={requested!r}"
         )
     wanted = requested in (True, None, "auto")
     if wanted and strategy.num_replicas_in_sync > 1:

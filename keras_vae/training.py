@@ -1,11 +1,12 @@
 """Training a VAE from a `TrainConfig`: the logic behind `keras-vae train`, importable.
 
-    data (keras_vae.data) -> strategy (keras_vae.distribute) -> mlp_vae + compile -> fit
-    -> final train/test ELBO -> run directory (keras_vae.runs)
+data (keras_vae.data) -> strategy (keras_vae.distribute) -> mlp_vae + compile -> fit
+-> final train/test ELBO -> run directory (keras_vae.runs)
 """
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,28 @@ from keras_vae.config import TrainConfig
 from keras_vae.model import VAE, mlp_vae
 
 EVAL_BATCH_SIZE = 1000
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the last good backup is kept."""
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops training at the first step whose loss is not finite and remembers where."""
+
+    def __init__(self):
+        super().__init__()
+        self.failure: str | None = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float((logs or {}).get("loss", 0.0))
+        if not math.isfinite(loss) and self.failure is None:
+            self.failure = f"the loss became {loss} at epoch {self._epoch + 1}, step {batch + 1}"
+            self.model.stop_training = True
 
 
 def resolve_likelihood(config: TrainConfig, images: np.ndarray) -> str:
@@ -59,9 +82,8 @@ def build_model(config: TrainConfig, image_shape: tuple[int, ...], likelihood: s
         seed=config.seed,
     )
     model.build((None, *image_shape))
-    model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate), jit_compile=config.jit_compile
-    )
+    optimizer = keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm)
+    model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
     return model
 
 
@@ -72,20 +94,39 @@ def evaluate_elbo(model: VAE, images: np.ndarray, batch_size: int = EVAL_BATCH_S
     return {key: float(result[key]) for key in ("elbo", "reconstruction", "kl")}
 
 
-def train(config: TrainConfig, output: str | Path | None = None, verbose: Any = "auto") -> dict:
+def train(
+    config: TrainConfig,
+    output: str | Path | None = None,
+    verbose: Any = "auto",
+    overwrite: bool = False,
+    progress=print,
+    callbacks: list[keras.callbacks.Callback] | None = None,
+) -> dict:
     """Trains the configured VAE, reports the final ELBOs and (optionally) writes a run dir.
+
+    With a run directory, every completed epoch is backed up (`keras_vae.runs.RunBackup`), so
+    rerunning the same call after a kill continues from the last completed epoch. The same
+    config and seed on the same machine give the same weights and metrics: the weights, the
+    shuffling and the model's noise are all seeded, and the CPU kernels used are deterministic.
+    (TensorFlow's `enable_op_determinism` is not used: Keras turns XLA off under it.)
 
     Args:
         config: What to train.
-        output: Run directory to write (`model.keras`, `config.json`, `history.csv`,
-            `metrics.json`); None writes nothing.
+        output: Run directory (see `keras_vae.runs`); None writes nothing.
         verbose: Keras progress display (`"auto"`, 0, 1, 2).
+        overwrite: Replace a run with other settings or a finished run in `output`.
+        progress: Called with one-line status messages.
+        callbacks: More Keras callbacks for `fit`.
+
+    Raises:
+        NonFiniteLossError: The loss became NaN/Inf; the message names the step, and the
+            backup of the last good epoch stays intact.
 
     Returns:
         The metrics dict (also `RUN_DIR/metrics.json`): `train_elbo`, `test_elbo` (nats per
         example, on the whole training set and the eval split), their parts, the wall time
-        and the training throughput. The trained model is under the key `"model"` only in
-        the returned dict.
+        and the training throughput. The returned dict also holds the trained `"model"` and
+        this call's Keras `"history"`.
     """
     if config.cpu_replicas:
         distribute.configure_cpu_replicas(config.cpu_replicas)
@@ -101,10 +142,20 @@ def train(config: TrainConfig, output: str | Path | None = None, verbose: Any = 
     likelihood = resolve_likelihood(config, x_train)
     data.validate_images(x_train, likelihood=likelihood, name=f"{config.dataset} train split")
     x_eval = load_split(config, config.eval_split, likelihood)
+    config = config.replace(likelihood=likelihood)
+    if output is not None:
+        runs.prepare_run_dir(output, config, overwrite=overwrite)
 
     strategy = distribute.get_strategy(config.strategy)
     with strategy.scope():
         model = build_model(config, tuple(x_train.shape[1:]), likelihood)
+    guard = StopOnNonFiniteLoss()
+    callbacks = [guard, *(callbacks or [])]
+    initial_epoch = 0
+    if output is not None:
+        backup = runs.RunBackup(output, progress=progress)
+        initial_epoch = backup.restore(model)
+        callbacks.append(backup)
 
     train_ds = data.make_dataset(
         x_train,
@@ -119,19 +170,33 @@ def train(config: TrainConfig, output: str | Path | None = None, verbose: Any = 
     history = model.fit(
         train_ds,
         epochs=config.epochs,
+        initial_epoch=initial_epoch,
         steps_per_epoch=config.steps_per_epoch,
         validation_data=eval_ds,
         shuffle=False,  # make_dataset shuffles, with the configured seed
+        callbacks=callbacks,
         verbose=verbose,
     )
     wall = time.perf_counter() - start
+    if guard.failure:
+        done = len(backup.history.get("loss", [])) if output is not None else 0
+        kept = (
+            f"the backup after epoch {done} in {Path(output) / runs.BACKUP_DIR} is intact"
+            if done
+            else "no epoch completed, so there is no backup"
+        )
+        raise NonFiniteLossError(
+            f"Training stopped: {guard.failure}; {kept}. Lower --learning-rate or set "
+            "--clipnorm, and check the data."
+        )
     steps = config.steps_per_epoch or -(-len(x_train) // config.batch_size)
-    examples_seen = config.epochs * steps * config.batch_size
+    examples_seen = (config.epochs - initial_epoch) * steps * config.batch_size
 
     train_metrics = evaluate_elbo(model, x_train)
     eval_metrics = evaluate_elbo(model, x_eval)
     metrics = {
         "unit": "nats per example",
+        "resumed_from_epoch": initial_epoch,
         "train_elbo": train_metrics["elbo"],
         "test_elbo": eval_metrics["elbo"],
         "test_split": config.eval_split,
@@ -143,16 +208,10 @@ def train(config: TrainConfig, output: str | Path | None = None, verbose: Any = 
         "epochs": config.epochs,
         "examples_seen": examples_seen,
         "train_seconds": round(wall, 2),
-        "train_examples_per_s": round(examples_seen / wall, 1),
+        "train_examples_per_s": round(examples_seen / max(wall, 1e-9), 1),
         "replicas": strategy.num_replicas_in_sync,
         "jit_compile": bool(model.jit_compile),
     }
     if output is not None:
-        runs.write_run(
-            output,
-            model,
-            config.replace(likelihood=likelihood),
-            history.history,
-            metrics,
-        )
-    return {**metrics, "model": model}
+        runs.finish_run(output, model, backup.history, metrics)
+    return {**metrics, "model": model, "history": history.history}

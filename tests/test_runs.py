@@ -1,0 +1,195 @@
+"""Run directories: atomic files, resume after a kill, NaN safety, refusals, safe loading."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+
+from keras_vae import runs, training
+from keras_vae.config import TrainConfig
+
+RNG = np.random.default_rng(4)
+
+
+@pytest.fixture
+def toy_npz(tmp_path):
+    path = tmp_path / "toy.npz"
+    np.savez(path, x=(RNG.uniform(size=(256, 6, 6)) > 0.5).astype("uint8"))
+    return path
+
+
+def _config(toy_npz, **changes):
+    values = dict(
+        dataset=str(toy_npz), eval_split="train", latent_dim=2, hidden_units=[16], epochs=3,
+        batch_size=32, seed=1,
+    )  # fmt: skip
+    return TrainConfig(**{**values, **changes})
+
+
+class _FailAfterEpoch(keras.callbacks.Callback):
+    def __init__(self, epoch, action):
+        super().__init__()
+        self.epoch, self.action = epoch, action
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            self.action(self.model)
+
+
+def _crash(model):
+    raise KeyboardInterrupt  # what a Ctrl-C between epochs looks like to the caller
+
+
+def test_rerun_after_a_crash_resumes_from_the_last_completed_epoch(toy_npz, tmp_path):
+    run_dir, config, messages = tmp_path / "run", _config(toy_npz, epochs=4), []
+    with pytest.raises(KeyboardInterrupt):
+        training.train(config, run_dir, verbose=0, callbacks=[_FailAfterEpoch(1, _crash)])
+    assert not (run_dir / "model.keras").exists()
+    # the crash came at the end of epoch 2, before its backup: epoch 1's is the last one
+    assert runs.read_backup_state(run_dir)["epoch"] == 1
+    metrics = training.train(config, run_dir, verbose=0, progress=messages.append)
+    assert any("resuming" in m and "after epoch 1" in m for m in messages)
+    assert metrics["resumed_from_epoch"] == 1
+    history = (run_dir / "history.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in history[1:]] == ["0", "1", "2", "3"]
+    assert not (run_dir / "backup").exists()  # removed once the run finished
+    runs.load_run(run_dir)
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_backup(toy_npz, tmp_path):
+    run_dir = tmp_path / "run"
+
+    def poison(model):  # a weight turns NaN at the end of epoch 2: epoch 3's first step fails
+        kernel = model.decoder.dense_layers[0].kernel
+        kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+
+    with pytest.raises(training.NonFiniteLossError) as error:
+        training.train(_config(toy_npz), run_dir, verbose=0, callbacks=[_FailAfterEpoch(1, poison)])
+    message = str(error.value)
+    assert "at epoch 3, step 1" in message and "--clipnorm" in message
+    assert "backup after epoch 1" in message  # epoch 2 ended with NaN weights: not saved
+    state = runs.read_backup_state(run_dir)
+    assert state["epoch"] == 1 and len(state["history"]["loss"]) == 1
+    model = training.build_model(_config(toy_npz), (6, 6, 1), "bernoulli")
+    runs.RunBackup(run_dir).restore(model)
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
+def test_same_seed_gives_identical_weights_and_metrics(toy_npz):
+    a = training.train(_config(toy_npz, epochs=2), verbose=0)
+    b = training.train(_config(toy_npz, epochs=2), verbose=0)
+    for wa, wb in zip(a["model"].get_weights(), b["model"].get_weights(), strict=True):
+        np.testing.assert_array_equal(wa, wb)
+    assert a["history"] == b["history"] and a["test_elbo"] == b["test_elbo"]
+    c = training.train(_config(toy_npz, epochs=2, seed=2), verbose=0)
+    assert c["history"] != a["history"]
+
+
+def test_run_directory_refusals(toy_npz, tmp_path):
+    run_dir = tmp_path / "run"
+    assert runs.prepare_run_dir(run_dir, _config(toy_npz)) is False
+    assert json.loads((run_dir / "config.json").read_text())["epochs"] == 3
+    with pytest.raises(runs.RunStateError, match=r"other settings \(differs in: epochs, seed\)"):
+        runs.prepare_run_dir(run_dir, _config(toy_npz, epochs=5, seed=9))
+    (run_dir / "model.keras").write_bytes(b"finished")
+    with pytest.raises(runs.RunStateError, match="already holds a finished run"):
+        runs.prepare_run_dir(run_dir, _config(toy_npz))
+    assert runs.prepare_run_dir(run_dir, _config(toy_npz, epochs=5), overwrite=True) is False
+    assert not (run_dir / "model.keras").exists()
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "cat.jpg").write_bytes(b"")
+    with pytest.raises(runs.RunStateError, match="not a keras_vae run directory"):
+        runs.prepare_run_dir(other, _config(toy_npz))
+    with pytest.raises(runs.RunDirectoryError, match="missing model.keras"):
+        runs.load_run(other)
+
+
+def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path):
+    path = tmp_path / "metrics.json"
+    runs.atomic_write_json(path, {"elbo": -90.0})
+
+    class Unserialisable:
+        pass
+
+    with pytest.raises(TypeError):
+        runs.atomic_write_json(path, {"elbo": Unserialisable()})
+    assert json.loads(path.read_text()) == {"elbo": -90.0}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+def test_damaged_model_files_get_one_line_errors(tmp_path):
+    model = training.build_model(
+        TrainConfig(latent_dim=2, hidden_units=[4]), (4, 4, 1), "bernoulli"
+    )
+    good = tmp_path / "good.keras"
+    runs.save_model(model, good)
+    truncated = tmp_path / "truncated.keras"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    garbage = tmp_path / "garbage.keras"
+    garbage.write_bytes(b"not a zip at all")
+    for path in (truncated, garbage):
+        with pytest.raises(runs.RunDirectoryError, match="not a valid .keras file"):
+            runs.load_model(path)
+    emptied = tmp_path / "emptied.keras"
+    with zipfile.ZipFile(emptied, "w") as archive:
+        archive.writestr("config.json", "{}")
+    with pytest.raises(runs.RunDirectoryError, match="Cannot load"):
+        runs.load_model(emptied)
+
+
+def test_model_files_with_code_are_refused(tmp_path):
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2)(inputs))
+    path = tmp_path / "lambda.keras"
+    model.save(path)
+    with pytest.raises(runs.RunDirectoryError, match="Cannot load"):
+        runs.load_model(path)  # safe_mode=True: no arbitrary code from a model file
+
+
+TRAIN_COMMAND = [
+    sys.executable, "-m", "keras_vae.cli", "train", "--eval-split", "train", "--latent-dim",
+    "2", "--hidden-units", "64", "--epochs", "8", "--batch-size", "16", "--seed", "0",
+]  # fmt: skip
+
+
+def kill_and_resume(run_dir, dataset, kills, rng, max_delay=14.0):
+    """Starts the training, SIGKILLs it `kills` times at random moments, then lets it finish.
+
+    Returns how many kills landed while the process was still running.
+    """
+    command = [*TRAIN_COMMAND, "--dataset", str(dataset), "--output", str(run_dir), "--quiet"]
+    landed = 0
+    for _ in range(kills):
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(3.0, max_delay))
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            landed += 1
+        process.wait()
+    final = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert final.returncode == 0, final.stderr[-2000:]
+    return landed
+
+
+@pytest.mark.slow
+def test_training_survives_random_sigkills(tmp_path):
+    dataset = tmp_path / "toy.npz"
+    np.savez(dataset, x=(RNG.uniform(size=(3000, 8, 8)) > 0.5).astype("uint8"))
+    run_dir = tmp_path / "run"
+    landed = kill_and_resume(run_dir, dataset, kills=3, rng=np.random.default_rng(7))
+    assert landed >= 1
+    model, config = runs.load_run(run_dir)
+    assert model.image_shape == (8, 8, 1) and config.epochs == 8
+    epochs = [row.split(",")[0] for row in (run_dir / "history.csv").read_text().splitlines()[1:]]
+    assert epochs == [str(e) for e in range(8)]  # continuous: every epoch exactly once
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert np.isfinite(metrics["test_elbo"])
+    assert not list(run_dir.glob(".*tmp*")) and not (run_dir / "backup").exists()
