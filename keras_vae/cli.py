@@ -21,6 +21,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from keras_vae.config import ConfigError, TrainConfig  # noqa: E402
+from keras_vae.export import ExportCheckError  # noqa: E402
 from keras_vae.training import NonFiniteLossError  # noqa: E402
 
 EXIT_USAGE = 2
@@ -207,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         print(f"keras-vae {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
-    except NonFiniteLossError as error:
+    except (NonFiniteLossError, ExportCheckError) as error:
         if os.environ.get("KERAS_VAE_DEBUG"):
             raise
         print(f"keras-vae {args.command}: error: {error}", file=sys.stderr)

@@ -219,7 +219,14 @@ def _load_tfds(
             f"Dataset '{spec.name}' has no split '{split}'. Available splits: "
             f"{', '.join(spec.splits)}."
         )
+    # `limit` beyond the split's size keeps the whole split (tfds slicing would refuse it)
     tfds_split = f"{split}[:{limit}]" if limit is not None and "[" not in split else split
+    if limit is not None and "[" not in split:
+        try:
+            size = tfds.builder(spec.name, data_dir=data_dir).info.splits[split].num_examples
+            tfds_split = split if limit >= size else tfds_split
+        except Exception:  # noqa: BLE001 - not prepared yet: the load below reports it
+            pass
     # Not batch_size=-1: under tfds.testing.mock_data it aborts the process (std::length_error).
     kwargs = {"split": tfds_split, "data_dir": data_dir, "batch_size": _READ_BATCH}
     try:

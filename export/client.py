@@ -1,0 +1,182 @@
+"""A small REST client for the encoder and decoder served by TF Serving.
+
+Standard library only (urllib, json); numpy is used when installed, so that results come back
+as float32 arrays, and otherwise results are nested lists.
+
+    client = VAEServingClient("http://localhost:8501")
+    client.encode(images)          # {"loc": [n, latent_dim], "scale": [n, latent_dim]}
+    client.encode_sample(images)   # {"z", "loc", "scale"}
+    client.decode(z)               # {"mean": [n, *image_shape], "logits" | "loc", "scale"}
+    client.sample(16)              # {"z": [16, latent_dim], "mean": [16, *image_shape]}
+
+Each call has a `build_*_request` twin that returns `(url, body)` without sending anything.
+Batched inputs go in TF Serving's row format (`"instances"`); `sample` takes a scalar, which
+only the columnar format (`"inputs"`) can carry. Both response formats are parsed: rows
+(`"predictions"`, a list of `{output: value}`) and columns (`"outputs"`).
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+try:
+    import numpy as np
+except ImportError:  # pragma: no cover - numpy is optional
+    np = None
+
+
+class ServingError(RuntimeError):
+    """TF Serving answered with an error (its message is included) or could not be reached."""
+
+
+def _to_list(values: Any) -> list:
+    """A JSON-ready nested list from a numpy array or nested sequences."""
+    if hasattr(values, "tolist"):
+        return values.tolist()
+    if isinstance(values, Sequence) and not isinstance(values, str):
+        return [_to_list(v) for v in values]
+    return values
+
+
+def _as_array(values: Any) -> Any:
+    return np.asarray(values, dtype=np.float32) if np is not None else values
+
+
+def parse_response(response: dict) -> dict[str, Any]:
+    """`{output name: batch}` from a TF Serving predict response in either format.
+
+    Args:
+        response: The decoded JSON: `{"predictions": [{name: value}, ...]}` (row format, one
+            entry per example) or `{"outputs": {name: batch}}` (columnar format).
+
+    Returns:
+        Each output as a float32 numpy array (or a nested list without numpy).
+    """
+    if "error" in response:
+        raise ServingError(response["error"])
+    if "predictions" in response:
+        rows = response["predictions"]
+        if rows and not isinstance(rows[0], dict):
+            raise ServingError("unnamed single-output predictions; expected named outputs")
+        names = rows[0].keys() if rows else ()
+        return {name: _as_array([row[name] for row in rows]) for name in names}
+    if "outputs" in response:
+        outputs = response["outputs"]
+        if not isinstance(outputs, dict):
+            raise ServingError("unnamed single-output outputs; expected named outputs")
+        return {name: _as_array(value) for name, value in outputs.items()}
+    raise ServingError(f"not a predict response: keys {sorted(response)}")
+
+
+class VAEServingClient:
+    """Client of the `encoder` and `decoder` models of a TF Serving REST endpoint.
+
+    Args:
+        base_url: The REST endpoint, `http://host:8501`.
+        encoder_name: Model name of the encoder in `models.config`.
+        decoder_name: Model name of the decoder.
+        version: Pin a model version; None lets the server choose (the latest by default).
+        timeout: Seconds per request.
+    """
+
+    def __init__(
+        self,
+        base_url: str = "http://localhost:8501",
+        encoder_name: str = "encoder",
+        decoder_name: str = "decoder",
+        version: int | None = None,
+        timeout: float = 30.0,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.encoder_name = encoder_name
+        self.decoder_name = decoder_name
+        self.version = version
+        self.timeout = timeout
+
+    # --------------------------------------------------------------------- requests only
+    def predict_url(self, model_name: str) -> str:
+        """`{base_url}/v1/models/{name}[/versions/{v}]:predict`."""
+        version = f"/versions/{self.version}" if self.version is not None else ""
+        return f"{self.base_url}/v1/models/{model_name}{version}:predict"
+
+    def build_encode_request(self, x: Any) -> tuple[str, dict]:
+        """Request of encoder `serving_default`: images `[n, *image_shape]` in [0, 1]."""
+        return self.predict_url(self.encoder_name), {
+            "signature_name": "serving_default",
+            "instances": _to_list(x),
+        }
+
+    def build_encode_sample_request(self, x: Any) -> tuple[str, dict]:
+        """Request of encoder `encode_sample`: images `[n, *image_shape]`."""
+        return self.predict_url(self.encoder_name), {
+            "signature_name": "encode_sample",
+            "instances": _to_list(x),
+        }
+
+    def build_decode_request(self, z: Any) -> tuple[str, dict]:
+        """Request of decoder `serving_default`: latents `[n, latent_dim]`."""
+        return self.predict_url(self.decoder_name), {
+            "signature_name": "serving_default",
+            "instances": _to_list(z),
+        }
+
+    def build_sample_request(self, num_samples: int) -> tuple[str, dict]:
+        """Request of decoder `sample`: a scalar, so the columnar `inputs` format."""
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive int. Received: {num_samples!r}")
+        return self.predict_url(self.decoder_name), {
+            "signature_name": "sample",
+            "inputs": {"num_samples": num_samples},
+        }
+
+    # -------------------------------------------------------------------------- calls
+    def post(self, url: str, body: dict) -> dict:
+        """POSTs `body` as JSON and returns the decoded JSON response."""
+        request = urllib.request.Request(
+            url,
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            detail = error.read().decode(errors="replace")
+            try:
+                detail = json.loads(detail).get("error", detail)
+            except ValueError:
+                pass
+            raise ServingError(f"{url}: HTTP {error.code}: {detail}") from error
+        except urllib.error.URLError as error:
+            raise ServingError(f"{url}: {error.reason}") from error
+
+    def _call(self, request: tuple[str, dict]) -> dict[str, Any]:
+        return parse_response(self.post(*request))
+
+    def encode(self, x: Any) -> dict[str, Any]:
+        """q(z|x): `{"loc", "scale"}`, each `[n, latent_dim]`."""
+        return self._call(self.build_encode_request(x))
+
+    def encode_sample(self, x: Any) -> dict[str, Any]:
+        """One z ~ q(z|x) per image: `{"z", "loc", "scale"}`."""
+        return self._call(self.build_encode_sample_request(x))
+
+    def decode(self, z: Any) -> dict[str, Any]:
+        """p(x|z): `{"mean", ...}` and the likelihood parameters (`logits`, or `loc`, `scale`)."""
+        return self._call(self.build_decode_request(z))
+
+    def sample(self, num_samples: int) -> dict[str, Any]:
+        """z ~ N(0, I) decoded: `{"z": [n, latent_dim], "mean": [n, *image_shape]}`."""
+        return self._call(self.build_sample_request(num_samples))
+
+
+if __name__ == "__main__":  # python export/client.py [base_url]: sample 2 images
+    import sys
+
+    result = VAEServingClient(*sys.argv[1:2]).sample(2)
+    print({name: getattr(value, "shape", None) for name, value in result.items()})

@@ -1,0 +1,592 @@
+"""Export: SavedModels for TF Serving, .tflite files, self-checks, atomic writes, REST client.
+
+Two tiny models, trained for a few steps on real data from ../shared (a Bernoulli model on
+28x28 MNIST digits and a Gaussian one on 28x20 Frey faces), are exported once per module with
+every TFLite variant; the tests then read the export back the way its users would.
+"""
+
+import gzip
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
+
+import keras_vae
+from keras_vae import export
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+LATENT = 4
+SHAPES = {"bernoulli": (28, 28, 1), "gaussian": (28, 20, 1)}
+VARIANTS = ("none", "dynamic", "float16", "int8")
+
+
+def _load_module(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "export" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _images(likelihood, n=1200):
+    """Real images in [0, 1]: binarized MNIST test digits, or Frey Face frames."""
+    rng = np.random.default_rng(0)
+    if likelihood == "bernoulli":
+        with gzip.open(SHARED / "mnist" / "t10k-images-idx3-ubyte.gz") as handle:
+            pixels = np.frombuffer(handle.read(), np.uint8, offset=16)
+        images = (pixels.reshape(-1, 28, 28, 1)[:n] > 127).astype(np.float32)
+    else:
+        from scipy.io import loadmat
+
+        frames = loadmat(SHARED / "frey_face" / "frey_rawface.mat")["ff"].T
+        images = frames.reshape(-1, 28, 20, 1).astype(np.float32) / 255.0
+    return images[rng.permutation(len(images))[:n]]
+
+
+def _tiny_model(likelihood="bernoulli", images=None):
+    keras.utils.set_random_seed(0)
+    model = keras_vae.mlp_vae(
+        SHAPES[likelihood], latent_dim=LATENT, hidden_units=32, likelihood=likelihood, seed=0
+    )
+    model.build((None, *SHAPES[likelihood]))
+    if images is not None:
+        model.compile(optimizer=keras.optimizers.Adam(3e-3))
+        model.fit(images, epochs=3, batch_size=100, verbose=0)
+    return model
+
+
+class Export:
+    def __init__(self, likelihood, root):
+        images = _images(likelihood)
+        self.likelihood = likelihood
+        self.model = _tiny_model(likelihood, images[:1000])
+        self.representative, self.check = images[:300], images[1000:1064]
+        self.dir = root / "export"
+        self.report = export.export_vae(
+            self.model,
+            self.dir,
+            quantize=VARIANTS,
+            representative_images=self.representative,
+            check_images=self.check,
+            progress=None,
+        )
+        self.encoder = tf.saved_model.load(str(self.dir / "encoder" / "1"))
+        self.decoder = tf.saved_model.load(str(self.dir / "decoder" / "1"))
+
+    def reference(self, x):
+        """Encoder and decoder outputs computed independently, through the Keras/TFP path."""
+        q = self.model.encode(x)
+        loc = q.mean().numpy()
+        p = self.model.decode(loc)
+        decoder = {"mean": p.mean().numpy()}
+        if self.likelihood == "bernoulli":
+            decoder["logits"] = p.distribution.logits_parameter().numpy()
+        else:
+            decoder.update(loc=p.distribution.loc.numpy(), scale=p.stddev().numpy())
+        return {"loc": loc, "scale": q.stddev().numpy()}, decoder
+
+    def tflite(self, part, variant="none"):
+        path = self.dir / export.tflite_filename(part, variant)
+        return Interpreter(model_path=str(path), num_threads=2)
+
+
+_EXPORTS = {}
+
+
+def _export(likelihood, tmp_path_factory):
+    if likelihood not in _EXPORTS:
+        _EXPORTS[likelihood] = Export(likelihood, tmp_path_factory.mktemp(likelihood))
+    return _EXPORTS[likelihood]
+
+
+@pytest.fixture(scope="module", params=["bernoulli", "gaussian"])
+def exported(request, tmp_path_factory):
+    return _export(request.param, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def bernoulli(tmp_path_factory):
+    return _export("bernoulli", tmp_path_factory)
+
+
+def _expected_signatures(likelihood, shape, latent_dim=LATENT):
+    image, latent = ["float32", [-1, *shape]], ["float32", [-1, latent_dim]]
+    params = {"logits": image} if likelihood == "bernoulli" else {"loc": image, "scale": image}
+    return {
+        "encoder": {
+            "serving_default": ({"x": image}, {"loc": latent, "scale": latent}),
+            "encode_sample": ({"x": image}, {"z": latent, "loc": latent, "scale": latent}),
+        },
+        "decoder": {
+            "serving_default": ({"z": latent}, {"mean": image, **params}),
+            "sample": ({"num_samples": ["int32", []]}, {"z": latent, "mean": image}),
+        },
+    }
+
+
+_TF_ONLY = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+root, expected = sys.argv[1], json.loads(sys.argv[2])
+
+def spec(s):
+    return [s.dtype.name, [-1 if d is None else d for d in s.shape.as_list()]]
+
+found, shapes = {}, {}
+for part in ("encoder", "decoder"):
+    loaded = tf.saved_model.load(f"{root}/{part}/1")
+    found[part] = {}
+    for key, fn in loaded.signatures.items():
+        inputs = {n: spec(s) for n, s in fn.structured_input_signature[1].items()}
+        outputs = {n: spec(s) for n, s in fn.structured_outputs.items()}
+        found[part][key] = [inputs, outputs]
+        feed = {
+            n: tf.constant(3 if not s[1] else np.full([5] + s[1][1:], 0.5), dtype=s[0])
+            for n, s in inputs.items()
+        }
+        result = fn(**feed)
+        shapes[f"{part}/{key}"] = {n: v.shape.as_list() for n, v in result.items()}
+        assert all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in result.values())
+assert "keras_vae" not in sys.modules
+print(json.dumps({"signatures": found, "shapes": shapes}))
+"""
+
+
+def test_saved_models_load_and_run_with_tensorflow_alone(exported):
+    shape = SHAPES[exported.likelihood]
+    expected = _expected_signatures(exported.likelihood, shape)
+    result = subprocess.run(
+        [sys.executable, "-c", _TF_ONLY, str(exported.dir), json.dumps(expected)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["signatures"] == json.loads(json.dumps(expected))
+    assert found["shapes"]["encoder/serving_default"] == {"loc": [5, 4], "scale": [5, 4]}
+    assert found["shapes"]["decoder/sample"] == {"z": [3, 4], "mean": [3, *shape]}
+    assert found["shapes"]["decoder/serving_default"]["mean"] == [5, *shape]
+
+
+def test_saved_model_cli_shows_signatures_and_runs_them_in_graph_mode(bernoulli, tmp_path):
+    cli = Path(sys.executable).with_name("saved_model_cli")
+    shown = subprocess.run(
+        [cli, "show", "--dir", bernoulli.dir / "decoder" / "1", "--all"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    for text in (
+        "signature_def['serving_default']",
+        "signature_def['sample']",
+        "inputs['z']",
+        "inputs['num_samples']",
+        "outputs['mean']",
+        "outputs['logits']",
+    ):
+        assert text in shown.stdout
+    # `saved_model_cli run` loads in graph mode with a Session, as TF Serving does.
+    z = tmp_path / "z.npy"
+    np.save(z, bernoulli.reference(bernoulli.check[:3])[0]["loc"])
+    ran = subprocess.run(
+        [
+            cli,
+            "run",
+            "--dir",
+            bernoulli.dir / "decoder" / "1",
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serving_default",
+            "--inputs",
+            f"z={z}",
+            "--outdir",
+            tmp_path,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    mean = np.load(tmp_path / "mean.npy")
+    np.testing.assert_allclose(mean, bernoulli.reference(bernoulli.check[:3])[1]["mean"], atol=1e-5)
+
+
+@pytest.mark.parametrize("batch", [1, 64])
+def test_float32_tflite_matches_the_keras_model(exported, batch):
+    x = exported.check[:batch]
+    want_encoder, want_decoder = exported.reference(x)
+    encoder = exported.tflite("encoder")
+    assert set(encoder.get_signature_list()) == {"serving_default", "encode_sample"}
+    got = encoder.get_signature_runner("serving_default")(x=x)
+    for name in ("loc", "scale"):
+        assert np.abs(got[name] - want_encoder[name]).max() < 1e-4
+    decoder = exported.tflite("decoder")
+    assert set(decoder.get_signature_list()) == {"serving_default", "sample"}
+    got = decoder.get_signature_runner("serving_default")(z=want_encoder["loc"])
+    assert set(got) == set(want_decoder)
+    for name, want in want_decoder.items():
+        assert got[name].shape == (batch, *SHAPES[exported.likelihood])
+        assert np.abs(got[name] - want).max() < 1e-4, name
+
+
+def test_tflite_files_have_builtin_ops_only(exported):
+    for part in ("encoder", "decoder"):
+        for variant in VARIANTS:
+            content = (exported.dir / export.tflite_filename(part, variant)).read_bytes()
+            operators = export.tflite_operators(content)
+            assert "FULLY_CONNECTED" in operators
+            assert not [op for op in operators if op.startswith("CUSTOM")], operators
+            assert b"Flex" not in content
+    assert "RANDOM_STANDARD_NORMAL" in export.tflite_operators(
+        (exported.dir / "decoder.tflite").read_bytes()
+    )
+
+
+def test_quantized_tflite_within_documented_bounds(exported):
+    x = exported.check
+    want_encoder, want_decoder = exported.reference(x)
+    for variant in ("dynamic", "float16", "int8"):
+        bounds = export.QUANTIZED_BOUNDS[variant]
+        encoder = exported.tflite("encoder", variant).get_signature_runner("serving_default")
+        loc = encoder(x=x)["loc"]
+        assert np.abs(loc - want_encoder["loc"]).max() < bounds["encoder"], variant
+        decoder = exported.tflite("decoder", variant).get_signature_runner("serving_default")
+        mean = decoder(z=want_encoder["loc"])["mean"]
+        assert np.abs(mean - want_decoder["mean"]).max() < bounds["decoder"], variant
+    for part in ("encoder", "decoder"):
+        size = {
+            v: (exported.dir / export.tflite_filename(part, v)).stat().st_size for v in VARIANTS
+        }
+        # (int8 is not smaller than float16 here: its per-channel scales weigh more than the
+        # weights of a 32-unit model.)
+        assert max(size["dynamic"], size["float16"], size["int8"]) < size["none"]
+
+
+def test_sampling_signatures_give_finite_images_of_the_right_shape(exported):
+    shape = SHAPES[exported.likelihood]
+    sample = exported.decoder.signatures["sample"]
+    runners = [lambda n: {k: v.numpy() for k, v in sample(num_samples=tf.constant(n)).items()}]
+    for variant in VARIANTS:
+        runner = exported.tflite("decoder", variant).get_signature_runner("sample")
+        runners.append(lambda n, runner=runner: runner(num_samples=np.array(n, np.int32)))
+    for run in runners:
+        for n in (1, 300):
+            out = run(n)
+            assert out["z"].shape == (n, LATENT) and out["mean"].shape == (n, *shape)
+            assert np.isfinite(out["z"]).all() and np.isfinite(out["mean"]).all()
+            if exported.likelihood == "bernoulli":
+                assert out["mean"].min() >= 0 and out["mean"].max() <= 1
+        assert 0.8 < out["z"].std() < 1.2  # z ~ N(0, I), 1,200 draws
+    x = exported.check[:16]
+    encode_sample = exported.tflite("encoder").get_signature_runner("encode_sample")
+    out = encode_sample(x=x)
+    assert out["z"].shape == (16, LATENT) and np.isfinite(out["z"]).all()
+    assert not np.allclose(out["z"], out["loc"])
+
+
+def test_report_lists_every_file_with_its_size_and_errors(exported):
+    on_disk = json.loads((exported.dir / "export_report.json").read_text())
+    assert on_disk == json.loads(json.dumps(exported.report))
+    paths = [a["path"] for a in on_disk["artefacts"]]
+    assert paths[:2] == ["encoder/1", "decoder/1"]
+    assert {p for p in paths if p.endswith(".tflite")} == {
+        export.tflite_filename(part, v) for part in ("encoder", "decoder") for v in VARIANTS
+    }
+    for artefact in on_disk["artefacts"]:
+        path = exported.dir / artefact["path"]
+        if path.is_file():
+            assert artefact["bytes"] == path.stat().st_size
+        assert artefact["checked_error"] < artefact["bound"]
+    assert on_disk["versions"] == {"encoder": [1], "decoder": [1]}
+    leftovers = [p for p in exported.dir.rglob(".*")]
+    assert leftovers == []
+
+
+def test_wrong_input_shape_is_a_clear_error(bernoulli):
+    errors = (TypeError, ValueError, tf.errors.InvalidArgumentError)
+    with pytest.raises(errors, match=r"\(None, 28, 28, 1\)|\[\?,28,28,1\]"):
+        bernoulli.encoder.signatures["serving_default"](x=tf.zeros([2, 28, 27, 1]))
+    with pytest.raises(errors, match=r"\(None, 4\)|\[\?,4\]"):
+        bernoulli.decoder.signatures["serving_default"](z=tf.zeros([2, 5]))
+    with pytest.raises(errors, match=r"\(None, 4\)|\[\?,4\]"):
+        bernoulli.decoder.signatures["serving_default"](z=tf.zeros([2, 3]))
+
+
+def test_rest_client_requests_match_the_signatures(exported):
+    client_module = _load_module("client")
+    examples = _load_module("make_examples")
+    client = client_module.VAEServingClient("http://serving:8501/")
+    x = exported.check[:2]
+    z = exported.reference(x)[0]["loc"]
+    requests = {
+        "encode": (client.build_encode_request(x), "encoder"),
+        "encode_sample": (client.build_encode_sample_request(x), "encoder"),
+        "decode": (client.build_decode_request(z), "decoder"),
+        "sample": (client.build_sample_request(2), "decoder"),
+    }
+    for (url, body), part in requests.values():
+        assert url == f"http://serving:8501/v1/models/{part}:predict"
+        body = json.loads(json.dumps(body))  # what goes over the wire
+        loaded = exported.encoder if part == "encoder" else exported.decoder
+        signature = loaded.signatures[body["signature_name"]]
+        specs = signature.structured_input_signature[1]
+        inputs = examples.request_inputs(body, specs)
+        assert set(inputs) == set(specs)
+        for name, spec in specs.items():
+            assert spec.is_compatible_with(tf.constant(inputs[name], spec.dtype)), name
+        response = json.loads(json.dumps(examples.predict_in_process(loaded, body)))
+        parsed = client_module.parse_response(response)
+        direct = signature(**{n: tf.constant(v, specs[n].dtype) for n, v in inputs.items()})
+        assert set(parsed) == set(direct)
+        for name, value in parsed.items():
+            assert value.shape == tuple(direct[name].shape)
+            if body["signature_name"] == "serving_default":
+                np.testing.assert_allclose(value, direct[name].numpy(), atol=1e-5)
+    columnar = {"outputs": {"loc": [[0.0] * 4], "scale": [[1.0] * 4]}}
+    assert client_module.parse_response(columnar)["scale"].shape == (1, 4)
+
+
+def test_committed_examples_fit_the_mnist_signatures():
+    examples = REPO / "export" / "examples"
+    # generated from the paper's MNIST model, latent_dim 20
+    expected = _expected_signatures("bernoulli", (28, 28, 1), latent_dim=20)
+    names = {
+        "encode": "encoder",
+        "encode_sample": "encoder",
+        "decode": "decoder",
+        "sample": "decoder",
+    }
+    for name, part in names.items():
+        request = json.loads((examples / f"{name}.request.json").read_text())
+        response = json.loads((examples / f"{name}.response.json").read_text())
+        inputs, outputs = expected[part][request["signature_name"]]
+        if "instances" in request:
+            shape = np.shape(request["instances"])[1:]
+            ((_, (_, input_shape)),) = inputs.items()
+            assert list(shape) == input_shape[1:]
+            assert set(response["predictions"][0]) == set(outputs)
+        else:
+            assert set(request["inputs"]) == set(inputs)
+            assert set(response["outputs"]) == set(outputs)
+
+
+def test_models_config_serves_both_models():
+    lines = [line.strip() for line in (REPO / "export" / "models.config").read_text().splitlines()]
+    names = [line.split('"')[1] for line in lines if line.startswith("name:")]
+    paths = [line.split('"')[1] for line in lines if line.startswith("base_path:")]
+    assert names == ["encoder", "decoder"]
+    assert paths == ["/models/encoder", "/models/decoder"]
+
+
+# ------------------------------------------------------------------ atomicity and arguments
+def _tiny_untrained():
+    return _tiny_model("bernoulli")
+
+
+def _no_version_and_no_temp(root):
+    assert not (root / "encoder" / "1").exists() and not (root / "decoder" / "1").exists()
+    assert not list(root.rglob(".tmp*")) and not list(root.rglob(".old*"))
+
+
+def test_interrupted_export_leaves_nothing(tmp_path, monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "convert_tflite", interrupt)  # after both SavedModels
+    with pytest.raises(KeyboardInterrupt):
+        export.export_vae(_tiny_untrained(), tmp_path, progress=None)
+    _no_version_and_no_temp(tmp_path)
+    assert not list(tmp_path.glob("*.tflite")) and not (tmp_path / "export_report.json").exists()
+
+
+def test_failed_self_check_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(export, "FLOAT32_BOUND", 0.0)
+    with pytest.raises(export.ExportCheckError, match="encoder/1"):
+        export.export_vae(_tiny_untrained(), tmp_path, tflite=False, progress=None)
+    _no_version_and_no_temp(tmp_path)
+
+
+def _snapshot(root):
+    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_existing_version_needs_overwrite(tmp_path):
+    model = _tiny_untrained()
+    export.export_vae(model, tmp_path, tflite=False, progress=None)
+    before = _snapshot(tmp_path)
+    with pytest.raises(FileExistsError, match="version 1 already exists"):
+        export.export_vae(model, tmp_path, tflite=False, progress=None)
+    assert _snapshot(tmp_path) == before
+    report = export.export_vae(model, tmp_path, version=2, tflite=False, progress=None)
+    assert report["versions"] == {"encoder": [1, 2], "decoder": [1, 2]}
+    model.encoder.dense_layers[0].kernel.assign_add(
+        tf.ones_like(model.encoder.dense_layers[0].kernel)
+    )
+    export.export_vae(model, tmp_path, tflite=False, overwrite=True, progress=None)
+    encoder = tf.saved_model.load(str(tmp_path / "encoder" / "1"))
+    x = np.full((1, 28, 28, 1), 0.5, np.float32)
+    np.testing.assert_allclose(
+        encoder.signatures["serving_default"](x=tf.constant(x))["loc"].numpy(),
+        model.encode(x).mean().numpy(),
+        atol=1e-5,
+    )
+    assert not list(tmp_path.rglob(".old*")) and not list(tmp_path.rglob(".tmp*"))
+
+
+def test_tflite_files_of_an_earlier_export_are_replaced_or_removed(tmp_path):
+    model = _tiny_untrained()
+    export.export_vae(model, tmp_path, quantize=["none", "float16"], progress=None)
+    report = export.export_vae(model, tmp_path, version=2, quantize=["dynamic"], progress=None)
+    assert sorted(p.name for p in tmp_path.glob("*.tflite")) == [
+        "decoder.dynamic.tflite",
+        "encoder.dynamic.tflite",
+    ]
+    assert report["version"] == 2
+
+
+_EXPORT_SCRIPT = """
+import sys
+import keras_vae
+from keras_vae.export import export_vae
+model = keras_vae.mlp_vae((28, 28, 1), latent_dim=4, hidden_units=32)
+model.build((None, 28, 28, 1))
+export_vae(model, sys.argv[1], quantize=["none", "dynamic"], progress=None)
+"""
+
+
+@pytest.mark.parametrize("kill_when", ["encoder/.tmp-*", ".tmp-*/encoder.tflite"])
+def test_killed_export_leaves_no_partial_version(tmp_path, kill_when):
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    process = subprocess.Popen([sys.executable, "-c", _EXPORT_SCRIPT, str(tmp_path)], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob(kill_when)):
+            assert process.poll() is None, "the export ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    for part in ("encoder", "decoder"):
+        version = tmp_path / part / "1"
+        if version.exists():  # then it is complete
+            loaded = tf.saved_model.load(str(version))
+            assert "serving_default" in loaded.signatures
+    # Leftover temporaries are not versions and do not block the next export.
+    export.export_vae(_tiny_untrained(), tmp_path, tflite=False, overwrite=True, progress=None)
+    assert export._versions(tmp_path / "encoder") == [1]
+
+
+def test_int8_keeps_serving_default_when_the_sampling_signature_fails(tmp_path, monkeypatch):
+    convert = export.convert_tflite
+
+    def refuse_sampling(saved_model_dir, keys, quantization="none", dataset=None):
+        if quantization == "int8" and len(keys) > 1:
+            raise RuntimeError("RANDOM_STANDARD_NORMAL has no int8 kernel")
+        return convert(saved_model_dir, keys, quantization, dataset)
+
+    monkeypatch.setattr(export, "convert_tflite", refuse_sampling)
+    images = _images("bernoulli", 100)
+    lines = []
+    report = export.export_vae(
+        _tiny_untrained(),
+        tmp_path,
+        quantize=["int8"],
+        representative_images=images,
+        progress=lines.append,
+    )
+    int8 = [a for a in report["artefacts"] if a["quantization"] == "int8"]
+    assert [list(a["signatures"]) for a in int8] == [["serving_default"]] * 2
+    assert any("keeping serving_default only" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"version": 0}, "version must be a positive int"),
+        ({"quantize": ["int4"]}, "quantize must be"),
+        ({"quantize": ["int8"]}, "needs representative_images"),
+        ({"tflite": False, "quantize": ["float16"]}, "needs tflite=True"),
+        (
+            {"check_images": np.zeros((2, 28, 20, 1))},
+            r"check_images must have shape \[N, 28, 28, 1\]",
+        ),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_work(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        export.export_vae(_tiny_untrained(), tmp_path / "out", progress=None, **kwargs)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unbuilt_model_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="not built"):
+        export.export_vae(keras_vae.mlp_vae((28, 28, 1)), tmp_path, progress=None)
+
+
+def test_cli_exports_a_run_directory(tmp_path, capsys):
+    from keras_vae import cli
+    from keras_vae.config import TrainConfig
+
+    images = tmp_path / "images.npz"
+    np.savez(images, x=_images("bernoulli", 300))
+    run_dir = tmp_path / "run"  # what `keras-vae train` writes, less the history
+    run_dir.mkdir()
+    _tiny_untrained().save(run_dir / "model.keras")
+    (run_dir / "config.json").write_text(TrainConfig(dataset=str(images)).to_json())
+    output = tmp_path / "export"
+    assert cli.main(["export", str(run_dir), "--output", str(output), "--no-tflite"]) == 0
+    assert "encoder/1" in capsys.readouterr().out
+    assert export._versions(output / "decoder") == [1]
+    assert cli.main(["export", str(tmp_path), "--output", str(output)]) != 0
+    assert "not a keras_vae run directory" in capsys.readouterr().err
+
+
+def test_cli_arguments():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    export.add_cli_arguments(parser)
+    args = parser.parse_args(["runs/mnist", "--output", "export/mnist"])
+    assert (args.version, args.tflite, args.quantize, args.overwrite) == (1, True, ["none"], False)
+    args = parser.parse_args(
+        [
+            "r",
+            "--output",
+            "o",
+            "--version",
+            "3",
+            "--no-tflite",
+            "--quantize",
+            "int8",
+            "float16",
+            "--overwrite",
+        ]
+    )
+    assert (args.version, args.tflite, args.quantize, args.overwrite) == (
+        3,
+        False,
+        ["int8", "float16"],
+        True,
+    )
+    with pytest.raises(SystemExit):
+        parser.parse_args(["r", "--output", "o", "--quantize", "int4"])
