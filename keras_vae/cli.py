@@ -3,6 +3,8 @@
     keras-vae train    --dataset NAME|PATH [options] --output RUN_DIR
     keras-vae evaluate RUN_DIR [--split test] [--json]
     keras-vae export   RUN_DIR --output EXPORT_DIR [--version N] [--quantize ...]
+    keras-vae plot     RUN_DIR --kind samples|reconstructions|manifold|latents|interpolation
+                       --output FILE.png
 
 Settings come from the defaults, then `--config FILE`, then the options given on the command
 line. Mistakes the user can fix (bad options, bad data, missing files) print one line and exit
@@ -47,6 +49,8 @@ _TRAIN_OPTIONS = (
     ("--activation", "activation", str, "hidden activation (paper: tanh)"),
     ("--epochs", "epochs", int, "training epochs"),
     ("--steps-per-epoch", "steps_per_epoch", int, "steps per epoch (default: one pass)"),
+    ("--steps-per-execution", "steps_per_execution", int, "train steps per compiled call"),
+    ("--image-every", "image_every", int, "TensorBoard/PNG pictures every N epochs (0: off)"),
     ("--batch-size", "batch_size", int, "global batch size"),
     ("--learning-rate", "learning_rate", float, "Adam step size"),
     ("--clipnorm", "clipnorm", float, "clip each gradient to this L2 norm"),
@@ -100,7 +104,12 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
     from keras_vae import export as export_module
 
     export_module.add_cli_arguments(export)
-    return parser, {"train": train, "evaluate": evaluate, "export": export}
+
+    plot = commands.add_parser("plot", help="reconstructions, samples, manifold, latents")
+    from keras_vae import plotting
+
+    plotting.add_cli_arguments(plot)
+    return parser, {"train": train, "evaluate": evaluate, "export": export, "plot": plot}
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -141,6 +150,7 @@ def _run_train(args: argparse.Namespace) -> int:
         f"{metrics['train_examples_per_s']:.0f} examples/s)"
     )
     print(f"wrote {output}/model.keras, config.json, history.csv, metrics.json")
+    print(f"TensorBoard: tensorboard --logdir {output / 'tensorboard'}")
     return 0
 
 
@@ -191,7 +201,18 @@ def _run_export(args: argparse.Namespace) -> int:
     return export.run_cli(args)
 
 
-_COMMANDS = {"train": _run_train, "evaluate": _run_evaluate, "export": _run_export}
+def _run_plot(args: argparse.Namespace) -> int:
+    from keras_vae import plotting
+
+    return plotting.run_cli(args)
+
+
+_COMMANDS = {
+    "train": _run_train,
+    "evaluate": _run_evaluate,
+    "export": _run_export,
+    "plot": _run_plot,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

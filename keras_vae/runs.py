@@ -6,6 +6,8 @@
     RUN_DIR/history.csv    per-epoch metrics (nats per example), updated every epoch
     RUN_DIR/model.keras    the trained VAE (Keras v3 format, loads with safe_mode=True)
     RUN_DIR/metrics.json   final train and test ELBO (nats per example)
+    RUN_DIR/tensorboard/   TensorBoard scalars (train/, validation/) and pictures (images/)
+    RUN_DIR/images/        reconstruction and sample PNGs every few epochs
 
 Every file is written atomically: to a temporary file in the same directory, then renamed
 with `os.replace`, so a kill at any moment leaves either the old file or the new one, never a
@@ -38,6 +40,8 @@ HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 BACKUP_DIR = "backup"
 BACKUP_STATE = "state.json"
+TENSORBOARD_DIR = "tensorboard"
+IMAGES_DIR = "images"
 
 
 class RunDirectoryError(ValueError):
@@ -149,7 +153,10 @@ def prepare_run_dir(run_dir: str | Path, config: TrainConfig, overwrite: bool = 
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunStateError(f"{run_dir} exists and is not a directory; choose another --output.")
-    ours = {CONFIG_FILE, MODEL_FILE, HISTORY_FILE, METRICS_FILE, BACKUP_DIR}
+    ours = {
+        CONFIG_FILE, MODEL_FILE, HISTORY_FILE, METRICS_FILE, BACKUP_DIR, TENSORBOARD_DIR,
+        IMAGES_DIR,
+    }  # fmt: skip
     present = sorted(p.name for p in run_dir.iterdir()) if run_dir.is_dir() else []
     if overwrite:
         for name in set(present) & ours:

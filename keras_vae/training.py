@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from keras_vae import data, distribute, runs
+from keras_vae.callbacks import ImageGridCallback
 from keras_vae.config import TrainConfig
 from keras_vae.model import VAE, mlp_vae
 
@@ -83,8 +84,29 @@ def build_model(config: TrainConfig, image_shape: tuple[int, ...], likelihood: s
     )
     model.build((None, *image_shape))
     optimizer = keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm)
-    model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
+    model.compile(
+        optimizer=optimizer,
+        jit_compile=config.jit_compile,
+        steps_per_execution=config.steps_per_execution,
+    )
     return model
+
+
+def _picture_callbacks(config: TrainConfig, run_dir: Path, x_eval: np.ndarray) -> list:
+    """TensorBoard scalars under RUN_DIR/tensorboard, and reconstruction/sample pictures."""
+    log_dir = run_dir / runs.TENSORBOARD_DIR
+    found = [keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False)]
+    if config.image_every:
+        found.append(
+            ImageGridCallback(
+                x_eval[:8],
+                log_dir=log_dir / "images",
+                png_dir=run_dir / runs.IMAGES_DIR,
+                every_n_epochs=config.image_every,
+                seed=config.seed,
+            )
+        )
+    return found
 
 
 def evaluate_elbo(model: VAE, images: np.ndarray, batch_size: int = EVAL_BATCH_SIZE) -> dict:
@@ -155,7 +177,7 @@ def train(
     if output is not None:
         backup = runs.RunBackup(output, progress=progress)
         initial_epoch = backup.restore(model)
-        callbacks.append(backup)
+        callbacks += [backup, *_picture_callbacks(config, Path(output), x_eval)]
 
     train_ds = data.make_dataset(
         x_train,

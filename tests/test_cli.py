@@ -51,6 +51,9 @@ def test_short_training_on_real_data_improves_the_test_elbo_by_a_wide_margin(tra
         rows = list(csv.DictReader(handle))
     assert [int(r["epoch"]) for r in rows] == [0, 1]
     assert float(rows[1]["elbo"]) > float(rows[0]["elbo"])
+    assert list((trained_run / "tensorboard" / "train").glob("events.out.tfevents.*"))
+    assert list((trained_run / "tensorboard" / "images").glob("events.out.tfevents.*"))
+    assert (trained_run / "images" / "samples_epoch002.png").stat().st_size > 0
     saved = json.loads((trained_run / "config.json").read_text())
     assert saved["likelihood"] == "bernoulli" and saved["epochs"] == 2
 

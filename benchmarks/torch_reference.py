@@ -1,0 +1,113 @@
+"""PyTorch eager reference for `throughput.py`: the same MLP VAE, trained with a plain loop.
+
+Model and objective match `keras_vae.mlp_vae((28, 28, 1), latent_dim=20, hidden_units=500)`:
+encoder 784 -> 500 (tanh) -> 40 (mu and the raw scale, sigma = softplus(raw) + 1e-4), one
+reparameterised sample z = mu + sigma * eps, decoder 20 -> 500 (tanh) -> 784 logits, Bernoulli
+log-likelihood as minus BCE-with-logits summed over pixels, analytic KL to N(0, I), loss = the
+negative ELBO averaged over the batch, Adam(1e-3, eps=1e-7 as in Keras), batch 100.
+
+It imports no TensorFlow. `throughput.py` runs it in a subprocess on the same binarized MNIST
+(`--data`, a uint8 .npy of shape [N, 784]); without `--data` it trains on random binary
+images, which costs the same.
+
+Usage:
+    python benchmarks/torch_reference.py --steps 600 --threads 2 [--data train.npy] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class MLPVAE(nn.Module):
+    """784-500-20 VAE with tanh hidden units, diagonal Gaussian q(z|x), Bernoulli p(x|z)."""
+
+    def __init__(self, input_dim: int = 784, hidden: int = 500, latent: int = 20):
+        super().__init__()
+        self.latent = latent
+        self.encoder = nn.Sequential(nn.Linear(input_dim, hidden), nn.Tanh())
+        self.posterior = nn.Linear(hidden, 2 * latent)
+        self.decoder = nn.Sequential(nn.Linear(latent, hidden), nn.Tanh())
+        self.likelihood = nn.Linear(hidden, input_dim)
+
+    def negative_elbo(self, x: torch.Tensor) -> torch.Tensor:
+        """-1/B sum_i [log p(x_i|z_i) - KL(q(z|x_i) || N(0, I))], in nats."""
+        mu, raw_scale = self.posterior(self.encoder(x)).chunk(2, dim=-1)
+        sigma = F.softplus(raw_scale) + 1e-4
+        z = mu + sigma * torch.randn_like(mu)
+        logits = self.likelihood(self.decoder(z))
+        log_likelihood = -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+        kl = -0.5 * (1.0 + 2.0 * torch.log(sigma) - mu.square() - sigma.square()).sum(-1)
+        return -(log_likelihood - kl).mean()
+
+
+def train(
+    data: torch.Tensor, steps: int, warmup: int, batch_size: int, seed: int = 0
+) -> tuple[float, float]:
+    """Trains for `warmup + steps` steps; returns (steady-state examples/s, last loss)."""
+    torch.manual_seed(seed)
+    model = MLPVAE(input_dim=data.shape[1])
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(data), generator=generator)
+    position = 0
+    loss = torch.zeros(())
+    start = time.perf_counter()
+    for step in range(warmup + steps):
+        if step == warmup:
+            start = time.perf_counter()
+        if position + batch_size > len(data):
+            order, position = torch.randperm(len(data), generator=generator), 0
+        batch = data[order[position : position + batch_size]]
+        position += batch_size
+        optimizer.zero_grad(set_to_none=True)
+        loss = model.negative_elbo(batch)
+        loss.backward()
+        optimizer.step()
+    elapsed = time.perf_counter() - start
+    return steps * batch_size / elapsed, float(loss.detach())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", help="uint8 .npy [N, 784] of binary images")
+    parser.add_argument("--steps", type=int, default=600, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=50, help="untimed steps first")
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--json", action="store_true", help="last line: one JSON object")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.data:
+        images = np.load(args.data).astype(np.float32)
+    else:
+        images = (np.random.default_rng(0).random((50_000, 784)) < 0.13).astype(np.float32)
+    data = torch.from_numpy(images.reshape(len(images), -1))
+    rate, loss = train(data, args.steps, args.warmup, args.batch_size)
+    print(
+        f"PyTorch {torch.__version__} eager, {torch.get_num_threads()} threads: "
+        f"{rate:,.0f} examples/s (final batch loss {loss:.1f} nats)"
+    )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "examples_per_s": rate,
+                    "torch_version": torch.__version__,
+                    "threads": torch.get_num_threads(),
+                    "final_loss": loss,
+                }
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()

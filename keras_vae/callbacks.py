@@ -1,0 +1,207 @@
+"""Keras callbacks of keras_vae.
+
+* `ImageGridCallback`: pictures of the model while it trains (reconstructions of fixed
+  held-out images, samples from fixed latents) to TensorBoard and/or PNG files.
+
+Example:
+    ```python
+    from keras_vae.callbacks import ImageGridCallback
+    pictures = ImageGridCallback(
+        x_test[:8],
+        log_dir="runs/mnist/tensorboard/images",
+        png_dir="runs/mnist/images",
+        every_n_epochs=5,
+    )
+    tensorboard = keras.callbacks.TensorBoard("runs/mnist/tensorboard")
+    vae.fit(x_train, epochs=30, callbacks=[pictures, tensorboard])
+    ```
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
+
+from keras_vae import plotting
+
+RECONSTRUCTIONS_TAG = "reconstructions"
+SAMPLES_TAG = "samples"
+
+
+class ImageGridCallback(keras.callbacks.Callback):
+    """Renders reconstructions and samples every `every_n_epochs` epochs and at the end.
+
+    Each time it renders two pictures of the current model:
+
+    * reconstructions: the fixed `images` (top row) above E[x|z] at z = E[z|x] (bottom row);
+    * samples: E[x|z] for `num_samples` latents z ~ p(z) drawn once with `seed`, so successive
+      pictures show the same latents as training goes on.
+
+    They go to TensorBoard as image summaries (tags `reconstructions` and `samples`, one tiled
+    `[H', W', 1]` image each, written with a `tf.summary.create_file_writer(log_dir)`; see
+    `write_image_summary`, which needs no `tensorboard` package) and/or to PNG files
+    `png_dir/reconstructions_epoch003.png` and `samples_epoch003.png`.
+
+    Epoch numbering: PNG names count completed epochs from 1, as Keras prints them ("Epoch
+    3/10" gives `_epoch003.png`); TensorBoard steps are Keras' 0-based epoch indices (that
+    epoch is step 2), the steps of `keras.callbacks.TensorBoard`'s `epoch_*` scalars and of
+    `history.csv`, so pictures and curves line up. Pictures are rendered after epochs
+    `every_n_epochs`, `2 * every_n_epochs`, ... and after the last epoch of `fit`.
+
+    Args:
+        images: Held-out examples `[N, *model.image_shape]` to reconstruct (8 to 16 read best;
+            rows hold at most 16 images).
+        log_dir: Directory for TensorBoard event files, or None. Use a directory of its own
+            (e.g. `RUN_DIR/tensorboard/images`) beside `keras.callbacks.TensorBoard`'s.
+        png_dir: Directory for PNG files, or None. At least one of the two is required.
+        every_n_epochs: Render after every this many epochs (positive int).
+        num_samples: Samples per sample grid (positive int).
+        seed: Seed of the sample latents.
+        padding: Pixels between images in the tiled pictures.
+
+    Raises:
+        ValueError: For invalid arguments, or (when training starts) `images` whose shape does
+            not match the model.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        log_dir: str | os.PathLike | None = None,
+        png_dir: str | os.PathLike | None = None,
+        every_n_epochs: int = 1,
+        num_samples: int = 64,
+        seed: int = 0,
+        padding: int = 1,
+    ):
+        super().__init__()
+        if log_dir is None and png_dir is None:
+            raise ValueError(
+                "ImageGridCallback needs somewhere to write: give log_dir (TensorBoard), "
+                "png_dir (PNG files) or both. Received: log_dir=None, png_dir=None"
+            )
+        for name, value in (("every_n_epochs", every_n_epochs), ("num_samples", num_samples)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise ValueError(f"seed must be an int. Received: seed={seed!r}")
+        if isinstance(padding, bool) or not isinstance(padding, (int, np.integer)) or padding < 0:
+            raise ValueError(f"padding must be an int >= 0. Received: padding={padding!r}")
+        images = np.asarray(images, dtype=np.float32)
+        if images.ndim < 2 or len(images) == 0:
+            raise ValueError(
+                "images must be a non-empty batch [N, *image_shape]. "
+                f"Received: shape={images.shape}"
+            )
+        plotting.display_shape(images.shape[1:])  # drawable at all?
+        self.images = images
+        self.log_dir = None if log_dir is None else Path(log_dir)
+        self.png_dir = None if png_dir is None else Path(png_dir)
+        self.every_n_epochs = int(every_n_epochs)
+        self.num_samples = int(num_samples)
+        self.seed = int(seed)
+        self.padding = int(padding)
+        self._writer = None
+        self._last_epoch: int | None = None
+        self._last_rendered: int | None = None
+
+    # ------------------------------------------------------------------------ rendering
+    def render(self) -> dict[str, np.ndarray]:
+        """The current pictures as tiled arrays `[H', W']` in [0, 1], keyed by tag."""
+        images = self.images
+        outputs = plotting.reconstructions(self.model, images)
+        num_cols = min(len(images), 16)
+        samples = np.asarray(self.model.sample(self.num_samples, seed=self.seed))
+        pad = self.padding
+        return {
+            RECONSTRUCTIONS_TAG: _stack_rows(
+                plotting.tile_images(images, num_cols=num_cols, padding=pad),
+                plotting.tile_images(outputs, num_cols=num_cols, padding=pad),
+                gap=max(2 * pad, 2),
+            ),
+            SAMPLES_TAG: plotting.tile_images(samples, padding=pad),
+        }
+
+    def write(self, epoch: int) -> dict[str, np.ndarray]:
+        """Renders and writes the pictures for 0-based `epoch`; returns the tiled arrays."""
+        grids = self.render()
+        if self.log_dir is not None:
+            if self._writer is None:
+                self._writer = tf.summary.create_file_writer(str(self.log_dir))
+            with self._writer.as_default():
+                for tag, grid in grids.items():
+                    write_image_summary(tag, grid, step=epoch)
+            self._writer.flush()
+        if self.png_dir is not None:
+            for tag, grid in grids.items():
+                plotting.write_png(grid, self.png_dir / f"{tag}_epoch{epoch + 1:03d}.png")
+        self._last_rendered = epoch
+        return grids
+
+    # ------------------------------------------------------------------------ callback hooks
+    def set_model(self, model):
+        super().set_model(model)
+        expected = tuple(getattr(model, "image_shape", self.images.shape[1:]))
+        if tuple(self.images.shape[1:]) != expected:
+            raise ValueError(
+                f"ImageGridCallback images have shape {tuple(self.images.shape[1:])} per "
+                f"example but the model expects {expected}."
+            )
+
+    def on_train_begin(self, logs=None):
+        self._last_epoch = self._last_rendered = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._last_epoch = epoch
+        if (epoch + 1) % self.every_n_epochs == 0:
+            self.write(epoch)
+
+    def on_train_end(self, logs=None):
+        if self._last_epoch is not None and self._last_rendered != self._last_epoch:
+            self.write(self._last_epoch)
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _stack_rows(top: np.ndarray, bottom: np.ndarray, gap: int) -> np.ndarray:
+    """`top` above `bottom` with a white band of `gap` pixels between them."""
+    band = np.ones((gap, *top.shape[1:]), dtype=np.float32)
+    return np.concatenate([top, band, bottom], axis=0)
+
+
+def write_image_summary(tag: str, image: np.ndarray, step: int) -> None:
+    """Writes one image to the default summary writer as TensorBoard's image plugin does.
+
+    Equivalent to `tf.summary.image(tag, image[None], step, max_outputs=1)`, but built on core
+    TensorFlow (`tf.summary.write` with the image plugin's metadata), because
+    `tf.summary.image` is implemented by the `tensorboard` package, which TensorFlow 2.21 does
+    not install. The stored tensor is TensorBoard's layout: `[width, height, png]` strings.
+
+    Args:
+        tag: Summary tag.
+        image: `[H, W]` grey or `[H, W, C]` values in [0, 1] (clipped).
+        step: Summary step.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 2:
+        image = image[..., np.newaxis]
+    pixels = plotting.to_uint8(image)
+    png = tf.io.encode_png(pixels)
+    height, width = pixels.shape[:2]
+    tensor = tf.stack([tf.constant(str(width)), tf.constant(str(height)), png])
+    tf.summary.write(tag=tag, tensor=tensor, step=step, metadata=_IMAGE_METADATA)
+
+
+# TensorBoard's image plugin: plugin name "images", content an empty ImagePluginData (version 0).
+_IMAGE_METADATA = summary_pb2.SummaryMetadata(
+    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="images", content=b"")
+)
+
+
+__all__ = ["ImageGridCallback", "write_image_summary"]

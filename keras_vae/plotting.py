@@ -1,0 +1,661 @@
+"""Matplotlib figures of a trained VAE, and the `keras-vae plot` command.
+
+Every function returns a `matplotlib.figure.Figure` built on the Agg canvas directly (never
+through `pyplot`), so plotting needs no display, leaves no global figure state behind and works
+the same in scripts, tests, callbacks and notebooks (where `display(fig)` or a cell's last
+expression shows it inline). Images are drawn in grey (`cmap="gray"`, values clipped to
+[0, 1]) without ticks; a grid of images is tiled into one array (`tile_images`) and drawn with
+one `imshow`, which is fast and pixel-exact.
+
+* `reconstruction_grid`: inputs x above their reconstructions E[x|z] at z = E[z|x].
+* `sample_grid`: E[x|z] for z ~ p(z).
+* `manifold_grid`: the learned 2-D manifold of the AEVB paper's Figure 4: linearly spaced
+  points of the unit square mapped through the inverse CDF of N(0, 1) to z, decoded to E[x|z].
+* `latent_scatter`: posterior means E[z|x], coloured by label (first two principal
+  components when latent_dim > 2).
+* `interpolation_grid`: E[x|z] along the straight line between two posterior means.
+* `save_figure`: writes a PNG atomically and closes the figure.
+
+Example:
+    ```python
+    from keras_vae import plotting
+    fig = plotting.manifold_grid(model, num_per_axis=20)
+    plotting.save_figure(fig, "manifold.png")
+    ```
+
+Command line (`add_cli_arguments` / `run_cli`):
+
+    keras-vae plot RUN_DIR --kind {reconstructions,samples,manifold,latents,interpolation}
+        --output FILE.png [--num N] [--split test] [--seed S] [--dpi 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import secrets
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+import numpy as np
+import scipy.stats
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from keras_vae.model import VAE
+
+DEFAULT_DPI = 100
+KINDS = ("reconstructions", "samples", "manifold", "latents", "interpolation")
+# --num means a different count for each kind; these are its defaults.
+DEFAULT_NUM = {
+    "reconstructions": 8,  # images
+    "samples": 64,  # images
+    "manifold": 20,  # points per axis
+    "latents": 5000,  # images scattered
+    "interpolation": 10,  # steps
+}
+_ENCODE_BATCH = 1000
+_MAX_INCHES = 12.0  # longest side of an image-grid figure
+_MAX_PIXEL_SCALE = 4  # PNG pixels per image pixel (at DEFAULT_DPI) for small grids
+_TITLE_INCHES = 0.35  # room above each image panel for its title
+
+
+# ------------------------------------------------------------------------------ array helpers
+def display_shape(image_shape: Sequence[int]) -> tuple[int, ...]:
+    """The 2-D (grey) or 3-D (RGB) shape in which examples of `image_shape` are drawn.
+
+    Args:
+        image_shape: Shape of one example: `(H, W)`, `(H, W, 1)`, `(H, W, 3)`, or `(D,)` with
+            D a perfect square (flat images from array files).
+
+    Returns:
+        `(H, W)` for grey images, `(H, W, 3)` for colour images.
+
+    Raises:
+        ValueError: For shapes that are not images.
+    """
+    shape = tuple(int(d) for d in image_shape)
+    if len(shape) == 3 and shape[-1] == 1:
+        return shape[:2]
+    if (len(shape) == 3 and shape[-1] == 3) or len(shape) == 2:
+        return shape
+    if len(shape) == 1 and math.isqrt(shape[0]) ** 2 == shape[0]:
+        side = math.isqrt(shape[0])
+        return (side, side)
+    raise ValueError(
+        "Cannot draw examples of shape "
+        f"{shape}: plots need images (H, W), (H, W, 1), (H, W, 3) or flat vectors of a "
+        "square number of pixels."
+    )
+
+
+def tile_images(
+    images: np.ndarray,
+    num_cols: int | None = None,
+    padding: int = 1,
+    pad_value: float = 1.0,
+) -> np.ndarray:
+    """Tiles a batch of images into one image, row by row, clipped to [0, 1].
+
+    Args:
+        images: `[N, *image_shape]` (any shape accepted by `display_shape`).
+        num_cols: Images per row; None makes a square-ish grid (ceil(sqrt(N)) columns).
+        padding: Pixels of `pad_value` between neighbouring images (not around the border).
+        pad_value: Value of the padding (1.0: white lines between images).
+
+    Returns:
+        float32 array `[rows * (H + padding) - padding, cols * (W + padding) - padding]`, or
+        with a trailing 3 for colour images. Unused cells at the end are `pad_value`.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim < 2 or len(images) == 0:
+        raise ValueError(
+            f"images must be a non-empty batch [N, ...]. Received: shape={images.shape}"
+        )
+    shape = display_shape(images.shape[1:])
+    images = np.clip(images.reshape((len(images), *shape)), 0.0, 1.0)
+    count = len(images)
+    cols = num_cols if num_cols is not None else math.ceil(math.sqrt(count))
+    if cols < 1:
+        raise ValueError(f"num_cols must be a positive int. Received: num_cols={num_cols!r}")
+    cols = min(cols, count)
+    rows = math.ceil(count / cols)
+    height, width = shape[:2]
+    grid = np.full(
+        (rows * (height + padding) - padding, cols * (width + padding) - padding, *shape[2:]),
+        pad_value,
+        dtype=np.float32,
+    )
+    for index, image in enumerate(images):
+        top = (index // cols) * (height + padding)
+        left = (index % cols) * (width + padding)
+        grid[top : top + height, left : left + width] = image
+    return grid
+
+
+def _as_batch(model: VAE, images, name: str = "images") -> np.ndarray:
+    """`images` as float32 `[N, *model.image_shape]`, or a ValueError naming the shapes."""
+    images = np.asarray(images, dtype=np.float32)
+    expected = tuple(model.image_shape)
+    if images.shape == expected:
+        images = images[np.newaxis]
+    if images.ndim != len(expected) + 1 or tuple(images.shape[1:]) != expected or not len(images):
+        raise ValueError(
+            f"{name} must have shape [N, {', '.join(map(str, expected))}] for this model "
+            f"(image_shape={expected}). Received: shape={images.shape}"
+        )
+    return images
+
+
+def _check_count(name: str, value: object, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}. Received: {name}={value!r}")
+    return int(value)
+
+
+def posterior_means(model: VAE, images: np.ndarray, batch_size: int = _ENCODE_BATCH) -> np.ndarray:
+    """E[z|x] for every image, `[N, latent_dim]` float32, encoded in batches."""
+    images = _as_batch(model, images)
+    means = [
+        np.asarray(model.encode(images[start : start + batch_size]).mean())
+        for start in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(means).astype(np.float32)
+
+
+def _decode_means(model: VAE, z: np.ndarray, batch_size: int = _ENCODE_BATCH) -> np.ndarray:
+    z = np.asarray(z, dtype=np.float32)
+    return np.concatenate(
+        [
+            np.asarray(model.decode(z[start : start + batch_size]).mean())
+            for start in range(0, len(z), batch_size)
+        ]
+    )
+
+
+def reconstructions(model: VAE, images: np.ndarray) -> np.ndarray:
+    """E[x|z] at z = E[z|x] for each image (the deterministic reconstruction), numpy."""
+    return _decode_means(model, posterior_means(model, images))
+
+
+# ----------------------------------------------------------------------------- figure helpers
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _grid_inches(grid_shape: Sequence[int], max_inches: float = _MAX_INCHES) -> tuple[float, float]:
+    """Width and height in inches for drawing an array of `grid_shape` pixels.
+
+    Each array pixel becomes a whole number of PNG pixels at `DEFAULT_DPI` (up to
+    `_MAX_PIXEL_SCALE`; fewer when the longest side would exceed `max_inches`), so tiled images
+    stay crisp.
+    """
+    height, width = grid_shape[:2]
+    longest = max(height, width)
+    scale = max(1, min(_MAX_PIXEL_SCALE, int(max_inches * DEFAULT_DPI // longest)))
+    if longest * scale > max_inches * DEFAULT_DPI:  # huge grids: shrink below one pixel
+        scale = max_inches * DEFAULT_DPI / longest
+    return width * scale / DEFAULT_DPI, height * scale / DEFAULT_DPI
+
+
+def _show(ax, grid: np.ndarray, title: str | None = None, fontsize: float = 10) -> None:
+    ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest", aspect="equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=fontsize)
+
+
+def grid_figure(grid: np.ndarray, title: str | None = None) -> Figure:
+    """A figure showing one tiled image (see `tile_images`) with an optional title."""
+    width, height = _grid_inches(grid.shape)
+    title_inches = _TITLE_INCHES if title else 0.0
+    fig = _new_figure(width, height + title_inches)
+    ax = fig.add_axes((0.0, 0.0, 1.0, height / (height + title_inches)))
+    _show(ax, grid)
+    if title:
+        fig.suptitle(title, y=1.0 - 0.1 * title_inches / (height + title_inches), va="top")
+    return fig
+
+
+def reconstruction_figure(inputs: np.ndarray, outputs: np.ndarray, title: str) -> Figure:
+    """Inputs in the top panel, their reconstructions in the bottom one (precomputed arrays)."""
+    num_cols = min(len(inputs), 16)
+    top = tile_images(inputs, num_cols=num_cols)
+    bottom = tile_images(outputs, num_cols=num_cols)
+    width, height = _grid_inches((2 * top.shape[0], top.shape[1]))
+    panel = height / 2
+    total = 2 * (panel + _TITLE_INCHES) + _TITLE_INCHES
+    fig = _new_figure(width, total)
+    fig.suptitle(title, y=1.0 - 0.1 * _TITLE_INCHES / total, va="top")
+    for row, (grid, label) in enumerate(
+        ((top, "input x"), (bottom, "reconstruction E[x|z], z = E[z|x]"))
+    ):
+        bottom_edge = (1 - row) * (panel + _TITLE_INCHES)
+        ax = fig.add_axes((0.0, bottom_edge / total, 1.0, panel / total))
+        _show(ax, grid, label, fontsize=9)
+    return fig
+
+
+# ---------------------------------------------------------------------------------- figures
+def reconstruction_grid(model: VAE, images: np.ndarray, num: int = 8) -> Figure:
+    """Inputs in one row and their reconstructions E[x|z] at z = E[z|x] beneath.
+
+    Args:
+        model: A trained `keras_vae.VAE`.
+        images: `[N, *model.image_shape]`; the first `num` are shown (rows of at most 16).
+        num: How many images.
+
+    Returns:
+        The figure.
+    """
+    num = _check_count("num", num)
+    inputs = _as_batch(model, images)[:num]
+    return reconstruction_figure(inputs, reconstructions(model, inputs), "Reconstructions")
+
+
+def sample_grid(model: VAE, num: int = 64, seed: int | None = 0) -> Figure:
+    """E[x|z] for `num` draws z ~ p(z), in a square-ish grid.
+
+    Args:
+        model: A trained `keras_vae.VAE`.
+        num: How many samples.
+        seed: Seed of the draws (the same seed gives the same z); None: the model's stream.
+
+    Returns:
+        The figure.
+    """
+    num = _check_count("num", num)
+    images = np.asarray(model.sample(num, seed=seed))
+    return grid_figure(tile_images(images), f"Samples E[x|z], z ~ p(z) ({num})")
+
+
+def manifold_latents(num_per_axis: int = 20, low: float = 0.05, high: float = 0.95) -> np.ndarray:
+    """The z grid of the AEVB paper's Figure 4, `[num_per_axis**2, 2]`, row-major.
+
+    Linearly spaced coordinates on the unit square are mapped through the inverse CDF of
+    N(0, 1), so the grid covers the prior's mass evenly. Row r of the tiled picture has
+    z_2 = ppf(high ... low) (decreasing downwards, like a y axis), column c has
+    z_1 = ppf(low ... high).
+    """
+    num_per_axis = _check_count("num_per_axis", num_per_axis, minimum=2)
+    if not 0.0 < low < high < 1.0:
+        raise ValueError(
+            f"Need 0 < low < high < 1 (quantiles of N(0, 1)). Received: low={low}, high={high}"
+        )
+    values = scipy.stats.norm.ppf(np.linspace(low, high, num_per_axis))
+    z1, z2 = np.meshgrid(values, values[::-1])
+    return np.stack([z1.ravel(), z2.ravel()], axis=-1).astype(np.float32)
+
+
+def manifold_grid(model: VAE, num_per_axis: int = 20) -> Figure:
+    """The learned 2-D data manifold (Figure 4 of Kingma & Welling, 2014).
+
+    A `num_per_axis` x `num_per_axis` grid of z (`manifold_latents`: quantiles 0.05 ... 0.95
+    of N(0, 1) on each axis) decoded to E[x|z] and tiled; z_1 grows to the right, z_2
+    upwards.
+
+    Args:
+        model: A trained `keras_vae.VAE` with `latent_dim == 2`.
+        num_per_axis: Grid points per latent axis.
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: If the model's latent space is not 2-D.
+    """
+    if model.latent_dim != 2:
+        raise ValueError(
+            f"manifold needs a 2-latent model; this model has latent_dim={model.latent_dim}; "
+            "train with --latent-dim 2"
+        )
+    z = manifold_latents(num_per_axis)
+    grid = tile_images(_decode_means(model, z), num_cols=num_per_axis, padding=0)
+    return grid_figure(
+        grid,
+        "Learned manifold: E[x|z] at z = $\\Phi^{-1}(u)$, "
+        f"u on a {num_per_axis}x{num_per_axis} grid of the unit square",
+    )
+
+
+def _principal_components(points: np.ndarray, count: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Projections on the first `count` principal components and their variance fractions."""
+    centred = points - points.mean(axis=0)
+    _, singular, vt = np.linalg.svd(centred.astype(np.float64), full_matrices=False)
+    variance = singular**2
+    fractions = variance[:count] / max(variance.sum(), 1e-30)
+    return (centred @ vt[:count].T).astype(np.float32), fractions
+
+
+def latent_scatter(
+    model: VAE,
+    images: np.ndarray,
+    labels: np.ndarray | None = None,
+    max_legend_classes: int = 20,
+    label_name: str = "label",
+) -> Figure:
+    """Posterior means E[z|x] of `images` in the plane, coloured by label when given.
+
+    2-latent models show (z_1, z_2); larger latent spaces show the first two principal
+    components of the means (the title says so, with their share of the variance); a 1-latent
+    model shows z_1 against a small random jitter.
+
+    Args:
+        model: A trained `keras_vae.VAE`.
+        images: `[N, *model.image_shape]`.
+        labels: Optional `[N]` labels: integer classes get a legend (up to
+            `max_legend_classes` of them), anything else a colour bar.
+        max_legend_classes: Above this many classes, use a colour bar instead of a legend.
+        label_name: Title of the legend or colour bar, e.g. "digit" or "frame".
+
+    Returns:
+        The figure.
+    """
+    means = posterior_means(model, images)
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (len(means),):
+            raise ValueError(
+                f"labels must have shape [{len(means)}] (one per image). "
+                f"Received: shape={labels.shape}"
+            )
+    latent_dim = means.shape[1]
+    if latent_dim == 1:
+        jitter = np.random.default_rng(0).uniform(-0.5, 0.5, size=len(means))
+        points = np.stack([means[:, 0], jitter], axis=-1)
+        title, xlabel, ylabel = "Posterior means E[z|x] (1-d latent)", "z_1", "random jitter"
+    elif latent_dim == 2:
+        points = means
+        title, xlabel, ylabel = "Posterior means E[z|x]", "z_1", "z_2"
+    else:
+        points, fractions = _principal_components(means)
+        title = (
+            f"Posterior means E[z|x]: first two principal components of {latent_dim}-d "
+            f"(PCA, {100 * fractions.sum():.0f}% of variance)"
+        )
+        xlabel, ylabel = "PC 1", "PC 2"
+    fig = _new_figure(7.0, 6.0)
+    ax = fig.add_subplot()
+    size = 4.0 if len(points) > 2000 else 10.0
+    if labels is None:
+        ax.scatter(points[:, 0], points[:, 1], s=size, alpha=0.6, color="tab:blue", linewidths=0)
+    else:
+        classes = np.unique(labels)
+        discrete = np.issubdtype(labels.dtype, np.integer) or labels.dtype == np.bool_
+        if discrete and len(classes) <= max_legend_classes:
+            cmap = _class_colours(len(classes))
+            for index, value in enumerate(classes):
+                chosen = labels == value
+                ax.scatter(
+                    points[chosen, 0], points[chosen, 1], s=size, alpha=0.7,
+                    color=cmap[index], label=str(value), linewidths=0,
+                )  # fmt: skip
+            ax.legend(
+                title=label_name, markerscale=12.0 / size**0.5, loc="center left",
+                bbox_to_anchor=(1.01, 0.5), frameon=False,
+            )  # fmt: skip
+        else:
+            drawn = ax.scatter(
+                points[:, 0], points[:, 1], c=labels.astype(np.float64), s=size, alpha=0.7,
+                cmap="viridis", linewidths=0,
+            )  # fmt: skip
+            fig.colorbar(drawn, ax=ax, label=label_name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _class_colours(count: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if count <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(count)]
+
+
+def interpolation_grid(
+    model: VAE, image_a: np.ndarray, image_b: np.ndarray, steps: int = 10
+) -> Figure:
+    """E[x|z] along the straight line from E[z|x_a] to E[z|x_b].
+
+    z_t = (1 - t) E[z|x_a] + t E[z|x_b] for `steps` values of t from 0 to 1, shown between
+    the two inputs.
+
+    Args:
+        model: A trained `keras_vae.VAE`.
+        image_a: One example, `image_shape` or `[1, *image_shape]`.
+        image_b: Another example.
+        steps: Points on the line, including both ends (at least 2).
+
+    Returns:
+        The figure.
+    """
+    steps = _check_count("steps", steps, minimum=2)
+    a = _as_batch(model, image_a, "image_a")
+    b = _as_batch(model, image_b, "image_b")
+    if len(a) != 1 or len(b) != 1:
+        raise ValueError("image_a and image_b must each be one example.")
+    z_a, z_b = posterior_means(model, np.concatenate([a, b]))
+    t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, np.newaxis]
+    path = _decode_means(model, (1.0 - t) * z_a + t * z_b)
+    tiles = [tile_images(x) for x in (a, *path[:, np.newaxis], b)]
+    height, width = tiles[0].shape[:2]
+    panel = min(1.0, (_MAX_INCHES - 0.4) / len(tiles))
+    panel_height = panel * height / width
+    fig_width = panel * len(tiles) + 0.4
+    fig_height = panel_height + 2 * _TITLE_INCHES
+    fig = _new_figure(fig_width, fig_height)
+    fig.suptitle(
+        f"Interpolation between E[z|x_a] and E[z|x_b] ({steps} steps)",
+        y=1.0 - 0.1 * _TITLE_INCHES / fig_height, va="top",
+    )  # fmt: skip
+    for index, tile in enumerate(tiles):
+        if index == 0:
+            label = "x_a"
+        elif index == len(tiles) - 1:
+            label = "x_b"
+        else:
+            label = f"t={float(t[index - 1, 0]):.2g}"
+        gap = 0.2 if index == len(tiles) - 1 else (0.0 if index == 0 else 0.1)
+        left = (index * panel + gap) / fig_width
+        ax = fig.add_axes((left, 0.1 * _TITLE_INCHES / fig_height, panel * 0.95 / fig_width,
+                           panel_height / fig_height))  # fmt: skip
+        _show(ax, tile, label, fontsize=8)
+    return fig
+
+
+# -------------------------------------------------------------------------------- writing
+@contextlib.contextmanager
+def _atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A binary handle on a new temporary file beside `path`, renamed over it on success.
+
+    The file is created with mode 0o666 minus the umask (like `open`), not `mkstemp`'s 0o600.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: float = DEFAULT_DPI) -> Path:
+    """Writes `fig` as a PNG atomically and closes it.
+
+    The PNG is `int(width_inches * dpi)` x `int(height_inches * dpi)` pixels (no tight
+    bounding box, so the size is predictable). It is written to a temporary file in the same
+    directory and renamed over `path` (`os.replace`), so a reader never sees a partial file.
+
+    Args:
+        fig: The figure (from this module or `pyplot`).
+        path: Destination `.png` path; parent directories are created.
+        dpi: Pixels per inch.
+
+    Returns:
+        `path` as a `Path`.
+    """
+    path = Path(path)
+    try:
+        with _atomic_file(path) as handle:
+            fig.savefig(handle, format="png", dpi=dpi)
+    finally:
+        close_figure(fig)
+    return path
+
+
+def close_figure(fig: Figure) -> None:
+    """Releases `fig`: unregisters it from `pyplot` if pyplot manages it (ours are not)."""
+    pyplot = sys.modules.get("matplotlib.pyplot")  # never import pyplot just to close
+    if pyplot is not None:
+        pyplot.close(fig)
+
+
+def to_uint8(grid: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] (clipped) to uint8 grey levels 0..255, rounded."""
+    return np.round(np.clip(np.asarray(grid, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def write_png(array: np.ndarray, path: str | os.PathLike) -> Path:
+    """Writes a tiled image array (values in [0, 1]) as a PNG, pixel for pixel, atomically.
+
+    Grey arrays become 8-bit greyscale PNGs with the grey levels of `to_uint8`, exactly.
+
+    Args:
+        array: `[H, W]` grey or `[H, W, 3]` colour, as returned by `tile_images`.
+        path: Destination `.png` path; parent directories are created.
+
+    Returns:
+        `path` as a `Path`.
+    """
+    from PIL import Image  # matplotlib's own dependency
+
+    pixels = to_uint8(array)
+    if pixels.ndim == 3 and pixels.shape[-1] == 1:
+        pixels = pixels[..., 0]
+    path = Path(path)
+    with _atomic_file(path) as handle:
+        Image.fromarray(pixels).save(handle, format="PNG")
+    return path
+
+
+# ------------------------------------------------------------------------------------ CLI
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the options of `keras-vae plot` to `parser`."""
+    parser.add_argument("run_dir", type=Path, help="run directory written by `keras-vae train`")
+    parser.add_argument("--kind", required=True, choices=KINDS, help="which picture")
+    parser.add_argument("--output", type=Path, required=True, help="PNG file to write")
+    parser.add_argument(
+        "--num",
+        type=int,
+        default=None,
+        help="reconstructions: images (8); samples: images (64); manifold: points per axis "
+        "(20); latents: images scattered (5000); interpolation: steps (10)",
+    )
+    parser.add_argument(
+        "--split", default=None, help="data split for reconstructions, latents, interpolation "
+        "(default: the run's eval split)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--seed", type=int, default=0,
+        help="seed of the samples and of the images picked for reconstructions/interpolation",
+    )  # fmt: skip
+    parser.add_argument("--dpi", type=float, default=DEFAULT_DPI, help="PNG resolution")
+
+
+def make_figure(
+    model: VAE,
+    kind: str,
+    *,
+    images: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    num: int | None = None,
+    seed: int = 0,
+) -> Figure:
+    """The figure of one `--kind` for a model and (where the kind needs them) images.
+
+    Reconstructions use `num` images picked at random with `seed`; interpolation uses two such
+    images; latents use all `images` given.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}. Received: kind={kind!r}")
+    num = DEFAULT_NUM[kind] if num is None else _check_count("--num", num)
+    if kind == "samples":
+        return sample_grid(model, num, seed=seed)
+    if kind == "manifold":
+        return manifold_grid(model, num)
+    if images is None:
+        raise ValueError(f"kind={kind!r} needs images.")
+    if kind == "latents":
+        return latent_scatter(model, images, labels)
+    rng = np.random.default_rng(seed)
+    if kind == "reconstructions":
+        picked = np.sort(rng.choice(len(images), size=min(num, len(images)), replace=False))
+        return reconstruction_grid(model, images[picked], num=len(picked))
+    if len(images) < 2:
+        raise ValueError(f"interpolation needs at least 2 images; the split has {len(images)}.")
+    first, second = rng.choice(len(images), size=2, replace=False)
+    return interpolation_grid(model, images[first], images[second], steps=num)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Runs `keras-vae plot`: loads the run (and its data when needed), writes the PNG."""
+    from keras_vae import data, runs
+
+    if args.num is not None:
+        _check_count("--num", args.num)
+    model, config = runs.load_run(args.run_dir)
+    if args.kind == "manifold" and model.latent_dim != 2:  # before loading any data
+        manifold_grid(model)
+    images = labels = None
+    split = args.split or config.eval_split
+    if args.kind in ("reconstructions", "latents", "interpolation"):
+        load = dict(data_dir=config.data_dir, manual_dir=config.manual_dir)
+        if args.kind == "latents":
+            images, labels = data.load_labeled_images(
+                config.dataset, split, limit=args.num or DEFAULT_NUM["latents"], **load
+            )
+        else:
+            images = data.load_images(config.dataset, split, **load)
+    fig = make_figure(model, args.kind, images=images, labels=labels, num=args.num, seed=args.seed)
+    width, height = (int(v) for v in fig.get_size_inches() * args.dpi)  # as Agg truncates
+    path = save_figure(fig, args.output, dpi=args.dpi)
+    where = "" if args.kind in ("samples", "manifold") else f" of {split} images"
+    print(f"keras-vae plot: wrote {path} ({args.kind}{where}, {width}x{height} px)")
+    return 0
+
+
+__all__ = [
+    "add_cli_arguments",
+    "display_shape",
+    "grid_figure",
+    "interpolation_grid",
+    "latent_scatter",
+    "make_figure",
+    "manifold_grid",
+    "manifold_latents",
+    "posterior_means",
+    "reconstruction_figure",
+    "reconstruction_grid",
+    "reconstructions",
+    "run_cli",
+    "sample_grid",
+    "save_figure",
+    "tile_images",
+    "to_uint8",
+    "write_png",
+]

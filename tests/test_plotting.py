@@ -1,0 +1,279 @@
+"""Figures: PNG sizes, grids, the manifold's latent grid and refusal, latent scatter, the CLI."""
+
+import argparse
+import os
+import stat
+
+import keras
+import matplotlib.image
+import numpy as np
+import pytest
+import scipy.stats
+
+import keras_vae
+from keras_vae import plotting, training
+from keras_vae.config import TrainConfig
+
+RNG = np.random.default_rng(7)
+SHAPE = (6, 6, 1)
+
+
+def _model(latent_dim, image_shape=SHAPE):
+    model = keras_vae.mlp_vae(image_shape, latent_dim=latent_dim, hidden_units=8, seed=1)
+    model.build((None, *image_shape))
+    return model
+
+
+@pytest.fixture(scope="module")
+def models():
+    keras.utils.set_random_seed(0)
+    return {dim: _model(dim) for dim in (1, 2, 5)}
+
+
+@pytest.fixture(scope="module")
+def images():
+    return (RNG.uniform(size=(40, *SHAPE)) > 0.5).astype("float32")
+
+
+def _png_shape(path):
+    return matplotlib.image.imread(path).shape
+
+
+def _assert_pixels(path, fig, dpi):
+    """The PNG is figure size x dpi (Agg truncates; allow 1 pixel of float rounding)."""
+    width, height = fig.get_size_inches() * dpi
+    rows, cols = _png_shape(path)[:2]
+    assert abs(rows - height) <= 1 and abs(cols - width) <= 1, (rows, cols, height, width)
+
+
+@pytest.mark.parametrize("dpi", [50, 100])
+def test_every_figure_writes_a_png_of_the_figure_size_times_dpi(models, images, tmp_path, dpi):
+    figures = {
+        "reconstructions": plotting.reconstruction_grid(models[2], images, num=8),
+        "samples": plotting.sample_grid(models[2], num=10, seed=3),
+        "manifold": plotting.manifold_grid(models[2], num_per_axis=5),
+        "latents": plotting.latent_scatter(models[2], images, labels=np.arange(40) % 3),
+        "interpolation": plotting.interpolation_grid(models[2], images[0], images[1], steps=6),
+    }
+    for name, fig in figures.items():
+        path = plotting.save_figure(fig, tmp_path / "out" / f"{name}.png", dpi=dpi)
+        assert path.stat().st_size > 1000, name
+        _assert_pixels(path, fig, dpi)
+        # written like `open` (umask applies), not with mkstemp's owner-only mode
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~_umask()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        f"{name}.png" for name in figures
+    )  # no temporary files left behind
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_save_figure_replaces_atomically_and_keeps_the_old_file_on_failure(models, tmp_path):
+    path = tmp_path / "samples.png"
+    plotting.save_figure(plotting.sample_grid(models[2], num=4), path)
+    before = path.read_bytes()
+
+    class Broken(Exception):
+        pass
+
+    fig = plotting.sample_grid(models[2], num=9)
+
+    def fail(*args, **kwargs):
+        raise Broken
+
+    fig.savefig = fail
+    with pytest.raises(Broken):
+        plotting.save_figure(fig, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["samples.png"]
+
+
+def test_grids_are_grey_without_ticks_and_titled(models, images):
+    fig = plotting.reconstruction_grid(models[2], images, num=5)
+    axes = fig.get_axes()
+    assert len(axes) == 2  # inputs above, reconstructions beneath
+    for ax in axes:
+        (picture,) = ax.get_images()
+        assert picture.get_cmap().name == "gray"
+        assert picture.get_clim() == (0.0, 1.0)
+        assert list(ax.get_xticks()) == [] and list(ax.get_yticks()) == []
+        assert picture.get_array().shape == (6, 5 * 7 - 1)  # 5 images of 6x6, 1-pixel gaps
+    assert [ax.get_title() for ax in axes] == ["input x", "reconstruction E[x|z], z = E[z|x]"]
+    assert fig._suptitle.get_text() == "Reconstructions"
+    top, bottom = (ax.get_images()[0].get_array() for ax in axes)
+    np.testing.assert_array_equal(top, plotting.tile_images(images[:5], num_cols=5))
+    expected = plotting.tile_images(models[2](images[:5]).numpy(), num_cols=5)
+    np.testing.assert_allclose(bottom, expected, atol=1e-6)
+
+
+def test_sample_grid_is_square_ish_and_reproducible(models):
+    fig = plotting.sample_grid(models[2], num=10, seed=4)
+    grid = fig.get_axes()[0].get_images()[0].get_array()
+    assert grid.shape == (3 * 7 - 1, 4 * 7 - 1)  # 10 images: 4 columns, 3 rows
+    again = plotting.sample_grid(models[2], num=10, seed=4).get_axes()[0].get_images()[0]
+    np.testing.assert_array_equal(np.asarray(again.get_array()), np.asarray(grid))
+    with pytest.raises(ValueError, match="num must be an int >= 1"):
+        plotting.sample_grid(models[2], num=0)
+
+
+def test_tile_images_layout_padding_and_clipping():
+    images = np.stack([np.full((2, 3), v, np.float32) for v in (0.0, 0.5, 2.0)])
+    grid = plotting.tile_images(images, num_cols=2, padding=1, pad_value=1.0)
+    assert grid.shape == (2 * 3 - 1, 2 * 4 - 1)
+    np.testing.assert_array_equal(grid[:2, :3], 0.0)
+    np.testing.assert_array_equal(grid[:2, 4:], 0.5)
+    np.testing.assert_array_equal(grid[3:, :3], 1.0)  # 2.0 clipped to 1
+    np.testing.assert_array_equal(grid[2, :], 1.0)  # padding row
+    flat = plotting.tile_images(np.zeros((4, 16)), padding=0)  # flat square images
+    assert flat.shape == (8, 8)
+    with pytest.raises(ValueError, match="Cannot draw"):
+        plotting.tile_images(np.zeros((4, 15)))
+
+
+def test_manifold_latents_are_normal_quantiles_of_a_grid_of_the_unit_square():
+    z = plotting.manifold_latents(4)
+    assert z.shape == (16, 2)
+    quantiles = scipy.stats.norm.ppf(np.linspace(0.05, 0.95, 4))
+    np.testing.assert_allclose(z[:4, 0], quantiles, rtol=1e-6)  # z_1 grows to the right
+    np.testing.assert_allclose(z[::4, 1], quantiles[::-1], rtol=1e-6)  # z_2 grows upwards
+    np.testing.assert_allclose(z[0], [quantiles[0], quantiles[-1]], rtol=1e-6)
+
+
+def test_manifold_tiles_the_decoded_grid(models):
+    fig = plotting.manifold_grid(models[2], num_per_axis=3)
+    grid = fig.get_axes()[0].get_images()[0].get_array()
+    assert grid.shape == (18, 18)  # 3x3 images of 6x6, no padding
+    decoded = models[2].decode(plotting.manifold_latents(3)).mean().numpy()
+    np.testing.assert_allclose(grid[6:12, 12:18], decoded[5, :, :, 0], atol=1e-6)
+
+
+@pytest.mark.parametrize("latent_dim", [1, 5])
+def test_manifold_refuses_models_without_two_latents(models, latent_dim):
+    expected = (
+        f"manifold needs a 2-latent model; this model has latent_dim={latent_dim}; "
+        "train with --latent-dim 2"
+    )
+    with pytest.raises(ValueError) as error:
+        plotting.manifold_grid(models[latent_dim])
+    assert str(error.value) == expected
+
+
+def test_latent_scatter_with_and_without_labels(models, images):
+    fig = plotting.latent_scatter(models[2], images)
+    (ax,) = fig.get_axes()
+    assert ax.get_title() == "Posterior means E[z|x]"
+    assert ax.get_legend() is None
+    (points,) = ax.collections
+    means = models[2].encode(images).mean().numpy()
+    np.testing.assert_allclose(points.get_offsets(), means, atol=1e-6)
+
+    labels = np.arange(len(images)) % 4
+    fig = plotting.latent_scatter(models[2], images, labels=labels)
+    ax = fig.get_axes()[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["0", "1", "2", "3"]
+    assert ax.get_legend().get_title().get_text() == "label"
+    assert sum(len(c.get_offsets()) for c in ax.collections) == len(images)
+
+    fig = plotting.latent_scatter(
+        models[2], images, labels=np.linspace(0, 1, len(images)), label_name="time"
+    )
+    assert len(fig.get_axes()) == 2  # continuous labels: a colour bar
+    assert fig.get_axes()[1].get_ylabel() == "time"
+    with pytest.raises(ValueError, match=r"labels must have shape \[40\]"):
+        plotting.latent_scatter(models[2], images, labels=labels[:3])
+
+
+def test_latent_scatter_uses_principal_components_above_two_latents(models, images):
+    fig = plotting.latent_scatter(models[5], images, labels=np.arange(len(images)) % 2)
+    ax = fig.get_axes()[0]
+    assert "first two principal components of 5-d" in ax.get_title()
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("PC 1", "PC 2")
+    points = np.concatenate([c.get_offsets() for c in ax.collections])
+    means = models[5].encode(images).mean().numpy()
+    centred = means - means.mean(axis=0)
+    # the projections keep the largest share of the variance of any 2-d projection
+    top_two = np.sort(np.linalg.eigvalsh(np.cov(centred.T)))[-2:].sum()
+    assert np.var(points, axis=0, ddof=1).sum() == pytest.approx(top_two, rel=1e-4)
+    assert "1-d latent" in plotting.latent_scatter(models[1], images).get_axes()[0].get_title()
+
+
+def test_interpolation_decodes_the_line_between_posterior_means(models, images):
+    fig = plotting.interpolation_grid(models[2], images[3], images[7][np.newaxis], steps=4)
+    axes = fig.get_axes()
+    assert len(axes) == 6
+    assert [ax.get_title() for ax in axes] == ["x_a", "t=0", "t=0.33", "t=0.67", "t=1", "x_b"]
+    means = models[2].encode(images[[3, 7]]).mean().numpy()
+    end = models[2].decode(means[1:]).mean().numpy()[0, :, :, 0]
+    np.testing.assert_allclose(axes[4].get_images()[0].get_array(), end, atol=1e-6)
+    with pytest.raises(ValueError, match=r"image_b must have shape \[N, 6, 6, 1\]"):
+        plotting.interpolation_grid(models[2], images[0], np.zeros((5, 5)))
+    with pytest.raises(ValueError, match="steps must be an int >= 2"):
+        plotting.interpolation_grid(models[2], images[0], images[1], steps=1)
+
+
+# ------------------------------------------------------------------------------------ CLI
+@pytest.fixture(scope="module")
+def run_dirs(tmp_path_factory):
+    """Two tiny trained runs (latent_dim 2 and 3) on a labelled .npz."""
+    root = tmp_path_factory.mktemp("plot_runs")
+    dataset = root / "toy.npz"
+    np.savez(
+        dataset,
+        x=(RNG.uniform(size=(200, 6, 6)) > 0.5).astype("uint8"),
+        y=RNG.integers(0, 3, size=200),
+    )
+    dirs = {}
+    for latent_dim in (2, 3):
+        config = TrainConfig(
+            dataset=str(dataset), eval_split="train", latent_dim=latent_dim, hidden_units=[8],
+            epochs=1, batch_size=50, seed=0, jit_compile=False,
+        )  # fmt: skip
+        dirs[latent_dim] = root / f"run{latent_dim}"
+        training.train(config, output=dirs[latent_dim], verbose=0, progress=lambda _: None)
+    return dirs
+
+
+def _cli(argv):
+    parser = argparse.ArgumentParser(prog="keras-vae plot")
+    plotting.add_cli_arguments(parser)
+    return plotting.run_cli(parser.parse_args(argv))
+
+
+@pytest.mark.parametrize("kind", plotting.KINDS)
+def test_cli_writes_every_kind_of_picture(run_dirs, tmp_path, capsys, kind):
+    output = tmp_path / "pictures" / f"{kind}.png"
+    argv = [str(run_dirs[2]), "--kind", kind, "--output", str(output), "--num", "4"]
+    assert _cli([*argv, "--dpi", "50"]) == 0
+    out = capsys.readouterr().out
+    assert f"keras-vae plot: wrote {output}" in out
+    height, width = _png_shape(output)[:2]
+    assert f"{width}x{height} px" in out
+    assert output.stat().st_size > 1000
+
+
+def test_cli_latents_colours_by_the_labels_of_the_npz(run_dirs, tmp_path, monkeypatch):
+    seen = {}
+    original = plotting.latent_scatter
+
+    def spy(model, images, labels=None):
+        seen["images"], seen["labels"] = images, labels
+        return original(model, images, labels)
+
+    monkeypatch.setattr(plotting, "latent_scatter", spy)
+    output = tmp_path / "latents.png"
+    assert _cli([str(run_dirs[3]), "--kind", "latents", "--output", str(output)]) == 0
+    assert seen["images"].shape == (200, 6, 6, 1)  # whole split (< the default 5000)
+    assert seen["labels"].shape == (200,)
+
+
+def test_cli_manifold_of_a_three_latent_run_is_refused_with_the_fix(run_dirs, tmp_path):
+    output = tmp_path / "manifold.png"
+    with pytest.raises(ValueError, match="latent_dim=3; train with --latent-dim 2"):
+        _cli([str(run_dirs[3]), "--kind", "manifold", "--output", str(output)])
+    assert not output.exists()
+    with pytest.raises(ValueError, match="--num must be an int >= 1"):
+        _cli([str(run_dirs[2]), "--kind", "samples", "--output", str(output), "--num", "0"])
