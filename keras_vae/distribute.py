@@ -8,6 +8,10 @@ keras_vae chooses explicitly instead:
   replica step with XLA fails when the variables live on other devices
   ("Trying to access resource ... located in device CPU:1 from device CPU:0",
   keras issue 19005).
+
+`steps_per_execution` > 1 (several train steps per compiled call) likewise runs on one device
+only: under MirroredStrategy Keras 3.15's multi-step loop fails with "You must feed a value for
+placeholder tensor 'while/.../Placeholder_1'", so it falls back to 1 with a warning.
 """
 
 from __future__ import annotations
@@ -90,3 +94,15 @@ def resolve_jit_compile(requested: bool | str | None, strategy: tf.distribute.St
         )
         return False
     return wanted
+
+
+def resolve_steps_per_execution(requested: int, strategy: tf.distribute.Strategy) -> int:
+    """`requested` on one device; 1 (with a warning) under several replicas, see above."""
+    if requested > 1 and strategy.num_replicas_in_sync > 1:
+        warnings.warn(
+            f"steps_per_execution={requested} is not supported under "
+            f"{type(strategy).__name__} by Keras 3.15; using 1.",
+            stacklevel=3,
+        )
+        return 1
+    return requested

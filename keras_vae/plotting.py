@@ -527,7 +527,8 @@ def close_figure(fig: Figure) -> None:
 
 def to_uint8(grid: np.ndarray) -> np.ndarray:
     """Values in [0, 1] (clipped) to uint8 grey levels 0..255, rounded."""
-    return np.round(np.clip(np.asarray(grid, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+    grid = np.nan_to_num(np.asarray(grid, np.float32), nan=0.0)  # a diverged model draws black
+    return np.round(np.clip(grid, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def write_png(array: np.ndarray, path: str | os.PathLike) -> Path:

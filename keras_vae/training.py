@@ -87,7 +87,9 @@ def build_model(config: TrainConfig, image_shape: tuple[int, ...], likelihood: s
     model.compile(
         optimizer=optimizer,
         jit_compile=config.jit_compile,
-        steps_per_execution=config.steps_per_execution,
+        steps_per_execution=distribute.resolve_steps_per_execution(
+            config.steps_per_execution, model.distribute_strategy
+        ),
     )
     return model
 

@@ -156,7 +156,8 @@ def test_model_files_with_code_are_refused(tmp_path):
 
 TRAIN_COMMAND = [
     sys.executable, "-m", "keras_vae.cli", "train", "--eval-split", "train", "--latent-dim",
-    "2", "--hidden-units", "64", "--epochs", "8", "--batch-size", "16", "--seed", "0",
+    "2", "--hidden-units", "128", "--epochs", "8", "--batch-size", "16", "--seed", "0",
+    "--steps-per-execution", "1",
 ]  # fmt: skip
 
 
@@ -170,9 +171,11 @@ def kill_and_resume(run_dir, dataset, kills, rng, max_delay=14.0):
     for _ in range(kills):
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(rng.uniform(3.0, max_delay))
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-            landed += 1
+        if process.poll() is not None:  # finished before the kill: nothing left to kill
+            assert process.returncode == 0, process.stderr.read()[-2000:]
+            return landed
+        os.kill(process.pid, signal.SIGKILL)
+        landed += 1
         process.wait()
     final = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert final.returncode == 0, final.stderr[-2000:]
@@ -182,7 +185,7 @@ def kill_and_resume(run_dir, dataset, kills, rng, max_delay=14.0):
 @pytest.mark.slow
 def test_training_survives_random_sigkills(tmp_path):
     dataset = tmp_path / "toy.npz"
-    np.savez(dataset, x=(RNG.uniform(size=(3000, 8, 8)) > 0.5).astype("uint8"))
+    np.savez(dataset, x=(RNG.uniform(size=(6000, 8, 8)) > 0.5).astype("uint8"))
     run_dir = tmp_path / "run"
     landed = kill_and_resume(run_dir, dataset, kills=3, rng=np.random.default_rng(7))
     assert landed >= 1
