@@ -50,6 +50,9 @@ class TrainConfig:
         cpu_replicas: Split the CPU into this many logical devices (to test multi-device).
         jit_compile: Compile the train step with XLA (single device only).
         limit: Use only the first `limit` training examples (quick runs).
+        early_stopping: Stop when the eval split's ELBO has not improved for this many epochs
+            and keep the best epoch's weights (None: train all epochs). Use
+            `eval_split="validation"` so that the test split stays untouched.
         image_every: Write reconstruction and sample pictures to TensorBoard and PNG files
             every this many epochs (and after the last); 0 turns them off.
     """
@@ -77,13 +80,14 @@ class TrainConfig:
     jit_compile: bool = True
     limit: int | None = None
     image_every: int = 5
+    early_stopping: int | None = None
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
             _check_type(field.name, getattr(self, field.name), _field_types()[field.name])
         for name in ("latent_dim", "epochs", "batch_size", "samples", "steps_per_execution"):
             _check_positive(name, getattr(self, name))
-        for name in ("steps_per_epoch", "cpu_replicas", "limit"):
+        for name in ("steps_per_epoch", "cpu_replicas", "limit", "early_stopping"):
             if getattr(self, name) is not None:
                 _check_positive(name, getattr(self, name))
         if self.image_every < 0:

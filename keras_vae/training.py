@@ -175,6 +175,16 @@ def train(
         model = build_model(config, tuple(x_train.shape[1:]), likelihood)
     guard = StopOnNonFiniteLoss()
     callbacks = [guard, *(callbacks or [])]
+    if config.early_stopping:
+        # (its patience counter is not part of the backup: a resumed run starts counting anew)
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_elbo",
+                mode="max",
+                patience=config.early_stopping,
+                restore_best_weights=True,
+            )
+        )
     initial_epoch = 0
     if output is not None:
         backup = runs.RunBackup(output, progress=progress)

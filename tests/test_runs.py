@@ -196,3 +196,11 @@ def test_training_survives_random_sigkills(tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert np.isfinite(metrics["test_elbo"])
     assert not list(run_dir.glob(".*tmp*")) and not (run_dir / "backup").exists()
+
+
+def test_early_stopping_keeps_the_best_epoch(toy_npz):
+    # with a negligible step size the held-out ELBO only fluctuates: it soon stops improving
+    config = _config(toy_npz, epochs=40, early_stopping=2, learning_rate=1e-9)
+    val = training.train(config, verbose=0)["history"]["val_elbo"]
+    assert len(val) < 40
+    assert len(val) - 1 - int(np.argmax(val)) == 2  # stopped two epochs after the best one
