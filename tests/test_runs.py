@@ -1,12 +1,9 @@
 """Run directories: atomic files, resume after a kill, NaN safety, refusals, safe loading."""
 
+import importlib.util
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 import zipfile
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -154,45 +151,27 @@ def test_model_files_with_code_are_refused(tmp_path):
         runs.load_model(path)  # safe_mode=True: no arbitrary code from a model file
 
 
-TRAIN_COMMAND = [
-    sys.executable, "-m", "keras_vae.cli", "train", "--eval-split", "train", "--latent-dim",
-    "2", "--hidden-units", "128", "--epochs", "8", "--batch-size", "16", "--seed", "0",
-    "--steps-per-execution", "1",
-]  # fmt: skip
-
-
-def kill_and_resume(run_dir, dataset, kills, rng, max_delay=14.0):
-    """Starts the training, SIGKILLs it `kills` times at random moments, then lets it finish.
-
-    Returns how many kills landed while the process was still running.
-    """
-    command = [*TRAIN_COMMAND, "--dataset", str(dataset), "--output", str(run_dir), "--quiet"]
-    landed = 0
-    for _ in range(kills):
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(3.0, max_delay))
-        if process.poll() is not None:  # finished before the kill: nothing left to kill
-            assert process.returncode == 0, process.stderr.read()[-2000:]
-            return landed
-        os.kill(process.pid, signal.SIGKILL)
-        landed += 1
-        process.wait()
-    final = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert final.returncode == 0, final.stderr[-2000:]
-    return landed
+def _load_kill_harness():
+    """benchmarks/kill_resume.py, which runs the same harness with many more kills."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "kill_resume.py"
+    spec = importlib.util.spec_from_file_location("kill_resume", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.mark.slow
 def test_training_survives_random_sigkills(tmp_path):
-    dataset = tmp_path / "toy.npz"
-    np.savez(dataset, x=(RNG.uniform(size=(6000, 8, 8)) > 0.5).astype("uint8"))
+    harness = _load_kill_harness()
+    dataset = harness.make_dataset(tmp_path / "toy.npz")
     run_dir = tmp_path / "run"
-    landed = kill_and_resume(run_dir, dataset, kills=3, rng=np.random.default_rng(7))
+    landed = harness.kill_and_resume(run_dir, dataset, kills=3, rng=np.random.default_rng(7))
     assert landed >= 1
     model, config = runs.load_run(run_dir)
-    assert model.image_shape == (8, 8, 1) and config.epochs == 8
+    assert model.image_shape == (8, 8, 1) and config.epochs == harness.EPOCHS
     epochs = [row.split(",")[0] for row in (run_dir / "history.csv").read_text().splitlines()[1:]]
-    assert epochs == [str(e) for e in range(8)]  # continuous: every epoch exactly once
+    assert epochs == [str(e) for e in range(harness.EPOCHS)]  # every epoch exactly once
+    assert harness.check_run(run_dir) is None
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert np.isfinite(metrics["test_elbo"])
     assert not list(run_dir.glob(".*tmp*")) and not (run_dir / "backup").exists()
