@@ -77,11 +77,13 @@ DECODER_SIGNATURES = ("serving_default", "sample")
 FLOAT32_BOUND = 1e-4
 #: Max abs error of the quantized `.tflite` files on the encoder's loc (in prior standard
 #: deviations) and the decoder's mean (pixels in [0, 1]). About 2.5x the largest error measured
-#: on trained MNIST (784-500-20) and Frey Face (560-200-10) models; see export/README.md.
+#: on trained tanh MNIST (784-500-20) and Frey Face (560-200-10) models; the int8 encoder bound
+#: is 0.6 because a ReLU 784-500-20 model measured 0.37 (notebooks/03_deploy); see
+#: export/README.md.
 QUANTIZED_BOUNDS = {
     "dynamic": {"encoder": 0.1, "decoder": 0.05},
     "float16": {"encoder": 0.01, "decoder": 0.01},
-    "int8": {"encoder": 0.3, "decoder": 0.15},
+    "int8": {"encoder": 0.6, "decoder": 0.15},
 }
 #: Outputs whose error is bounded for quantized files (the others are reported only).
 _BOUNDED_OUTPUTS = {"encoder": "loc", "decoder": "mean"}

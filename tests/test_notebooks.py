@@ -23,6 +23,7 @@ BUDGET = {"KERAS_VAE_NOTEBOOK_EPOCHS": "1", "KERAS_VAE_NOTEBOOK_LIMIT": "2000"}
 CASES = [
     ("01_quickstart_mnist.ipynb", SHARED / "tensorflow_datasets" / "binarized_mnist", 5),
     ("02_frey_face.ipynb", SHARED / "data" / "frey_face" / "frey_rawface.mat", 5),
+    ("03_deploy.ipynb", SHARED / "tensorflow_datasets" / "binarized_mnist", 2),
 ]
 
 
