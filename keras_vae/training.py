@@ -224,7 +224,8 @@ def train(
             "--clipnorm, and check the data."
         )
     steps = config.steps_per_epoch or -(-len(x_train) // config.batch_size)
-    examples_seen = (config.epochs - initial_epoch) * steps * config.batch_size
+    epochs_run = len(history.history.get("loss", []))  # fewer than asked after early stopping
+    examples_seen = epochs_run * steps * config.batch_size
 
     train_metrics = evaluate_elbo(model, x_train)
     eval_metrics = evaluate_elbo(model, x_eval)
@@ -239,7 +240,7 @@ def train(
         "test_reconstruction": eval_metrics["reconstruction"],
         "test_kl": eval_metrics["kl"],
         "likelihood": likelihood,
-        "epochs": config.epochs,
+        "epochs": initial_epoch + epochs_run,
         "examples_seen": examples_seen,
         "train_seconds": round(wall, 2),
         "train_examples_per_s": round(examples_seen / max(wall, 1e-9), 1),

@@ -180,6 +180,7 @@ def test_training_survives_random_sigkills(tmp_path):
 def test_early_stopping_keeps_the_best_epoch(toy_npz):
     # with a negligible step size the held-out ELBO only fluctuates: it soon stops improving
     config = _config(toy_npz, epochs=40, early_stopping=2, learning_rate=1e-9)
-    val = training.train(config, verbose=0)["history"]["val_elbo"]
-    assert len(val) < 40
+    result = training.train(config, verbose=0)
+    val = result["history"]["val_elbo"]
+    assert len(val) < 40 and result["epochs"] == len(val)
     assert len(val) - 1 - int(np.argmax(val)) == 2  # stopped two epochs after the best one
