@@ -247,14 +247,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=1000, help="timed steps per setting")
     parser.add_argument("--rounds", type=int, default=5, help="timed fits per setting")
     parser.add_argument(
-        "--steps-per-execution", type=int, nargs="+", default=[1, 10, 50], metavar="N"
+        "--steps-per-execution",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="values to try (default 1 10 50; --quick: 1 10)",
     )
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     parser.add_argument("--quick", action="store_true", help="smoke run: few steps")
     parser.add_argument("--json", action="store_true", help="last line: one JSON object")
     args = parser.parse_args(argv)
+    # Each setting builds a new model, hence new tf.functions; TF then warns about
+    # "retracing" although no function is traced twice (checked: repeated fits take no time).
+    tf.get_logger().setLevel("ERROR")
     if args.quick:
-        args.steps, args.rounds, args.steps_per_execution = 60, 2, [1, 10]
+        args.steps, args.rounds = 60, 2
+    if not args.steps_per_execution:
+        args.steps_per_execution = [1, 10] if args.quick else [1, 10, 50]
 
     threads = intra_op_threads()
     print(
