@@ -44,6 +44,8 @@ def kill_and_resume(
     command = [*TRAIN_COMMAND, "--dataset", str(dataset), "--output", str(run_dir)]
     landed = 0
     for _ in range(kills):
+        if _finished(run_dir):  # the last kill landed after the run had finished its files
+            return landed
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(rng.uniform(3.0, max_delay))
         if process.poll() is not None:  # finished before the kill: nothing left to kill
@@ -53,10 +55,21 @@ def kill_and_resume(
         os.kill(process.pid, signal.SIGKILL)
         landed += 1
         process.wait()
+    if _finished(run_dir):
+        return landed
     final = subprocess.run(command, capture_output=True, text=True, timeout=600)
     if final.returncode != 0:
         raise RuntimeError(final.stderr[-2000:])
     return landed
+
+
+def _finished(run_dir: Path) -> bool:
+    """True once `finish_run` has written the model and dropped the backup: a kill that lands
+    later (while the process tears down) leaves a finished run, which a rerun rightly refuses
+    to retrain."""
+    from keras_vae import runs
+
+    return (run_dir / runs.MODEL_FILE).exists() and not (run_dir / runs.BACKUP_DIR).exists()
 
 
 def check_run(run_dir: Path) -> str | None:

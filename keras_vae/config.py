@@ -48,7 +48,8 @@ class TrainConfig:
         seed: Seed of weights, shuffling and noise.
         strategy: `auto`, `default` or `mirrored`.
         cpu_replicas: Split the CPU into this many logical devices (to test multi-device).
-        jit_compile: Compile the train step with XLA (single device only).
+        jit_compile: Compile training with XLA (the whole step on one device, the replica math
+            under several replicas; see keras_vae.distribute.resolve_xla).
         limit: Use only the first `limit` training examples (quick runs).
         early_stopping: Stop when the eval split's ELBO has not improved for this many epochs
             and keep the best epoch's weights (None: train all epochs). Use

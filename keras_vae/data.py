@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
 from keras_vae.datasets import frey_face as _frey_face  # importing registers `frey_face`
 
@@ -245,7 +246,7 @@ def _load_tfds(
             data = tfds.load(
                 spec.name, download=True, download_and_prepare_kwargs=prepare, **kwargs
             )
-        except (OSError, AssertionError, tfds.download.NonMatchingChecksumError) as err2:
+        except (OSError, AssertionError, ValueError, NonMatchingChecksumError) as err2:
             reason = f"preparing it failed with {type(err2).__name__}: {_one_line(err2)}"
             raise _not_found(spec, split, data_dir, reason) from err2
     batches = list(tfds.as_numpy(data))

@@ -36,9 +36,15 @@ class VAE(keras.Model):
 
     estimated with L reparameterised samples z^(l) = mu(x) + sigma(x) * eps^(l)
     (`keras_vae.objectives.elbo`), with the analytic KL when the posterior/prior pair has one
-    and a Monte Carlo KL otherwise. The loss is -L(x) averaged over the batch, in nats; under
-    a distribution strategy it is divided by the number of replicas before the gradient,
-    because the optimizer sums the replicas' gradients.
+    and a Monte Carlo KL otherwise. The loss is -L(x) averaged over the batch, in nats. Under
+    a distribution strategy each replica sees `b_r` of the global batch's `B = sum_r b_r`
+    examples and the optimizer sums the replicas' gradients, so each replica's mean loss is
+    weighted by `b_r / B` (= 1 / num_replicas_in_sync for an even split): the sum is then
+    exactly the gradient of the global batch's mean loss.
+
+    XLA (`keras_vae.distribute.resolve_xla`): on one device Keras compiles the whole step; under
+    several replicas the step compiles only the replica's loss and gradients, as a pure
+    function of the variables' values (keras issue 19005 prevents the Keras way there).
 
     Metrics (nats per example, averaged over the epoch): `loss` (the beta-weighted negative
     bound that is minimised), `elbo` (the bound with beta = 1), `reconstruction`
@@ -111,6 +117,8 @@ class VAE(keras.Model):
         self.elbo_tracker = keras.metrics.Mean(name="elbo")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
         self.kl_tracker = keras.metrics.Mean(name="kl")
+        self.xla = "off"  # set by compile()
+        self._compiled_replica_step = None
 
     # ----------------------------------------------------------------------------- building
     @property
@@ -139,17 +147,19 @@ class VAE(keras.Model):
     def compile(self, optimizer="adam", jit_compile: bool | str | None = None, **kwargs):
         """Configures training; `jit_compile=None` means keras_vae's XLA policy.
 
-        XLA is on for a single device and off (with a warning) under several replicas, see
-        `keras_vae.distribute.resolve_jit_compile`. `loss` must not be given: the VAE's loss
-        is its negative ELBO.
+        `self.xla` records the result: `"step"` on one device, `"replica"` under several
+        replicas, `"off"` when not wanted or not possible (see
+        `keras_vae.distribute.resolve_xla`). `loss` must not be given: the VAE's loss is its
+        negative ELBO.
         """
         if kwargs.get("loss") is not None:
             raise ValueError(
                 "VAE.compile() takes no `loss`: the model minimises its negative ELBO. "
                 f"Received: loss={kwargs['loss']!r}"
             )
-        jit = distribute.resolve_jit_compile(jit_compile, self.distribute_strategy)
-        super().compile(optimizer=optimizer, jit_compile=jit, **kwargs)
+        self.xla = distribute.resolve_xla(jit_compile, self.distribute_strategy)
+        self._compiled_replica_step = None  # made on first use, see _replica_loss_and_gradients
+        super().compile(optimizer=optimizer, jit_compile=self.xla == "step", **kwargs)
 
     def get_compile_config(self):
         if not self.compiled:
@@ -210,27 +220,35 @@ class VAE(keras.Model):
             state = state + tf.stack([tf.constant(0, tf.int32), replica + 1])
         return state
 
-    def posterior_samples(self, posterior, num_samples: int) -> tf.Tensor:
-        """z^(l) ~ q(z|x), reparameterised, shape `[num_samples, batch, latent_dim]`."""
-        return posterior.sample(num_samples, seed=self._stateless_seed())
+    def posterior_samples(self, posterior, num_samples: int, seed=None) -> tf.Tensor:
+        """z^(l) ~ q(z|x), reparameterised, shape `[num_samples, batch, latent_dim]`.
+
+        `seed`: a `[2]` int32 stateless seed; None takes the next one of the model's stream.
+        """
+        if seed is None:
+            seed = self._stateless_seed()
+        return posterior.sample(num_samples, seed=seed)
 
     def _use_analytic_kl(self, posterior) -> bool:
         if self.analytic_kl == "auto":
             return objectives.has_analytic_kl(posterior, self.prior.distribution())
         return bool(self.analytic_kl)
 
-    def elbo_terms(self, x: tf.Tensor, num_samples: int | None = None) -> objectives.ElboTerms:
+    def elbo_terms(
+        self, x: tf.Tensor, num_samples: int | None = None, seed=None
+    ) -> objectives.ElboTerms:
         """The ELBO and its parts for a batch `x`, each `[batch]` in nats.
 
         Args:
             x: Examples `[batch, *image_shape]`.
             num_samples: L; defaults to the model's `num_samples`.
+            seed: `[2]` int32 seed of the noise eps; None takes the model's seed stream.
         """
         num_samples = num_samples or self.num_samples
         if not self.built:  # fit() without a prior call: build here so build_config is saved
             self.build(x.shape)
         posterior = self.encode(x)
-        z = self.posterior_samples(posterior, num_samples)
+        z = self.posterior_samples(posterior, num_samples, seed=seed)
         log_likelihood = self.decode(z).log_prob(x)
         return objectives.elbo(
             log_likelihood,
@@ -246,30 +264,110 @@ class VAE(keras.Model):
         return data[0] if isinstance(data, (tuple, list)) else data
 
     def _update_metrics(self, loss, terms: objectives.ElboTerms):
-        self.loss_tracker.update_state(loss)
+        # every metric is a mean over examples: the batch-mean loss counts once per example,
+        # so that replicas with uneven shares and a short last batch are weighted exactly
+        batch_size = tf.cast(tf.shape(terms.elbo)[0], loss.dtype)
+        self.loss_tracker.update_state(loss, sample_weight=batch_size)
         self.elbo_tracker.update_state(terms.elbo)
         self.reconstruction_tracker.update_state(terms.reconstruction)
         self.kl_tracker.update_state(terms.kl)
         return {m.name: m.result() for m in self.metrics}
 
+    @staticmethod
+    def _replica_share(x: tf.Tensor) -> tf.Tensor:
+        """b_r / B: this replica's part of the global batch (1.0 without replicas)."""
+        local = tf.cast(tf.shape(x)[0], tf.float32)
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return tf.ones_like(local)
+        return local / context.all_reduce(tf.distribute.ReduceOp.SUM, local)
+
+    def _loss_and_gradients(self, x, share, seed, values=None):
+        """The replica's loss, ELBO terms and the gradients of `share * loss`.
+
+        With `values` (tensors, one per trainable variable) the model runs statelessly on
+        them and the gradients are taken with respect to them: a pure function that XLA can
+        compile without touching any variable.
+        """
+        variables = self.trainable_variables
+        with tf.GradientTape() as tape:
+            if values is None:
+                terms = self.elbo_terms(x, seed=seed)
+                sources, extra_losses = variables, self.losses
+            else:
+                tape.watch(values)
+                mapping = list(zip(variables, values, strict=True))
+                with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
+                    terms = self.elbo_terms(x, seed=seed)
+                    extra_losses = self.losses + scope.losses
+                sources = values
+            loss = objectives.beta_elbo_loss(terms, self.beta)
+            if extra_losses:
+                loss = loss + tf.add_n(extra_losses)
+            # The optimizer sums the replicas' gradients: weight each replica's mean by its
+            # share of the global batch so that the sum is the global mean.
+            scaled_loss = loss * tf.cast(share, loss.dtype)
+        return loss, terms, tape.gradient(scaled_loss, sources)
+
+    def _replica_loss_and_gradients(self, x, share, seed):
+        """`_loss_and_gradients` XLA-compiled on the variables' values (xla="replica")."""
+        if self._compiled_replica_step is None:
+
+            def pure_step(values, x, share, seed):
+                return self._loss_and_gradients(x, share, seed, values=values)
+
+            self._compiled_replica_step = tf.function(pure_step, jit_compile=True)
+        values = [tf.convert_to_tensor(v.value) for v in self.trainable_variables]
+        return self._compiled_replica_step(values, x, share, seed)
+
     def train_step(self, data):
         x = self._unpack(data)
-        with tf.GradientTape() as tape:
-            terms = self.elbo_terms(x)
-            loss = objectives.beta_elbo_loss(terms, self.beta)
-            if self.losses:
-                loss = loss + tf.add_n(self.losses)
-            # The optimizer sums the replicas' gradients: divide so the sum is the mean.
-            replicas = self.distribute_strategy.num_replicas_in_sync
-            scaled_loss = loss / tf.cast(replicas, loss.dtype)
-        gradients = tape.gradient(scaled_loss, self.trainable_variables)
+        if not self.built:  # fit() without a prior call: build here so build_config is saved
+            self.build(x.shape)
+        seed = self._stateless_seed()
+        share = self._replica_share(x)
+        if getattr(self, "xla", "off") == "replica":
+            loss, terms, gradients = self._replica_loss_and_gradients(x, share, seed)
+        else:
+            loss, terms, gradients = self._loss_and_gradients(x, share, seed)
         self.optimizer.apply(gradients, self.trainable_variables)
-        return self._update_metrics(loss, terms)
+        return self._step_outputs(self._update_metrics(loss, terms))
 
     def test_step(self, data):
         x = self._unpack(data)
         terms = self.elbo_terms(x)
-        return self._update_metrics(objectives.beta_elbo_loss(terms, self.beta), terms)
+        logs = self._update_metrics(objectives.beta_elbo_loss(terms, self.beta), terms)
+        return self._step_outputs(logs)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Keras 3.15 takes a sample batch by averaging the first distributed batch over the
+        replicas, which fails when the global batch does not split evenly (e.g. 21 examples
+        on 2 replicas: "Inputs to operation AddN ... must have the same size"). The sample
+        only gives shapes, so the first replica's part is taken instead."""
+        if iterator is not None and self._distribute_strategy is not None:
+            for _, _, batches in iterator:
+                batch = next(batches)
+                data_batch = tf.nest.map_structure(
+                    lambda value: (
+                        self.distribute_strategy.experimental_local_results(value)[0]
+                        if isinstance(value, tf.distribute.DistributedValues)
+                        else value
+                    ),
+                    batch,
+                )
+                break
+        return super()._maybe_symbolic_build(data_batch=data_batch)
+
+    def _step_outputs(self, logs: dict) -> dict:
+        """Per-step logs, shaped `[1]` under multi-worker training.
+
+        Keras 3.15 reduces a multi-worker step's outputs with `strategy.reduce(MEAN, axis=0)`,
+        which fails on scalars (the error behind keras issue 20585); a `[1]` value reduces to
+        the mean over all replicas, a scalar again.
+        """
+        if distribute.is_multi_worker(self.distribute_strategy):
+            return {name: tf.reshape(value, [1]) for name, value in logs.items()}
+        return logs
 
     def predict_step(self, data):
         return self(self._unpack(data), training=False)

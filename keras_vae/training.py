@@ -245,7 +245,8 @@ def train(
         "train_seconds": round(wall, 2),
         "train_examples_per_s": round(examples_seen / max(wall, 1e-9), 1),
         "replicas": strategy.num_replicas_in_sync,
-        "jit_compile": bool(model.jit_compile),
+        "jit_compile": model.xla != "off",
+        "xla": model.xla,
     }
     if output is not None:
         runs.finish_run(output, model, backup.history, metrics)

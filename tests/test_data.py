@@ -128,6 +128,23 @@ def test_frey_face_load_images_prepares_from_manual_dir(tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.rint(x[0, ..., 0] * 255), _frey_columns()[1572])
 
 
+@needs_frey
+def test_frey_face_damaged_manual_file_is_named_and_leaves_nothing(tmp_path: Path) -> None:
+    manual_dir = tmp_path / "manual"
+    manual_dir.mkdir()
+    (manual_dir / "frey_rawface.mat").write_bytes(b"this is not a MATLAB file" * 8)
+    data_dir = tmp_path / "tfds"
+    with pytest.raises(DatasetNotFoundError) as err:
+        data.load_images("frey_face", "test", data_dir=str(data_dir), manual_dir=str(manual_dir))
+    message = str(err.value)
+    assert "frey_rawface.mat" in message and "not a readable MATLAB file" in message
+    # nothing half-prepared is left: the real file then prepares normally
+    x = data.load_images(
+        "frey_face", "test", data_dir=str(data_dir), manual_dir=str(FREY_MANUAL_DIR), limit=2
+    )
+    assert x.shape == (2, 28, 20, 1)
+
+
 def test_frey_face_not_prepared_and_download_false(tmp_path: Path) -> None:
     with pytest.raises(DatasetNotFoundError) as err:
         data.load_images("frey_face", data_dir=str(tmp_path), download=False)

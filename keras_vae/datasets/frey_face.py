@@ -72,9 +72,16 @@ def read_frey_faces(path: str | os.PathLike) -> np.ndarray:
         uint8 array of shape (1965, 28, 20, 1), frames in the file's order.
 
     Raises:
-        ValueError: If the file has no variable `ff` or `ff` has the wrong shape.
+        ValueError: If the file is not a MATLAB file, has no variable `ff` or `ff` has the
+            wrong shape.
     """
-    mat = scipy.io.loadmat(str(path))
+    try:
+        mat = scipy.io.loadmat(str(path))
+    except (ValueError, TypeError, EOFError) as err:  # scipy's errors for a damaged file
+        raise ValueError(
+            f"{path} is not a readable MATLAB file ({err}); replace it with the original "
+            f"frey_rawface.mat from {URL}."
+        ) from err
     if "ff" not in mat:
         found = sorted(k for k in mat if not k.startswith("__"))
         raise ValueError(
