@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from keras_vae.config import ConfigError, TrainConfig  # noqa: E402
 from keras_vae.export import ExportCheckError  # noqa: E402
-from keras_vae.training import NonFiniteLossError  # noqa: E402
+from keras_vae.training import NonFiniteLossError, WorkerLostError  # noqa: E402
 
 EXIT_USAGE = 2
 
@@ -58,7 +58,7 @@ _TRAIN_OPTIONS = (
     ("--samples", "samples", int, "L, Monte Carlo samples of z per example"),
     ("--beta", "beta", float, "KL weight of the loss (1 = ELBO)"),
     ("--seed", "seed", int, "seed of weights, shuffling and noise"),
-    ("--strategy", "strategy", str, "auto, default or mirrored"),
+    ("--strategy", "strategy", str, "auto, default, mirrored or multiworker (reads TF_CONFIG)"),
     ("--cpu-replicas", "cpu_replicas", int, "split the CPU into N logical devices"),
     ("--limit", "limit", int, "use only the first N training examples"),
 )
@@ -150,6 +150,9 @@ def _run_train(args: argparse.Namespace) -> int:
         f"({metrics['epochs']} epochs, {metrics['train_seconds']:.0f} s, "
         f"{metrics['train_examples_per_s']:.0f} examples/s)"
     )
+    if not metrics["chief"]:
+        print(f"the chief worker writes the run files to {output}")
+        return 0
     print(f"wrote {output}/model.keras, config.json, history.csv, metrics.json")
     print(f"TensorBoard: tensorboard --logdir {output / 'tensorboard'}")
     return 0
@@ -230,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         print(f"keras-vae {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
-    except (NonFiniteLossError, ExportCheckError) as error:
+    except (NonFiniteLossError, WorkerLostError, ExportCheckError) as error:
         if os.environ.get("KERAS_VAE_DEBUG"):
             raise
         print(f"keras-vae {args.command}: error: {error}", file=sys.stderr)

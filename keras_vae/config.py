@@ -46,7 +46,7 @@ class TrainConfig:
         beta: KL weight of the training loss.
         dynamic_binarization: Redraw binary images from grey levels every epoch.
         seed: Seed of weights, shuffling and noise.
-        strategy: `auto`, `default` or `mirrored`.
+        strategy: `auto`, `default`, `mirrored`, or `multiworker` (the cluster in TF_CONFIG).
         cpu_replicas: Split the CPU into this many logical devices (to test multi-device).
         jit_compile: Compile training with XLA (the whole step on one device, the replica math
             under several replicas; see keras_vae.distribute.resolve_xla).

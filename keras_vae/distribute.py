@@ -121,6 +121,13 @@ def get_strategy(name: str = "auto") -> tf.distribute.Strategy:
     return tf.distribute.MirroredStrategy(devices)
 
 
+def strategy_name(strategy: tf.distribute.Strategy) -> str:
+    """The public class name (MultiWorkerMirroredStrategy is a CollectiveAllReduceStrategy)."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "MultiWorkerMirroredStrategy"
+    return type(strategy).__name__
+
+
 def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
     """True for a MultiWorkerMirroredStrategy that really spans several workers."""
     in_multi_worker_mode = getattr(strategy.extended, "_in_multi_worker_mode", None)
@@ -139,6 +146,21 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
         return True
     has_chief = "chief" in resolver.cluster_spec().as_dict()
     return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def barrier(strategy: tf.distribute.Strategy) -> None:
+    """Returns once every worker has called it (a collective sum); a no-op in one process."""
+    if is_multi_worker(strategy):
+        ones = strategy.run(lambda: tf.constant(1.0))
+        strategy.reduce(tf.distribute.ReduceOp.SUM, ones, axis=None)
+
+
+def worker_name(strategy: tf.distribute.Strategy) -> str:
+    """`"worker 1"` style name of this process in a cluster; `""` in one process."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not is_multi_worker(strategy) or resolver is None:
+        return ""
+    return f"{resolver.task_type} {resolver.task_id}"
 
 
 _PROBED: dict[int, bool] = {}
@@ -190,7 +212,7 @@ def resolve_xla(requested: bool | str | None, strategy: tf.distribute.Strategy) 
     if replica_xla_works(strategy):
         return "replica"
     warnings.warn(
-        f"XLA is off: the replica devices of {type(strategy).__name__} cannot run an "
+        f"XLA is off: the replica devices of {strategy_name(strategy)} cannot run an "
         "XLA-compiled function here; training runs without jit_compile.",
         stacklevel=3,
     )
@@ -202,7 +224,7 @@ def resolve_steps_per_execution(requested: int, strategy: tf.distribute.Strategy
     if requested > 1 and strategy.num_replicas_in_sync > 1:
         warnings.warn(
             f"steps_per_execution={requested} is not supported under "
-            f"{type(strategy).__name__} by Keras 3.15; using 1.",
+            f"{strategy_name(strategy)} by Keras 3.15; using 1.",
             stacklevel=3,
         )
         return 1

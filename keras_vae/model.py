@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from keras_vae import distribute, objectives
 from keras_vae.distributions import (
@@ -21,6 +22,8 @@ from keras_vae.distributions import (
     StandardNormalPrior,
 )
 from keras_vae.networks import MLP
+
+tfd = tfp.distributions
 
 _PACKAGE = "keras_vae"
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -205,29 +208,81 @@ class VAE(keras.Model):
         return (images, z) if return_latents else images
 
     # ---------------------------------------------------------------------------- training
-    def _stateless_seed(self, seed=None) -> tf.Tensor:
-        """A `[2]` int32 seed for TFP's stateless samplers.
+    def _stateless_seed(self, seed=None, fold_in_replica: bool = True) -> tf.Tensor:
+        """A `[2]` int32 seed for stateless samplers.
 
         From `seed` if given, else the next state of the model's `SeedGenerator`. Under a
-        distribution strategy the replica id is folded in, so replicas draw different noise.
+        distribution strategy the replica id is folded in (unless `fold_in_replica` is False),
+        so replicas draw different noise.
         """
         if seed is not None:
             return tf.constant([seed, 0], dtype=tf.int32)
         state = tf.cast(self.seed_generator.next() % (2**31 - 1), tf.int32)
         context = tf.distribute.get_replica_context()
-        if context is not None and context.num_replicas_in_sync > 1:
+        if fold_in_replica and context is not None and context.num_replicas_in_sync > 1:
             replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
             state = state + tf.stack([tf.constant(0, tf.int32), replica + 1])
         return state
 
-    def posterior_samples(self, posterior, num_samples: int, seed=None) -> tf.Tensor:
+    @staticmethod
+    def _batch_position(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(offset, B): where this replica's examples start in the global batch, and its size.
+
+        A distribution strategy splits each global batch into consecutive parts, one per
+        replica in replica order; without one, (0, batch).
+        """
+        local = tf.shape(x)[0]
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return tf.zeros_like(local), local
+        sizes = context.all_gather(local[None], axis=0)  # [replicas], in replica order
+        replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
+        before = tf.range(tf.shape(sizes)[0]) < replica
+        return tf.reduce_sum(tf.where(before, sizes, 0)), tf.reduce_sum(sizes)
+
+    def standard_noise(
+        self, x: tf.Tensor, seed: tf.Tensor, num_samples: int | None = None, position=None
+    ) -> tf.Tensor:
+        """eps ~ N(0, I) for the examples `x`, `[L, batch, latent_dim]`, the same for each
+        example whatever the replica layout.
+
+        Every replica draws the global batch's noise `[L, B, latent_dim]` from the same seed
+        with the Philox algorithm (identical with and without XLA) and keeps its own rows, so
+        1 device, N replicas and N workers use exactly the same eps for the same example.
+        `position`: `_batch_position(x)` when already known.
+        """
+        num_samples = num_samples or self.num_samples
+        offset, total = position if position is not None else self._batch_position(x)
+        eps = tf.random.stateless_normal(
+            tf.stack([num_samples, total, self.latent_dim]), seed=seed, alg="philox"
+        )
+        return eps[:, offset : offset + tf.shape(x)[0]]
+
+    def posterior_samples(self, posterior, num_samples: int, seed=None, noise=None) -> tf.Tensor:
         """z^(l) ~ q(z|x), reparameterised, shape `[num_samples, batch, latent_dim]`.
 
-        `seed`: a `[2]` int32 stateless seed; None takes the next one of the model's stream.
+        Args:
+            posterior: q(z|x).
+            num_samples: L.
+            seed: `[2]` int32 stateless seed; None takes the next one of the model's stream.
+            noise: Optional eps `[L, batch, latent_dim]` (see `standard_noise`): a diagonal
+                Gaussian q then gives z = mu + sigma * eps; other posteriors sample from
+                `seed` (folded with the replica id).
         """
-        if seed is None:
-            seed = self._stateless_seed()
+        base = posterior.distribution if isinstance(posterior, tfd.Independent) else None
+        if noise is not None and isinstance(base, tfd.Normal):
+            return base.loc + base.scale * tf.cast(noise, base.loc.dtype)
+        if seed is None or noise is not None:
+            seed = self._stateless_seed() if seed is None else self._fold_in_replica(seed)
         return posterior.sample(num_samples, seed=seed)
+
+    @staticmethod
+    def _fold_in_replica(seed: tf.Tensor) -> tf.Tensor:
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return seed
+        replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
+        return seed + tf.stack([tf.constant(0, tf.int32), replica + 1])
 
     def _use_analytic_kl(self, posterior) -> bool:
         if self.analytic_kl == "auto":
@@ -235,7 +290,7 @@ class VAE(keras.Model):
         return bool(self.analytic_kl)
 
     def elbo_terms(
-        self, x: tf.Tensor, num_samples: int | None = None, seed=None
+        self, x: tf.Tensor, num_samples: int | None = None, seed=None, noise=None
     ) -> objectives.ElboTerms:
         """The ELBO and its parts for a batch `x`, each `[batch]` in nats.
 
@@ -243,12 +298,13 @@ class VAE(keras.Model):
             x: Examples `[batch, *image_shape]`.
             num_samples: L; defaults to the model's `num_samples`.
             seed: `[2]` int32 seed of the noise eps; None takes the model's seed stream.
+            noise: Optional eps `[L, batch, latent_dim]`, see `posterior_samples`.
         """
         num_samples = num_samples or self.num_samples
         if not self.built:  # fit() without a prior call: build here so build_config is saved
             self.build(x.shape)
         posterior = self.encode(x)
-        z = self.posterior_samples(posterior, num_samples, seed=seed)
+        z = self.posterior_samples(posterior, num_samples, seed=seed, noise=noise)
         log_likelihood = self.decode(z).log_prob(x)
         return objectives.elbo(
             log_likelihood,
@@ -273,16 +329,7 @@ class VAE(keras.Model):
         self.kl_tracker.update_state(terms.kl)
         return {m.name: m.result() for m in self.metrics}
 
-    @staticmethod
-    def _replica_share(x: tf.Tensor) -> tf.Tensor:
-        """b_r / B: this replica's part of the global batch (1.0 without replicas)."""
-        local = tf.cast(tf.shape(x)[0], tf.float32)
-        context = tf.distribute.get_replica_context()
-        if context is None or context.num_replicas_in_sync == 1:
-            return tf.ones_like(local)
-        return local / context.all_reduce(tf.distribute.ReduceOp.SUM, local)
-
-    def _loss_and_gradients(self, x, share, seed, values=None):
+    def _loss_and_gradients(self, x, share, seed, noise, values=None):
         """The replica's loss, ELBO terms and the gradients of `share * loss`.
 
         With `values` (tensors, one per trainable variable) the model runs statelessly on
@@ -292,13 +339,13 @@ class VAE(keras.Model):
         variables = self.trainable_variables
         with tf.GradientTape() as tape:
             if values is None:
-                terms = self.elbo_terms(x, seed=seed)
+                terms = self.elbo_terms(x, seed=seed, noise=noise)
                 sources, extra_losses = variables, self.losses
             else:
                 tape.watch(values)
                 mapping = list(zip(variables, values, strict=True))
                 with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
-                    terms = self.elbo_terms(x, seed=seed)
+                    terms = self.elbo_terms(x, seed=seed, noise=noise)
                     extra_losses = self.losses + scope.losses
                 sources = values
             loss = objectives.beta_elbo_loss(terms, self.beta)
@@ -309,54 +356,53 @@ class VAE(keras.Model):
             scaled_loss = loss * tf.cast(share, loss.dtype)
         return loss, terms, tape.gradient(scaled_loss, sources)
 
-    def _replica_loss_and_gradients(self, x, share, seed):
+    def _replica_loss_and_gradients(self, x, share, seed, noise):
         """`_loss_and_gradients` XLA-compiled on the variables' values (xla="replica")."""
         if self._compiled_replica_step is None:
 
-            def pure_step(values, x, share, seed):
-                return self._loss_and_gradients(x, share, seed, values=values)
+            def pure_step(values, x, share, seed, noise):
+                return self._loss_and_gradients(x, share, seed, noise, values=values)
 
             self._compiled_replica_step = tf.function(pure_step, jit_compile=True)
         values = [tf.convert_to_tensor(v.value) for v in self.trainable_variables]
-        return self._compiled_replica_step(values, x, share, seed)
+        return self._compiled_replica_step(values, x, share, seed, noise)
 
     def train_step(self, data):
         x = self._unpack(data)
         if not self.built:  # fit() without a prior call: build here so build_config is saved
             self.build(x.shape)
-        seed = self._stateless_seed()
-        share = self._replica_share(x)
-        if getattr(self, "xla", "off") == "replica":
-            loss, terms, gradients = self._replica_loss_and_gradients(x, share, seed)
+        seed = self._stateless_seed(fold_in_replica=False)  # the same on every replica
+        position = self._batch_position(x)
+        noise = self.standard_noise(x, seed, position=position)
+        # b_r / B: the optimizer sums the replicas' gradients of share * (mean loss)
+        share = tf.cast(tf.shape(x)[0], tf.float32) / tf.cast(position[1], tf.float32)
+        if self.xla == "replica":
+            loss, terms, gradients = self._replica_loss_and_gradients(x, share, seed, noise)
         else:
-            loss, terms, gradients = self._loss_and_gradients(x, share, seed)
+            loss, terms, gradients = self._loss_and_gradients(x, share, seed, noise)
         self.optimizer.apply(gradients, self.trainable_variables)
         return self._step_outputs(self._update_metrics(loss, terms))
 
     def test_step(self, data):
         x = self._unpack(data)
-        terms = self.elbo_terms(x)
+        seed = self._stateless_seed(fold_in_replica=False)
+        terms = self.elbo_terms(x, seed=seed, noise=self.standard_noise(x, seed))
         logs = self._update_metrics(objectives.beta_elbo_loss(terms, self.beta), terms)
         return self._step_outputs(logs)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        """Keras 3.15 takes a sample batch by averaging the first distributed batch over the
-        replicas, which fails when the global batch does not split evenly (e.g. 21 examples
-        on 2 replicas: "Inputs to operation AddN ... must have the same size"). The sample
-        only gives shapes, so the first replica's part is taken instead."""
-        if iterator is not None and self._distribute_strategy is not None:
-            for _, _, batches in iterator:
-                batch = next(batches)
-                data_batch = tf.nest.map_structure(
-                    lambda value: (
-                        self.distribute_strategy.experimental_local_results(value)[0]
-                        if isinstance(value, tf.distribute.DistributedValues)
-                        else value
-                    ),
-                    batch,
-                )
-                break
-        return super()._maybe_symbolic_build(data_batch=data_batch)
+        """Builds the model and optimizer before a distributed `fit` without reading data.
+
+        Keras 3.15 takes a sample batch from a new iterator over the distributed dataset and
+        averages it over the replicas. Both hurt here: the extra iterator advances a
+        reshuffling dataset by one epoch (so a strategy would train on other batches than
+        one device), and the average fails when a batch splits unevenly ("Inputs to
+        operation AddN ... must have the same size"). The VAE knows its input shape from
+        its likelihood, so a zero batch of that shape serves instead.
+        """
+        del iterator, data_batch
+        sample = tf.zeros((1, *self.image_shape), dtype=self.compute_dtype)
+        return super()._maybe_symbolic_build(data_batch=sample)
 
     def _step_outputs(self, logs: dict) -> dict:
         """Per-step logs, shaped `[1]` under multi-worker training.

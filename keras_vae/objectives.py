@@ -122,8 +122,12 @@ def beta_elbo_loss(terms: ElboTerms, beta: float = 1.0) -> tf.Tensor:
         loss = -1/B sum_i [reconstruction_i - beta * kl_i]
 
     beta = 1 is the ELBO of the paper; beta != 1 is the beta-VAE objective (Higgins et al.).
+    An empty batch (B = 0, e.g. a replica's share of a last batch smaller than the number of
+    replicas) gives 0, not NaN.
     """
-    return -tf.reduce_mean(terms.reconstruction - beta * terms.kl)
+    per_example = terms.reconstruction - beta * terms.kl
+    count = tf.cast(tf.maximum(tf.size(per_example), 1), per_example.dtype)
+    return -tf.reduce_sum(per_example) / count
 
 
 def log_importance_weights(

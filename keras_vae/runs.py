@@ -142,48 +142,66 @@ class RunStateError(RunDirectoryError):
     """A rerun into an existing run directory that cannot continue it."""
 
 
-def prepare_run_dir(run_dir: str | Path, config: TrainConfig, overwrite: bool = False) -> bool:
+def prepare_run_dir(
+    run_dir: str | Path, config: TrainConfig, overwrite: bool = False, write: bool = True
+) -> bool:
     """Makes `run_dir` ready for training `config`; returns True when it resumes a backup.
 
     * A new or empty directory: config.json is written, training starts at epoch 0.
     * The same config and a backup from a killed run: training resumes from the backup.
     * Anything else already there (other settings, a finished run, unknown files) is refused
       unless `overwrite`, which removes the earlier run's files first.
+
+    `write=False` (a non-chief worker of a multi-worker run) makes the same checks and
+    changes nothing; with `overwrite` it checks nothing, since the chief replaces the run.
     """
     run_dir = Path(run_dir)
+    if not write:
+        if overwrite or not run_dir.is_dir() or not any(run_dir.iterdir()):
+            return False
+        return _check_existing_run(run_dir, config)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunStateError(f"{run_dir} exists and is not a directory; choose another --output.")
-    ours = {
-        CONFIG_FILE, MODEL_FILE, HISTORY_FILE, METRICS_FILE, BACKUP_DIR, TENSORBOARD_DIR,
-        IMAGES_DIR,
-    }  # fmt: skip
     present = sorted(p.name for p in run_dir.iterdir()) if run_dir.is_dir() else []
     if overwrite:
-        for name in set(present) & ours:
+        for name in set(present) & _RUN_FILES:
             path = run_dir / name
             shutil.rmtree(path) if path.is_dir() else path.unlink()
-    elif present:
-        foreign = [name for name in present if name not in ours and not name.startswith("eval_")]
-        if foreign:
-            raise RunStateError(
-                f"{run_dir} is not empty and not a keras_vae run directory (found "
-                f"{', '.join(foreign[:3])}); choose another --output."
-            )
-        saved = _read_saved_config(run_dir)
-        if saved is not None and saved != config:
-            changed = sorted(k for k, v in config.to_dict().items() if saved.to_dict().get(k) != v)
-            raise RunStateError(
-                f"{run_dir} holds a run with other settings (differs in: {', '.join(changed)}); "
-                "pass --overwrite to replace it or choose another --output."
-            )
-        if read_backup_state(run_dir) is not None:
-            return True
-        if (run_dir / MODEL_FILE).exists():
-            raise RunStateError(
-                f"{run_dir} already holds a finished run; pass --overwrite to retrain it or "
-                "choose another --output."
-            )
+    elif present and _check_existing_run(run_dir, config):
+        return True
     atomic_write_text(run_dir / CONFIG_FILE, config.to_json())
+    return False
+
+
+_RUN_FILES = {
+    CONFIG_FILE, MODEL_FILE, HISTORY_FILE, METRICS_FILE, BACKUP_DIR, TENSORBOARD_DIR, IMAGES_DIR,
+}  # fmt: skip
+
+
+def _check_existing_run(run_dir: Path, config: TrainConfig) -> bool:
+    """True when `run_dir` holds a backup of `config` to resume, False when it holds only
+    that config; RunStateError for anything that cannot be continued."""
+    present = sorted(p.name for p in run_dir.iterdir())
+    foreign = [name for name in present if name not in _RUN_FILES and not name.startswith("eval_")]
+    if foreign:
+        raise RunStateError(
+            f"{run_dir} is not empty and not a keras_vae run directory (found "
+            f"{', '.join(foreign[:3])}); choose another --output."
+        )
+    saved = _read_saved_config(run_dir)
+    if saved is not None and saved != config:
+        changed = sorted(k for k, v in config.to_dict().items() if saved.to_dict().get(k) != v)
+        raise RunStateError(
+            f"{run_dir} holds a run with other settings (differs in: {', '.join(changed)}); "
+            "pass --overwrite to replace it or choose another --output."
+        )
+    if read_backup_state(run_dir) is not None:
+        return True
+    if (run_dir / MODEL_FILE).exists():
+        raise RunStateError(
+            f"{run_dir} already holds a finished run; pass --overwrite to retrain it or "
+            "choose another --output."
+        )
     return False
 
 
@@ -228,12 +246,17 @@ class RunBackup(keras.callbacks.Callback):
     Args:
         run_dir: The run directory; the backup lives in `run_dir/backup/`.
         progress: Called with one-line messages (resume notices).
+        scratch_dir: For a non-chief worker of a multi-worker run: it restores from
+            `run_dir/backup/` like the chief, but writes its own backups into this private
+            directory (TensorFlow's convention: every worker saves, only the chief's copy is
+            kept) and no history file.
     """
 
-    def __init__(self, run_dir: str | Path, progress=print):
+    def __init__(self, run_dir: str | Path, progress=print, scratch_dir: str | Path | None = None):
         super().__init__()
         self.run_dir = Path(run_dir)
         self.backup_dir = self.run_dir / BACKUP_DIR
+        self.write_dir = Path(scratch_dir) / BACKUP_DIR if scratch_dir else self.backup_dir
         self.progress = progress
         self.history: dict[str, list[float]] = {}
         self.initial_epoch = 0
@@ -268,20 +291,21 @@ class RunBackup(keras.callbacks.Callback):
             return
         for key, value in logs.items():
             self.history.setdefault(key, []).append(float(value))
-        self.backup_dir.mkdir(parents=True, exist_ok=True)
+        self.write_dir.mkdir(parents=True, exist_ok=True)
         name = f"epoch-{epoch + 1:05d}.weights.h5"
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".weights.h5", dir=self.backup_dir)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".weights.h5", dir=self.write_dir)
         os.close(fd)
         try:
             self.model.save_weights(tmp, overwrite=True)
-            os.replace(tmp, self.backup_dir / name)
+            os.replace(tmp, self.write_dir / name)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
         state = {"epoch": epoch + 1, "weights": name, "history": self.history}
-        atomic_write_json(self.backup_dir / BACKUP_STATE, state)
-        atomic_write_text(self.run_dir / HISTORY_FILE, history_to_csv(self.history))
-        for old in self.backup_dir.glob("*.weights.h5"):
+        atomic_write_json(self.write_dir / BACKUP_STATE, state)
+        if self.write_dir == self.backup_dir:
+            atomic_write_text(self.run_dir / HISTORY_FILE, history_to_csv(self.history))
+        for old in self.write_dir.glob("*.weights.h5"):
             if old.name != name:
                 old.unlink(missing_ok=True)
 

@@ -7,12 +7,14 @@ data (keras_vae.data) -> strategy (keras_vae.distribute) -> mlp_vae + compile ->
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from keras_vae import data, distribute, runs
 from keras_vae.callbacks import ImageGridCallback
@@ -24,6 +26,10 @@ EVAL_BATCH_SIZE = 1000
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the last good backup is kept."""
+
+
+class WorkerLostError(RuntimeError):
+    """A worker of a multi-worker run stopped; the chief's last backup is intact."""
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
@@ -150,10 +156,20 @@ def train(
         The metrics dict (also `RUN_DIR/metrics.json`): `train_elbo`, `test_elbo` (nats per
         example, on the whole training set and the eval split), their parts, the wall time
         and the training throughput. The returned dict also holds the trained `"model"` and
-        this call's Keras `"history"`.
+        this call's Keras `"history"`, and `"chief"`: False on a non-chief worker of a
+        multi-worker run, which trains and evaluates like the others but writes no run files.
     """
     if config.cpu_replicas:
         distribute.configure_cpu_replicas(config.cpu_replicas)
+    # first: MultiWorkerMirroredStrategy must exist before any other TensorFlow op
+    strategy = distribute.get_strategy(config.strategy)
+    chief = distribute.is_chief(strategy)
+    worker = distribute.worker_name(strategy)
+    if worker:
+        progress(f"keras-vae: {worker} of {strategy.num_replicas_in_sync} replicas"
+                 f"{' (chief: writes the run files)' if chief else ''}")  # fmt: skip
+    if not chief:
+        verbose = 0
     keras.utils.set_random_seed(config.seed)
 
     x_train = data.load_images(
@@ -168,9 +184,9 @@ def train(
     x_eval = load_split(config, config.eval_split, likelihood)
     config = config.replace(likelihood=likelihood)
     if output is not None:
-        runs.prepare_run_dir(output, config, overwrite=overwrite)
+        runs.prepare_run_dir(output, config, overwrite=overwrite, write=chief)
+    distribute.barrier(strategy)  # workers read the run directory once the chief prepared it
 
-    strategy = distribute.get_strategy(config.strategy)
     with strategy.scope():
         model = build_model(config, tuple(x_train.shape[1:]), likelihood)
     guard = StopOnNonFiniteLoss()
@@ -186,10 +202,14 @@ def train(
             )
         )
     initial_epoch = 0
+    scratch = None if chief else tempfile.TemporaryDirectory(prefix="keras-vae-worker-")
     if output is not None:
-        backup = runs.RunBackup(output, progress=progress)
-        initial_epoch = backup.restore(model)
-        callbacks += [backup, *_picture_callbacks(config, Path(output), x_eval)]
+        backup = runs.RunBackup(output, progress=progress, scratch_dir=scratch and scratch.name)
+        with strategy.scope():  # the optimizer's variables are built under the strategy
+            initial_epoch = backup.restore(model)
+        callbacks.append(backup)
+        if chief:
+            callbacks += _picture_callbacks(config, Path(output), x_eval)
 
     train_ds = data.make_dataset(
         x_train,
@@ -201,16 +221,28 @@ def train(
     )
     eval_ds = data.make_dataset(x_eval, batch_size=EVAL_BATCH_SIZE, shuffle=False)
     start = time.perf_counter()
-    history = model.fit(
-        train_ds,
-        epochs=config.epochs,
-        initial_epoch=initial_epoch,
-        steps_per_epoch=config.steps_per_epoch,
-        validation_data=eval_ds,
-        shuffle=False,  # make_dataset shuffles, with the configured seed
-        callbacks=callbacks,
-        verbose=verbose,
-    )
+    try:
+        history = model.fit(
+            train_ds,
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=config.steps_per_epoch,
+            validation_data=eval_ds,
+            shuffle=False,  # make_dataset shuffles, with the configured seed
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+    except (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.AbortedError) as err:
+        if not distribute.is_multi_worker(strategy):
+            raise
+        resume = "without --output, training starts over"
+        if output is not None:
+            done = len(backup.history.get("loss", []))
+            resume = f"training resumes from the backup after epoch {done} in {output}"
+        raise WorkerLostError(
+            f"{worker}: another worker of the cluster stopped ({type(err).__name__}). Restart "
+            f"every worker with the same command; {resume}."
+        ) from err
     wall = time.perf_counter() - start
     if guard.failure:
         done = len(backup.history.get("loss", [])) if output is not None else 0
@@ -245,9 +277,12 @@ def train(
         "train_seconds": round(wall, 2),
         "train_examples_per_s": round(examples_seen / max(wall, 1e-9), 1),
         "replicas": strategy.num_replicas_in_sync,
+        "strategy": distribute.strategy_name(strategy),
         "jit_compile": model.xla != "off",
         "xla": model.xla,
     }
-    if output is not None:
+    if output is not None and chief:
         runs.finish_run(output, model, backup.history, metrics)
-    return {**metrics, "model": model, "history": history.history}
+    if scratch is not None:
+        scratch.cleanup()
+    return {**metrics, "model": model, "history": history.history, "chief": chief}

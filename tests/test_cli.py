@@ -140,22 +140,46 @@ def test_array_file_dataset_trains_from_the_cli(tmp_path):
     assert model.image_shape == (4, 4, 1) and config.likelihood == "bernoulli"
 
 
-def test_train_under_mirrored_strategy_on_two_cpu_replicas(tmp_path):
-    # logical devices must be configured before TensorFlow starts: a fresh process
+def test_train_under_mirrored_strategy_equals_one_device(tmp_path):
+    # logical devices must be configured before TensorFlow starts: fresh processes
     rng = np.random.default_rng(1)
     np.save(tmp_path / "toy.npy", (rng.uniform(size=(64, 4, 4, 1)) > 0.5).astype("float32"))
-    run_dir = tmp_path / "run"
-    argv = [
+    base = [
         "train", "--dataset", str(tmp_path / "toy.npy"), "--latent-dim", "2",
-        "--hidden-units", "8", "--epochs", "2", "--batch-size", "16", "--quiet",
-        "--strategy", "mirrored", "--cpu-replicas", "2", "--eval-split", "train",
-        "--output", str(run_dir),
+        "--hidden-units", "8", "--epochs", "3", "--batch-size", "21", "--quiet",
+        "--eval-split", "train", "--image-every", "0",
     ]  # fmt: skip
-    completed = subprocess.run(
-        [sys.executable, "-m", "keras_vae.cli", *argv], capture_output=True, text=True, timeout=300
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    runs_dirs = {}
+    for name, options in {
+        "mirrored": ["--strategy", "mirrored", "--cpu-replicas", "2"],
+        "single": ["--strategy", "default", "--no-xla"],  # reference, see test_distribute
+    }.items():
+        runs_dirs[name] = tmp_path / name
+        command = [*base, *options, "--output", str(runs_dirs[name])]
+        completed = subprocess.run(
+            [sys.executable, "-m", "keras_vae.cli", *command],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert completed.returncode == 0, completed.stderr[-3000:]
+    metrics = json.loads((runs_dirs["mirrored"] / "metrics.json").read_text())
     # XLA under the strategy: the replica's math is compiled (keras_vae.distribute)
     assert metrics["replicas"] == 2 and metrics["xla"] == "replica"
-    assert np.isfinite(metrics["test_elbo"])
+    assert metrics["strategy"] == "MirroredStrategy"
+    reference = json.loads((runs_dirs["single"] / "metrics.json").read_text())
+    for key in ("train_elbo", "test_elbo"):
+        assert metrics[key] == pytest.approx(reference[key], rel=1e-5), key
+    # the same shuffled batches, noise and Adam steps: the same weights
+    mirrored, _ = runs.load_run(runs_dirs["mirrored"])
+    single, _ = runs.load_run(runs_dirs["single"])
+    for a, b in zip(mirrored.get_weights(), single.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_multiworker_without_tf_config_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    np.save(tmp_path / "toy.npy", np.zeros((8, 2, 2, 1), "float32"))
+    argv = ["train", "--dataset", str(tmp_path / "toy.npy"), "--strategy", "multiworker"]
+    assert cli.main([*argv, "--output", str(tmp_path / "run")]) == 2
+    message = capsys.readouterr().err.strip()
+    assert "\n" not in message and "TF_CONFIG" in message and '"cluster"' in message
+    assert not (tmp_path / "run").exists()

@@ -86,3 +86,15 @@ def test_beta_loss_weights_only_the_kl():
     assert float(objectives.beta_elbo_loss(terms, 1.0)) == 4.0  # -(mean(-3, -5))
     assert float(objectives.beta_elbo_loss(terms, 0.5)) == 1.5 + 1.25
     assert float(objectives.beta_elbo_loss(terms, 0.0)) == 1.5
+
+
+def test_beta_loss_of_an_empty_batch_is_zero_with_zero_gradients():
+    # a replica whose share of the last global batch is empty must not turn the step NaN
+    reconstruction = tf.Variable(tf.zeros([0]))
+    with tf.GradientTape() as tape:
+        empty = objectives.ElboTerms(
+            elbo=tf.zeros([0]), reconstruction=reconstruction * 2.0, kl=tf.zeros([0])
+        )
+        loss = objectives.beta_elbo_loss(empty)
+    assert float(loss) == 0.0
+    assert tape.gradient(loss, reconstruction).shape == (0,)

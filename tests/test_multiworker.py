@@ -1,0 +1,182 @@
+"""MultiWorkerMirroredStrategy with 2 local worker processes on 127.0.0.1: the same model as
+one process, from the CLI and from `fit`, and a killed worker that resumes from the backup."""
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from keras_vae import cluster, runs
+
+TRAIN = [
+    sys.executable, "-m", "keras_vae.cli", "train", "--latent-dim", "2", "--hidden-units", "8",
+    "--batch-size", "21", "--eval-split", "train", "--quiet", "--image-every", "0", "--seed", "3",
+]  # fmt: skip
+# 96 examples in global batches of 21 (the last one 12): every batch splits 11 + 10 or 6 + 6
+
+
+@pytest.fixture
+def toy_npy(tmp_path):
+    rng = np.random.default_rng(1)
+    path = tmp_path / "toy.npy"
+    np.save(path, (rng.uniform(size=(96, 4, 4, 1)) > 0.5).astype("float32"))
+    return path
+
+
+def _run_workers(command, tmp_path, name, timeout=300, **kwargs):
+    log_dir = tmp_path / f"logs-{name}"
+    log_dir.mkdir()
+    workers = cluster.start_local_workers(command, 2, log_dir, **kwargs)
+    codes = cluster.wait_for_workers(workers, timeout=timeout)
+    return codes, workers
+
+
+def _max_weight_diff(a, b):
+    return max(float(np.abs(x - y).max()) for x, y in zip(a, b, strict=True))
+
+
+def test_two_local_workers_train_the_same_model_as_one_process(tmp_path, toy_npy):
+    base = [*TRAIN, "--dataset", str(toy_npy), "--epochs", "3"]
+    single_dir, multi_dir, scratch = tmp_path / "single", tmp_path / "multi", tmp_path / "tmp"
+    scratch.mkdir()
+    # the reference: one process, one device, without XLA (see test_distribute)
+    single = subprocess.run(
+        [*base, "--strategy", "default", "--no-xla", "--output", str(single_dir)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert single.returncode == 0, single.stderr[-3000:]
+    command = [*base, "--strategy", "multiworker", "--output", str(multi_dir)]
+    codes, workers = _run_workers(command, tmp_path, "multi", env={"TMPDIR": str(scratch)})
+    assert codes == [0, 0], workers[0].log()[-3000:] + workers[1].log()[-3000:]
+
+    metrics = json.loads((multi_dir / "metrics.json").read_text())
+    assert metrics["strategy"] == "MultiWorkerMirroredStrategy" and metrics["replicas"] == 2
+    assert metrics["xla"] == "replica"  # XLA on: the replica math is compiled
+    reference = json.loads((single_dir / "metrics.json").read_text())
+    for key in ("train_elbo", "test_elbo", "train_kl", "test_reconstruction"):
+        assert metrics[key] == pytest.approx(reference[key], rel=1e-5), key
+    multi_model, _ = runs.load_run(multi_dir)
+    single_model, _ = runs.load_run(single_dir)
+    initial_change = _max_weight_diff(
+        single_model.get_weights(),
+        [np.zeros_like(w) for w in single_model.get_weights()],
+    )
+    assert initial_change > 0
+    assert _max_weight_diff(multi_model.get_weights(), single_model.get_weights()) < 1e-5
+    single_rows = np.loadtxt(single_dir / "history.csv", delimiter=",", skiprows=1)
+    multi_rows = np.loadtxt(multi_dir / "history.csv", delimiter=",", skiprows=1)
+    np.testing.assert_allclose(multi_rows, single_rows, rtol=1e-5)
+
+    # the chief wrote the run; worker 1 wrote nothing that stays (its scratch backups are gone)
+    assert sorted(p.name for p in multi_dir.iterdir()) == [
+        "config.json", "history.csv", "metrics.json", "model.keras", "tensorboard",
+    ]  # fmt: skip
+    assert list(scratch.iterdir()) == []
+    assert "the chief worker writes the run files" in workers[1].log()
+    assert "wrote " in workers[0].log()
+
+
+FIT_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    import numpy as np
+    import tensorflow as tf
+    strategy = (tf.distribute.MultiWorkerMirroredStrategy() if os.environ.get("TF_CONFIG")
+                else tf.distribute.get_strategy())
+    import keras
+    from keras_vae import mlp_vae
+    keras.utils.set_random_seed(0)
+    x = (np.random.default_rng(0).uniform(size=(64, 6, 5, 1)) > 0.5).astype("float32")
+    with strategy.scope():
+        vae = mlp_vae((6, 5, 1), latent_dim=3, hidden_units=[16], num_samples=2, seed=1)
+        vae.compile(keras.optimizers.Adam(1e-2), jit_compile=bool(os.environ.get("TF_CONFIG")))
+    dataset = tf.data.Dataset.from_tensor_slices(x).batch(16)
+    history = vae.fit(dataset, epochs=2, verbose=0).history
+    result = vae.evaluate(dataset, verbose=0, return_dict=True)
+    with open(sys.argv[1] + os.environ.get("WORKER", "single") + ".json", "w") as f:
+        json.dump({"weights": [w.tolist() for w in vae.get_weights()], "history": history,
+                   "evaluate": result, "xla": vae.xla}, f)
+    """
+)
+
+
+def test_keras_fit_under_multiworker_strategy_equals_one_process(tmp_path):
+    script = tmp_path / "fit.py"
+    script.write_text(FIT_SCRIPT)
+    out = str(tmp_path / "out-")
+    single = subprocess.run(
+        [sys.executable, str(script), out], capture_output=True, text=True, timeout=300
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    configs = cluster.local_tf_configs(2)
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    workers = [
+        cluster.start_local_workers(
+            [sys.executable, str(script), out], 1, log_dir / str(index),
+            env={"WORKER": str(index)}, tf_configs=[config],
+        )[0]
+        for index, config in enumerate(configs)
+        if (log_dir / str(index)).mkdir() is None
+    ]  # fmt: skip
+    codes = cluster.wait_for_workers(workers, timeout=300)
+    assert codes == [0, 0], workers[0].log()[-3000:] + workers[1].log()[-3000:]
+    reference = json.loads(Path(out + "single.json").read_text())
+    for index in (0, 1):
+        result = json.loads(Path(out + f"{index}.json").read_text())
+        assert result["xla"] == "replica"
+        weights = [np.asarray(w) for w in result["weights"]]
+        expected = [np.asarray(w) for w in reference["weights"]]
+        assert _max_weight_diff(weights, expected) < 1e-5
+        for key, values in reference["history"].items():
+            np.testing.assert_allclose(result["history"][key], values, rtol=1e-5, err_msg=key)
+        for key, value in reference["evaluate"].items():
+            assert result["evaluate"][key] == pytest.approx(value, rel=1e-5), key
+
+
+def test_a_killed_worker_restarted_resumes_from_the_chief_backup(tmp_path, toy_npy):
+    run_dir = tmp_path / "run"
+    epochs = 12
+    command = [
+        *TRAIN, "--dataset", str(toy_npy), "--epochs", str(epochs), "--strategy", "multiworker",
+        "--output", str(run_dir),
+    ]  # fmt: skip
+    configs = cluster.local_tf_configs(2)
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    workers = cluster.start_local_workers(command, 2, log_dir, tf_configs=configs)
+    state = run_dir / runs.BACKUP_DIR / "state.json"
+    deadline = time.monotonic() + 240
+    while not (state.is_file() and json.loads(state.read_text())["epoch"] >= 3):
+        assert time.monotonic() < deadline, workers[0].log()[-3000:]
+        assert all(w.process.poll() is None for w in workers), workers[0].log()[-3000:]
+        time.sleep(0.05)
+    workers[1].process.kill()  # SIGKILL, mid-training
+    codes = cluster.wait_for_workers(workers, timeout=240)
+    assert codes[1] == -9
+    if codes[0] != 0:  # the chief noticed and stopped with a one-line, actionable error
+        assert "another worker of the cluster stopped" in workers[0].log()
+        assert "Restart every worker with the same command" in workers[0].log()
+    kept = json.loads(state.read_text())["epoch"] if state.is_file() else epochs
+    assert 3 <= kept
+
+    # the cluster manager's part: restart every worker with the same command
+    restarted = cluster.start_local_workers(command, 2, log_dir, tf_configs=configs)
+    codes = cluster.wait_for_workers(restarted, timeout=300)
+    assert codes == [0, 0], restarted[0].log()[-3000:] + restarted[1].log()[-3000:]
+    if kept < epochs:
+        for worker in restarted:
+            assert f"resuming {run_dir} from its backup after epoch {kept}" in worker.log()
+    model, config = runs.load_run(run_dir)
+    assert config.strategy == "multiworker"
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    rows = (run_dir / runs.HISTORY_FILE).read_text().splitlines()[1:]
+    assert [row.split(",")[0] for row in rows] == [str(e) for e in range(epochs)]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == epochs and metrics["resumed_from_epoch"] == kept
+    assert not (run_dir / runs.BACKUP_DIR).exists()
