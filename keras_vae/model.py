@@ -218,11 +218,16 @@ class VAE(keras.Model):
         if seed is not None:
             return tf.constant([seed, 0], dtype=tf.int32)
         state = tf.cast(self.seed_generator.next() % (2**31 - 1), tf.int32)
+        return self._fold_in_replica(state) if fold_in_replica else state
+
+    @staticmethod
+    def _fold_in_replica(seed: tf.Tensor) -> tf.Tensor:
+        """`seed` made distinct per replica (unchanged outside a multi-replica context)."""
         context = tf.distribute.get_replica_context()
-        if fold_in_replica and context is not None and context.num_replicas_in_sync > 1:
-            replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
-            state = state + tf.stack([tf.constant(0, tf.int32), replica + 1])
-        return state
+        if context is None or context.num_replicas_in_sync == 1:
+            return seed
+        replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
+        return seed + tf.stack([tf.constant(0, tf.int32), replica + 1])
 
     @staticmethod
     def _batch_position(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -272,17 +277,9 @@ class VAE(keras.Model):
         base = posterior.distribution if isinstance(posterior, tfd.Independent) else None
         if noise is not None and isinstance(base, tfd.Normal):
             return base.loc + base.scale * tf.cast(noise, base.loc.dtype)
-        if seed is None or noise is not None:
-            seed = self._stateless_seed() if seed is None else self._fold_in_replica(seed)
+        # a posterior without that form samples from the seed, distinct on every replica
+        seed = self._stateless_seed() if seed is None else self._fold_in_replica(seed)
         return posterior.sample(num_samples, seed=seed)
-
-    @staticmethod
-    def _fold_in_replica(seed: tf.Tensor) -> tf.Tensor:
-        context = tf.distribute.get_replica_context()
-        if context is None or context.num_replicas_in_sync == 1:
-            return seed
-        replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
-        return seed + tf.stack([tf.constant(0, tf.int32), replica + 1])
 
     def _use_analytic_kl(self, posterior) -> bool:
         if self.analytic_kl == "auto":
