@@ -1,4 +1,5 @@
-"""Training throughput of the AEVB paper's MNIST model, with XLA on and off.
+"""Training throughput of the AEVB paper's MNIST model, with XLA on and off, on one device
+and under MirroredStrategy / MultiWorkerMirroredStrategy.
 
 Model: `mlp_vae((28, 28, 1), latent_dim=20, hidden_units=500)` (784-500-20, tanh, Bernoulli
 decoder), batch 100, Adam(1e-3), trained with `VAE.fit` (the model's own `train_step`) on the
@@ -15,6 +16,12 @@ The table also shows the achieved GFLOP/s (`flops_per_example`, counted by hand)
 of the machine's float32 matmul peak (`measure_matmul_peak`), the rate of the input pipeline
 alone, and a plain PyTorch eager loop of the same model (`benchmarks/torch_reference.py`, run
 in a subprocess when torch is importable).
+
+Distributed rows (`benchmarks/strategy_throughput.py`, fresh processes): MirroredStrategy over
+2 logical CPU devices with XLA on and off, and 2 local MultiWorkerMirroredStrategy workers on
+127.0.0.1, global batch 100, steps_per_execution 1 (the only value Keras 3.15 runs there).
+On one 2-core machine these rows measure the strategies' overhead, not a speed-up: the
+replicas share the same cores.
 
 Usage (from the repository root):
     python benchmarks/throughput.py                    # full run, a few minutes on 2 cores
@@ -230,6 +237,47 @@ def run_torch_reference(images: np.ndarray, steps: int, threads: int) -> dict | 
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def _last_json_line(text: str) -> dict | None:
+    for line in reversed(text.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    return None
+
+
+def run_distributed_rows(data_dir: str, steps: int, rounds: int) -> list[dict]:
+    """Rows for MirroredStrategy on 2 logical CPUs (XLA on and off) and for
+    MultiWorkerMirroredStrategy with 2 local worker processes, each measured in fresh
+    processes by `strategy_throughput.py` (logical devices and the cluster must be set up
+    before TensorFlow starts)."""
+    from keras_vae import cluster
+
+    script = str(Path(__file__).resolve().with_name("strategy_throughput.py"))
+    common = ["--data-dir", data_dir, "--steps", str(steps), "--rounds", str(rounds)]
+    rows = []
+    for xla in (True, False):
+        name = f"MirroredStrategy, 2 logical CPUs, XLA {'on' if xla else 'off'}"
+        command = [sys.executable, script, "--strategy", "mirrored", "--cpu-replicas", "2",
+                   "--xla" if xla else "--no-xla", *common]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        result = _last_json_line(done.stdout) if done.returncode == 0 else None
+        print(f"  {name}: {result['examples_per_s']:,.0f} examples/s" if result
+              else f"  {name}: failed\n{done.stderr[-2000:]}", flush=True)  # fmt: skip
+        rows.append({"setting": name, **(result or {"error": done.stderr[-500:]})})
+    for xla in (True, False):
+        name = f"MultiWorkerMirroredStrategy, 2 local workers, XLA {'on' if xla else 'off'}"
+        command = [sys.executable, script, "--strategy", "multiworker",
+                   "--xla" if xla else "--no-xla", *common]  # fmt: skip
+        with tempfile.TemporaryDirectory() as logs:
+            workers = cluster.start_local_workers(command, 2, logs)
+            codes = cluster.wait_for_workers(workers, timeout=1800)
+            log = workers[0].log()
+        result = _last_json_line(log) if codes == [0, 0] else None
+        print(f"  {name}: {result['examples_per_s']:,.0f} examples/s" if result
+              else f"  {name}: failed\n{log[-2000:]}", flush=True)  # fmt: skip
+        rows.append({"setting": name, **(result or {"error": log[-500:]})})
+    return rows
+
+
 def default_data_dir() -> str:
     shared = REPO_ROOT.parent / "shared" / "tensorflow_datasets"
     return os.environ.get("TFDS_DATA_DIR") or str(shared)
@@ -254,6 +302,11 @@ def main(argv: list[str] | None = None) -> None:
         help="values to try (default 1 10 50; --quick: 1 10)",
     )
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+    parser.add_argument(
+        "--no-distributed",
+        action="store_true",
+        help="skip the MirroredStrategy / MultiWorkerMirroredStrategy rows",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: few steps")
     parser.add_argument("--json", action="store_true", help="last line: one JSON object")
     args = parser.parse_args(argv)
@@ -291,6 +344,10 @@ def main(argv: list[str] | None = None) -> None:
     rows = benchmark_settings(dataset, settings, args.steps, args.rounds)
 
     torch_result = None if args.no_torch else run_torch_reference(images, args.steps, threads)
+    distributed = []
+    if not args.no_distributed:
+        per_round = max(30, args.steps // 3)
+        distributed = run_distributed_rows(args.data_dir, per_round, 3 if not args.quick else 1)
     best = max(rows, key=lambda r: r["examples_per_s"])
     torch_rate = (torch_result or {}).get("examples_per_s")
 
@@ -313,6 +370,13 @@ def main(argv: list[str] | None = None) -> None:
     else:
         status = "failed" if torch_result else "not installed"
         print(f"| PyTorch eager | {status} | | | |")
+    for row in distributed:
+        rate = row.get("examples_per_s")
+        if rate is None:
+            print(f"| {row['setting']} | failed | | | |")
+            continue
+        print(f"| {row['setting']} | {rate:,.0f} | {row['best_examples_per_s']:,.0f} | "
+              f"{gflops(rate):.1f} | {100 * gflops(rate) / peak:.0f} |")  # fmt: skip
     print(f"| input pipeline alone (make_dataset) | {pipeline_rate:,.0f} | | | |")
     print(f"| float32 matmul peak, 2048x2048 | | | {peak:.1f} | 100 |")
     ratio = best["examples_per_s"] / torch_rate if torch_rate else None
@@ -333,6 +397,7 @@ def main(argv: list[str] | None = None) -> None:
             "ratio_vs_torch": ratio,
             "input_pipeline_examples_per_s": pipeline_rate,
             "results": rows,
+            "distributed": distributed,
             "tf_version": tf.__version__,
             "keras_version": keras.__version__,
             "threads": threads,
