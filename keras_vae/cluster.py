@@ -64,6 +64,11 @@ def start_local_workers(
     """Starts `command` once per worker, each with its own TF_CONFIG, output to
     `log_dir/worker-<i>.log`."""
     tf_configs = list(tf_configs) if tf_configs is not None else local_tf_configs(num_workers)
+    if len(tf_configs) != num_workers:
+        raise ValueError(
+            f"{len(tf_configs)} TF_CONFIG values for {num_workers} workers; pass one per worker "
+            "(local_tf_configs(num_workers) makes them)."
+        )
     workers = []
     for index, tf_config in enumerate(tf_configs):
         log_path = os.path.join(os.fspath(log_dir), f"worker-{index}.log")
@@ -78,10 +83,11 @@ def start_local_workers(
     return workers
 
 
-def wait_for_workers(workers: Sequence[Worker], timeout: float) -> list[int]:
-    """Waits for every worker; returns their exit codes. Kills all of them when `timeout`
-    seconds pass first, or once one fails and the others do not follow within 120 s (a
-    worker whose peer is gone may otherwise wait for it for a long time)."""
+def wait_for_workers(workers: Sequence[Worker], timeout: float, grace: float = 120.0) -> list[int]:
+    """Waits for every worker; returns their exit codes (negative: killed by that signal).
+    Kills all of them when `timeout` seconds pass first, or once one fails and the others do
+    not follow within `grace` seconds (a worker whose peer is gone may otherwise wait for it
+    for a long time)."""
     deadline = time.monotonic() + timeout
     failed_at = None
     while time.monotonic() < deadline:
@@ -90,7 +96,7 @@ def wait_for_workers(workers: Sequence[Worker], timeout: float) -> list[int]:
             return codes
         if failed_at is None and any(code not in (None, 0) for code in codes):
             failed_at = time.monotonic()
-        if failed_at is not None and time.monotonic() - failed_at > 120:
+        if failed_at is not None and time.monotonic() - failed_at > grace:
             break
         time.sleep(0.2)
     for worker in workers:
