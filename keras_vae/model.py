@@ -252,8 +252,10 @@ class VAE(keras.Model):
         example whatever the replica layout.
 
         Every replica draws the global batch's noise `[L, B, latent_dim]` from the same seed
-        with the Philox algorithm (identical with and without XLA) and keeps its own rows, so
-        1 device, N replicas and N workers use exactly the same eps for the same example.
+        with the Philox algorithm and keeps its own rows, so 1 device, N replicas and N workers
+        use exactly the same eps for the same example. (Inside an XLA-compiled step, as on one
+        device with `xla="step"`, XLA's Philox kernel draws other numbers from the same seed;
+        with `xla="replica"` the noise is drawn outside the compiled function.)
         `position`: `_batch_position(x)` when already known.
         """
         num_samples = num_samples or self.num_samples
