@@ -182,7 +182,12 @@ def _check_existing_run(run_dir: Path, config: TrainConfig) -> bool:
     """True when `run_dir` holds a backup of `config` to resume, False when it holds only
     that config; RunStateError for anything that cannot be continued."""
     present = sorted(p.name for p in run_dir.iterdir())
-    foreign = [name for name in present if name not in _RUN_FILES and not name.startswith("eval_")]
+    # hidden names are the temporary files of atomic writes: another worker's write in
+    # progress, or one a kill cut short (the file it was to replace is intact)
+    foreign = [
+        name for name in present
+        if name not in _RUN_FILES and not name.startswith(("eval_", "."))
+    ]  # fmt: skip
     if foreign:
         raise RunStateError(
             f"{run_dir} is not empty and not a keras_vae run directory (found "

@@ -51,6 +51,8 @@ def test_rerun_after_a_crash_resumes_from_the_last_completed_epoch(toy_npz, tmp_
     assert not (run_dir / "model.keras").exists()
     # the crash came at the end of epoch 2, before its backup: epoch 1's is the last one
     assert runs.read_backup_state(run_dir)["epoch"] == 1
+    # a write the crash cut short left its temporary file; it does not block the rerun
+    (run_dir / ".history.csv.k3x9q.tmp").write_text("epoch,lo")
     metrics = training.train(config, run_dir, verbose=0, progress=messages.append)
     assert any("resuming" in m and "after epoch 1" in m for m in messages)
     assert metrics["resumed_from_epoch"] == 1
