@@ -1,7 +1,7 @@
-"""keras_vae: variational autoencoders (AEVB) for Keras 3 and TensorFlow.
+"""keras_vae: variational autoencoders for Keras 3 and TensorFlow, built from parts.
 
-Public API: the `VAE` model and the `mlp_vae` preset, the distribution heads, the network
-bodies, and the pure objectives in `keras_vae.objectives`.
+Public API: the `VAE` model and the `mlp_vae` preset; the parts (posteriors, priors,
+likelihoods, objectives, networks), each registered by name in `keras_vae.registry`.
 """
 
 import os as _os
@@ -13,25 +13,34 @@ if _os.environ.setdefault("KERAS_BACKEND", "tensorflow") != "tensorflow":
         "unset it or set KERAS_BACKEND=tensorflow."
     )
 
-from keras_vae import objectives  # noqa: E402
-from keras_vae.distributions import (  # noqa: E402
+from keras_vae import objectives, registry  # noqa: E402
+from keras_vae.likelihoods import (  # noqa: E402
     BernoulliLikelihood,
-    DiagonalGaussianPosterior,
+    DiscretizedLogisticLikelihood,
     GaussianLikelihood,
-    StandardNormalPrior,
 )
 from keras_vae.model import VAE, mlp_vae  # noqa: E402
 from keras_vae.networks import MLP  # noqa: E402
+from keras_vae.objectives import ELBO, IWAE  # noqa: E402
+from keras_vae.posteriors import DiagonalGaussianPosterior, FullCovariancePosterior  # noqa: E402
+from keras_vae.priors import MixturePrior, StandardNormalPrior, VampPrior  # noqa: E402
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "VAE",
     "MLP",
+    "ELBO",
+    "IWAE",
     "BernoulliLikelihood",
     "DiagonalGaussianPosterior",
+    "DiscretizedLogisticLikelihood",
+    "FullCovariancePosterior",
     "GaussianLikelihood",
+    "MixturePrior",
     "StandardNormalPrior",
+    "VampPrior",
     "mlp_vae",
     "objectives",
+    "registry",
 ]

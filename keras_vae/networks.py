@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
-_PACKAGE = "keras_vae"
+from keras_vae import registry
 
 
 def _check_hidden_units(hidden_units: object) -> tuple[int, ...]:
@@ -27,7 +27,7 @@ def _check_hidden_units(hidden_units: object) -> tuple[int, ...]:
     return units
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@registry.register("network", "mlp")
 class MLP(keras.layers.Layer):
     """Multilayer perceptron body: h_k = activation(W_k h_{k-1} + b_k).
 

@@ -1,0 +1,55 @@
+"""Parts registered once by name: the CLI, the config, validation and export ask here.
+
+A part class registers itself under a kind and a name:
+
+    @registry.register("prior", "vamp")
+    class VampPrior(Prior): ...
+
+`registry.names("prior")` lists the choices (for `--prior` and config validation) and
+`registry.get("prior", "vamp")` returns the class. Every registered class is also registered
+with Keras' serialization (`package="keras_vae"`), so one decorator makes a part both
+selectable by name and savable in a `.keras` file.
+"""
+
+from __future__ import annotations
+
+import keras
+
+PACKAGE = "keras_vae"
+KINDS = ("posterior", "prior", "likelihood", "objective", "network")
+_PARTS: dict[str, dict[str, type]] = {kind: {} for kind in KINDS}
+
+
+def register(kind: str, name: str):
+    """Class decorator: registers a part under `kind`/`name` and with Keras serialization."""
+    if kind not in _PARTS:
+        raise ValueError(f"kind must be one of {KINDS}. Received: kind={kind!r}")
+
+    def decorate(cls: type) -> type:
+        known = _PARTS[kind].get(name)
+        if known is not None and known.__qualname__ != cls.__qualname__:
+            raise ValueError(f"A {kind} named {name!r} is already registered: {known}.")
+        _PARTS[kind][name] = cls
+        cls.registered_name = name
+        return keras.saving.register_keras_serializable(package=PACKAGE)(cls)
+
+    return decorate
+
+
+def names(kind: str) -> tuple[str, ...]:
+    """The registered names of `kind`, in registration order."""
+    _import_parts()
+    return tuple(_PARTS[kind])
+
+
+def get(kind: str, name: str) -> type:
+    """The class registered as `kind`/`name`; a one-line error lists the valid names."""
+    _import_parts()
+    if name not in _PARTS.get(kind, {}):
+        raise ValueError(f"{kind} must be one of {list(names(kind))}. Received: {kind}={name!r}")
+    return _PARTS[kind][name]
+
+
+def _import_parts() -> None:
+    # the modules that define the built-in parts register them on import
+    from keras_vae import likelihoods, networks, objectives, posteriors, priors  # noqa: F401
