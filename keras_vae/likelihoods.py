@@ -5,7 +5,8 @@ Each head is registered once by name (`bernoulli`, `gaussian`, `logistic`) and k
 * `parameters(features)`: its named parameters as tensors (what an exported decoder outputs);
 * `distribution(**parameters)`: the distribution, `log_prob(x)` one number per example;
 * `mean(parameters)`: E[x|z] in plain TensorFlow ops (the exported decoder's `mean`);
-* `check_values(images)`: whether data suit it (None, or the problem and its fix in a line).
+* `check_values(images)`, a class method: whether data suit it (None, or the problem and
+  its fix in a line).
 
 Heads:
     BernoulliLikelihood    p(x|z) = prod_d Bernoulli(x_d; sigmoid(logits_d(z)))
@@ -64,8 +65,12 @@ class Likelihood(keras.layers.Layer):
         parts = tf.split(self.projection(features), count, axis=-1)
         return [reshape_last(p, self.event_shape) for p in parts]
 
-    def check_values(self, images: np.ndarray) -> str | None:
-        """None if `images` suit this likelihood, else the problem and its fix."""
+    @classmethod
+    def check_values(cls, images: np.ndarray) -> str | None:
+        """None if `images` suit this likelihood, else the problem and its fix.
+
+        A class method: data can be checked before any head is built.
+        """
         return None
 
     def get_config(self):
@@ -102,7 +107,8 @@ class BernoulliLikelihood(Likelihood):
         """E[x|z] = sigmoid(logits)."""
         return tf.sigmoid(parameters["logits"])
 
-    def check_values(self, images):
+    @classmethod
+    def check_values(cls, images):
         lo, hi = float(np.min(images)), float(np.max(images))
         if lo >= 0.0 and hi <= 1.0:
             return None
@@ -310,7 +316,8 @@ class DiscretizedLogisticLikelihood(Likelihood):
         """E[x|z], see `discretized_logistic_mean`."""
         return discretized_logistic_mean(parameters["logits"], parameters["loc"])
 
-    def check_values(self, images):
+    @classmethod
+    def check_values(cls, images):
         lo, hi = float(np.min(images)), float(np.max(images))
         if lo < 0.0 or hi > 1.0:
             fix = "divide 0..255 grey levels by 255" if hi <= 255.0 and lo >= 0 else "rescale"
