@@ -218,7 +218,8 @@ class VampPrior(Prior):
         return model.posterior.parameters(model.encoder(inputs))
 
     def distribution(self, model=None) -> tfd.Distribution:
-        components = model.posterior.distribution(**self.component_parameters(model))
+        parameters = self.component_parameters(model)  # a clear error without the model
+        components = model.posterior.distribution(**parameters)
         logits = tf.zeros([self.num_components], dtype=self.compute_dtype)
         return tfd.MixtureSameFamily(tfd.Categorical(logits=logits), components)
 
