@@ -1,111 +1,239 @@
-"""Importance-sampled log-likelihood against a model whose log p(x) is known in closed form.
+"""Importance-sampled log-likelihood against models whose log p(x) is known in closed form.
 
 A linear-Gaussian decoder p(x|z) = N(W z + b, s^2 I) with prior N(0, I) has
-p(x) = N(b, W W^T + s^2 I). With orthogonal columns of W the exact posterior is a diagonal
-Gaussian, N(S W^T (x - b) / s^2, S) with S = (I + W^T W / s^2)^-1, which the
-DiagonalGaussianPosterior head can represent exactly.
+p(x) = N(b, W W^T + s^2 I) and the exact posterior p(z|x) = N(S W^T (x - b) / s^2, S) with
+S = (I + W^T W / s^2)^-1. With orthogonal columns of W, S is diagonal and the
+DiagonalGaussianPosterior head can represent p(z|x); in general S is a full matrix, which the
+FullCovariancePosterior head represents with L = chol(S).
+
+With a Gaussian mixture prior p(z) = sum_k pi_k N(m_k, C_k) the marginal is again closed form,
+p(x) = sum_k pi_k N(x; W m_k + b, W C_k W^T + s^2 I): the reference for the mixture prior and
+the VampPrior (whose components are the posterior head at the pseudo-inputs).
 """
 
+import json
 import math
 
 import keras
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import special, stats
 
 from keras_vae import VAE, evaluation
-from keras_vae.distributions import DiagonalGaussianPosterior, GaussianLikelihood
+from keras_vae.likelihoods import GaussianLikelihood
+from keras_vae.posteriors import DiagonalGaussianPosterior, FullCovariancePosterior
+from keras_vae.priors import MixturePrior, VampPrior
 
-D, LATENT, NOISE = 4, 2, 0.5
+D, LATENT, NOISE, MIN_SCALE = 4, 2, 0.5, 1e-4
 RNG = np.random.default_rng(5)
 Q, _ = np.linalg.qr(RNG.normal(size=(D, D)))
-W = Q[:, :LATENT] * np.array([1.5, 0.7])  # orthogonal columns
+W_ORTHOGONAL = Q[:, :LATENT] * np.array([1.5, 0.7])  # S is diagonal
+W_MIXED = np.array([[1.2, 0.9], [0.3, -0.8], [0.5, 1.1], [-0.4, 0.2]])  # S is a full matrix
 B = RNG.normal(size=D)
-S = np.linalg.inv(np.eye(LATENT) + W.T @ W / NOISE**2)  # diagonal
-assert np.allclose(S, np.diag(np.diag(S)))
+
+
+def _posterior_cov(w):
+    return np.linalg.inv(np.eye(LATENT) + w.T @ w / NOISE**2)
+
+
+def _gain(w):
+    """E[z|x] = gain (x - b) under the N(0, I) prior."""
+    return _posterior_cov(w) @ w.T / NOISE**2
 
 
 def _softplus_inverse(y):
     return np.log(np.expm1(y))
 
 
-def _linear_gaussian_vae(scale_factor=1.0, loc_shift=0.0):
-    """The exact model, with the encoder optionally made worse than the true posterior."""
+def _scale_bias(kind, cov):
+    """The head's bias entries that give q(z|x) the covariance `cov` (the kernel is zero)."""
+    if kind == "diagonal":
+        return _softplus_inverse(np.sqrt(np.diag(cov)) - MIN_SCALE)
+    tril = np.linalg.cholesky(cov)
+    rows, cols = np.tril_indices(LATENT)  # the head's row-major order
+    entries = tril[rows, cols]
+    diagonal = rows == cols
+    entries[diagonal] = _softplus_inverse(entries[diagonal] - MIN_SCALE)
+    return entries
+
+
+def _linear_gaussian_vae(w, kind="diagonal", cov=None, loc_shift=0.0, prior=None):
+    """Decoder N(W z + b, s^2 I); q(z|x) = N(gain (x - b) + loc_shift, cov), by default the
+    exact posterior under N(0, I)."""
+    head = {"diagonal": DiagonalGaussianPosterior, "full": FullCovariancePosterior}[kind]
     model = VAE(
         encoder=keras.layers.Flatten(),
-        posterior=DiagonalGaussianPosterior(LATENT, min_scale=1e-4),
+        posterior=head(LATENT, min_scale=MIN_SCALE),
         decoder=keras.layers.Identity(),
-        likelihood=GaussianLikelihood((D,), min_scale=1e-3, mean_activation="linear"),
+        likelihood=GaussianLikelihood((D,), fixed_scale=NOISE, mean_activation="linear"),
+        prior=prior,
     )
     model.build((None, D))
-    gain = S @ W.T / NOISE**2  # posterior mean = gain (x - b)
-    post_scale = np.sqrt(np.diag(S)) * scale_factor
+    gain = _gain(w)
+    cov = _posterior_cov(w) if cov is None else cov
+    scale_bias = _scale_bias(kind, cov)
     model.posterior.projection.set_weights(
         [
-            np.concatenate([gain.T, np.zeros((D, LATENT))], axis=1),
-            np.concatenate([-gain @ B + loc_shift, _softplus_inverse(post_scale - 1e-4)]),
+            np.concatenate([gain.T, np.zeros((D, len(scale_bias)))], axis=1),
+            np.concatenate([-gain @ B + loc_shift, scale_bias]),
         ]
     )
-    model.likelihood.projection.set_weights(
-        [
-            np.concatenate([W.T, np.zeros((LATENT, D))], axis=1),
-            np.concatenate([B, np.full(D, _softplus_inverse(NOISE - 1e-3))]),
-        ]
-    )
+    model.likelihood.projection.set_weights([w.T, B])
     return model
 
 
-def _data(n=200):
-    z = RNG.normal(size=(n, LATENT))
-    return (z @ W.T + B + NOISE * RNG.normal(size=(n, D))).astype("float32")
+def _data(w, n=200, latents=None):
+    z = RNG.normal(size=(n, LATENT)) if latents is None else latents
+    return (z @ w.T + B + NOISE * RNG.normal(size=(len(z), D))).astype("float32")
 
 
-def _exact_log_px(x):
-    return stats.multivariate_normal(B, W @ W.T + NOISE**2 * np.eye(D)).logpdf(x)
+def _exact_log_px(w, x):
+    return stats.multivariate_normal(B, w @ w.T + NOISE**2 * np.eye(D)).logpdf(x)
 
 
-def test_exact_posterior_gives_the_exact_log_likelihood_with_any_k():
-    x = _data()
-    result = evaluation.importance_sampled_log_likelihood(
-        _linear_gaussian_vae(), x, num_samples=10, verbose=0
+def _mixture_log_px(w, x, weights, means, covs):
+    """log sum_k pi_k N(x; W m_k + b, W C_k W^T + s^2 I)."""
+    terms = [
+        np.log(pi)
+        + stats.multivariate_normal(w @ m + B, w @ c @ w.T + NOISE**2 * np.eye(D)).logpdf(x)
+        for pi, m, c in zip(weights, means, covs, strict=True)
+    ]
+    return special.logsumexp(np.stack(terms), axis=0)
+
+
+def _estimate(model, x, k, **kwargs):
+    return evaluation.importance_sampled_log_likelihood(
+        model, x, num_samples=k, chunk_size=kwargs.pop("chunk_size", 256), verbose=0, **kwargs
     )
-    np.testing.assert_allclose(result["log_px"], _exact_log_px(x), atol=2e-3)
-    # with q = p(z|x) the ELBO is log p(x) too
-    np.testing.assert_allclose(result["elbo"], _exact_log_px(x), atol=2e-3)
 
 
-def test_estimate_tightens_towards_log_px_as_k_grows_with_an_imperfect_encoder():
-    x = _data(100)
-    model = _linear_gaussian_vae(scale_factor=1.6, loc_shift=0.3)
-    exact = _exact_log_px(x).mean()
-    estimates = {
-        k: evaluation.importance_sampled_log_likelihood(
-            model, x, num_samples=k, chunk_size=256, verbose=0
-        )
-        for k in (1, 10, 2000)
-    }
+def test_exact_diagonal_posterior_gives_the_exact_log_likelihood_with_any_k():
+    x = _data(W_ORTHOGONAL)
+    assert np.allclose(_posterior_cov(W_ORTHOGONAL), np.diag(np.diag(_posterior_cov(W_ORTHOGONAL))))
+    exact = _exact_log_px(W_ORTHOGONAL, x)
+    result = _estimate(_linear_gaussian_vae(W_ORTHOGONAL), x, 10)
+    np.testing.assert_allclose(result["log_px"], exact, atol=2e-3)
+    # with q = p(z|x) the ELBO is log p(x) too (up to the Monte Carlo error of its first term)
+    result = _estimate(_linear_gaussian_vae(W_ORTHOGONAL), x, 2000)
+    np.testing.assert_allclose(result["elbo"], exact, atol=0.15)
+    assert result["elbo"].mean() == pytest.approx(exact.mean(), abs=0.02)
+    # KL(N(m, s^2) || N(0, 1)) per latent, from E[z|x] and the diagonal of S
+    mean = (x - B) @ _gain(W_ORTHOGONAL).T
+    var = np.diag(_posterior_cov(W_ORTHOGONAL))
+    kl_per_dim = 0.5 * (var + mean**2 - 1.0 - np.log(var))
+    assert result["kl_method"] == "closed_form"
+    np.testing.assert_allclose(result["kl_per_dim"], kl_per_dim, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(result["kl"], kl_per_dim.sum(1), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(result["posterior_mean"], mean, atol=1e-4)
+
+
+def test_full_covariance_posterior_is_exact_where_a_diagonal_one_is_not():
+    x = _data(W_MIXED, 150)
+    cov = _posterior_cov(W_MIXED)
+    assert abs(cov[0, 1]) > 0.1 * np.sqrt(cov[0, 0] * cov[1, 1])  # correlated posterior
+    exact = _exact_log_px(W_MIXED, x)
+    full = _estimate(_linear_gaussian_vae(W_MIXED, "full"), x, 1000)
+    np.testing.assert_allclose(full["log_px"], exact, atol=2e-3)  # constant weights: exact
+    assert full["elbo"].mean() == pytest.approx(exact.mean(), abs=0.02)
+    # the closed-form KL(N(m, S) || N(0, I)); no per-dimension split for a full covariance
+    mean = (x - B) @ _gain(W_MIXED).T
+    kl = 0.5 * (np.trace(cov) + np.sum(mean**2, 1) - LATENT - np.log(np.linalg.det(cov)))
+    np.testing.assert_allclose(full["kl"], kl, rtol=1e-4, atol=1e-5)
+    assert full["kl_method"] == "closed_form" and full["kl_per_dim"] is None
+
+    # the best diagonal q has precisions diag(S^-1): a gap in the ELBO, none in log p(x)
+    diagonal_cov = np.diag(1.0 / np.diag(np.linalg.inv(cov)))
+    diagonal = _estimate(_linear_gaussian_vae(W_MIXED, "diagonal", diagonal_cov), x, 1000)
+    gap = 0.5 * np.log(np.linalg.det(cov) / np.linalg.det(diagonal_cov))  # KL(q || p(z|x))
+    assert diagonal["elbo"].mean() == pytest.approx(exact.mean() - gap, abs=0.03)
+    assert gap > 0.1
+    assert diagonal["log_px"].mean() == pytest.approx(exact.mean(), abs=0.02)
+
+
+@pytest.mark.parametrize("kind", ["diagonal", "full"])
+def test_iwae_bound_rises_with_k_towards_log_px_with_an_imperfect_encoder(kind):
+    w = W_ORTHOGONAL if kind == "diagonal" else W_MIXED
+    x = _data(w, 100)
+    model = _linear_gaussian_vae(w, kind, cov=1.6**2 * _posterior_cov(w), loc_shift=0.3)
+    exact = _exact_log_px(w, x).mean()
+    estimates = {k: _estimate(model, x, k) for k in (1, 10, 1000)}
     means = {k: r["log_px"].mean() for k, r in estimates.items()}
-    elbo = estimates[2000]["elbo"].mean()
-    assert elbo < exact - 0.1  # the imperfect encoder has a visible gap
-    assert means[1] < means[10] < means[2000]
-    assert means[2000] == pytest.approx(exact, abs=0.02)
-    assert means[2000] <= exact + 0.01  # a lower bound in expectation
+    assert estimates[1000]["elbo"].mean() < exact - 0.1  # a visible gap
+    assert means[1] < means[10] < means[1000]
+    assert means[1000] == pytest.approx(exact, abs=0.02)
+    assert means[1000] <= exact + 0.01  # a lower bound in expectation
+
+
+def _mixture_prior(weights, means, scales):
+    prior = MixturePrior(LATENT, num_components=len(weights))
+    prior.build()
+    prior.set_weights([means, _softplus_inverse(scales - 1e-4), np.log(weights)])
+    return prior
+
+
+def test_mixture_prior_log_likelihood_matches_the_closed_form_marginal():
+    weights = np.array([0.5, 0.3, 0.2])
+    means = np.array([[-1.5, 0.5], [1.2, 1.0], [0.3, -1.4]])
+    scales = np.array([[0.6, 0.8], [0.5, 0.4], [0.9, 0.7]])
+    prior = _mixture_prior(weights, means, scales)
+    model = _linear_gaussian_vae(W_MIXED, "full", cov=1.5**2 * _posterior_cov(W_MIXED), prior=prior)
+    component = RNG.choice(3, size=150, p=weights)
+    x = _data(W_MIXED, latents=means[component] + scales[component] * RNG.normal(size=(150, 2)))
+    exact = _mixture_log_px(W_MIXED, x, weights, means, [np.diag(s**2) for s in scales])
+    result = _estimate(model, x, 2000)
+    assert result["log_px"].mean() == pytest.approx(exact.mean(), abs=0.03)
+    np.testing.assert_allclose(result["log_px"], exact, atol=0.15)
+    # no closed-form KL: Monte Carlo, so the ELBO is the mean log weight, below log p(x)
+    assert result["kl_method"] == "monte_carlo" and result["kl_per_dim"] is None
+    assert result["elbo"].mean() < exact.mean() - 0.05
+    assert np.all(result["kl"] > 0)
+
+
+def test_vamp_prior_log_likelihood_matches_the_closed_form_marginal():
+    cov = 1.3**2 * _posterior_cov(W_ORTHOGONAL)
+    prior = VampPrior(LATENT, image_shape=(D,), num_components=4)
+    model = _linear_gaussian_vae(W_ORTHOGONAL, "diagonal", cov=cov, prior=prior)
+    pseudo = RNG.uniform(size=(4, D)).astype("float32")
+    pseudo[0, 0] = 1.7  # clipped to 1 by the prior
+    prior.set_pseudo_inputs(pseudo)
+    # components q(z|u_k) = N(gain (clip(u_k) - b), cov), computed here from the weights' recipe
+    centres = (np.clip(pseudo, 0, 1) - B) @ _gain(W_ORTHOGONAL).T
+    component = RNG.choice(4, size=150)
+    latents = centres[component] + RNG.normal(size=(150, 2)) @ np.linalg.cholesky(cov).T
+    x = _data(W_ORTHOGONAL, latents=latents)
+    exact = _mixture_log_px(W_ORTHOGONAL, x, np.full(4, 0.25), centres, [cov] * 4)
+    result = _estimate(model, x, 2000)
+    assert result["log_px"].mean() == pytest.approx(exact.mean(), abs=0.03)
+    np.testing.assert_allclose(result["log_px"], exact, atol=0.15)
+    assert result["kl_method"] == "monte_carlo" and result["kl_per_dim"] is None
 
 
 def test_evaluate_reports_consistent_summary_metrics():
-    x = _data(150)
+    x = _data(W_ORTHOGONAL, 150)
+    model = _linear_gaussian_vae(W_ORTHOGONAL, cov=1.3**2 * _posterior_cov(W_ORTHOGONAL))
     report = evaluation.evaluate(
-        _linear_gaussian_vae(scale_factor=1.3), x, importance_samples=300, batch_size=64,
-        chunk_size=128, verbose=0,
-    )  # fmt: skip
+        model, x, importance_samples=300, batch_size=64, chunk_size=128, verbose=0
+    )
     assert report["num_examples"] == 150 and report["importance_samples"] == 300
     assert report["bits_per_dim"] == pytest.approx(report["nll"] / (D * math.log(2)))
     assert report["nll"] < -report["elbo"]  # NLL estimate below the negative ELBO
-    exact = -_exact_log_px(x)
+    exact = -_exact_log_px(W_ORTHOGONAL, x)
     assert report["nll"] == pytest.approx(exact.mean(), abs=3 * report["nll_stderr"] + 0.05)
     assert report["nll_stderr"] == pytest.approx(exact.std(ddof=1) / math.sqrt(150), rel=0.1)
-    assert report["kl"] == pytest.approx(sum(report["kl_per_dim"]), rel=1e-6)
+    assert report["kl"] == pytest.approx(sum(report["kl_per_dim"]), rel=1e-5)
+    assert report["elbo"] == pytest.approx(report["reconstruction"] - report["kl"], rel=1e-5)
+    assert report["kl_method"] == "closed_form"
     assert report["active_units"] == 2 and report["latent_dim"] == 2
+
+
+def test_evaluate_without_a_per_dimension_kl_writes_valid_json():
+    prior = _mixture_prior(np.array([0.5, 0.5]), np.array([[-1.0, 0.0], [1.0, 0.5]]),
+                           np.full((2, 2), 0.7))  # fmt: skip
+    model = _linear_gaussian_vae(W_MIXED, "full", prior=prior)
+    report = evaluation.evaluate(model, _data(W_MIXED, 20), importance_samples=50, verbose=0)
+    decoded = json.loads(json.dumps(report, allow_nan=False))
+    assert decoded["kl_per_dim"] is None and decoded["kl_method"] == "monte_carlo"
+    assert math.isfinite(decoded["kl"]) and decoded["kl"] > 0
 
 
 def test_active_units_counts_latents_whose_mean_varies():
@@ -119,5 +247,6 @@ def test_bits_per_dim_converts_nats():
 
 
 def test_bad_sample_counts_are_refused():
+    model = _linear_gaussian_vae(W_ORTHOGONAL)
     with pytest.raises(ValueError, match="num_samples must be a positive int"):
-        evaluation.importance_sampled_log_likelihood(_linear_gaussian_vae(), _data(4), 0)
+        evaluation.importance_sampled_log_likelihood(model, _data(W_ORTHOGONAL, 4), 0)
