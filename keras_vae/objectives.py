@@ -72,7 +72,9 @@ def full_gaussian_kl_to_standard_normal(loc: tf.Tensor, scale_tril: tf.Tensor) -
         `[...]`, nats.
     """
     size = tf.cast(tf.shape(loc)[-1], loc.dtype)
-    log_det = tf.reduce_sum(tf.math.log(tf.linalg.diag_part(scale_tril)), axis=-1)
+    # the diagonal as a masked sum: MatrixDiagPart is no TFLite builtin (exported scorer)
+    eye = tf.eye(scale_tril.shape[-1] or tf.shape(scale_tril)[-1], dtype=scale_tril.dtype)
+    log_det = tf.reduce_sum(tf.math.log(tf.reduce_sum(scale_tril * eye, axis=-1)), axis=-1)
     squares = tf.reduce_sum(tf.square(scale_tril), axis=[-2, -1])
     return 0.5 * (squares + tf.reduce_sum(tf.square(loc), axis=-1) - size) - log_det
 
@@ -225,9 +227,10 @@ def free_bits_kl(kl_per_dim: tf.Tensor, free_bits: float) -> tf.Tensor:
     `lambda` nats for free: its KL is not pushed below that, which keeps units from
     collapsing. `kl_per_dim` is `[B, J]`; returns a scalar (0 for an empty batch).
     """
-    count = tf.cast(tf.maximum(tf.shape(kl_per_dim)[0], 1), kl_per_dim.dtype)
-    batch_mean = tf.reduce_sum(kl_per_dim, axis=0) / count
-    return tf.reduce_sum(tf.maximum(batch_mean, free_bits))
+    size = tf.shape(kl_per_dim)[0]
+    batch_mean = tf.reduce_sum(kl_per_dim, axis=0) / tf.cast(tf.maximum(size, 1), kl_per_dim.dtype)
+    floored = tf.reduce_sum(tf.maximum(batch_mean, free_bits))
+    return floored * tf.cast(size > 0, floored.dtype)  # no free nats for no examples
 
 
 def batch_mean(values: tf.Tensor) -> tf.Tensor:
