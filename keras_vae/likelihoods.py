@@ -52,7 +52,8 @@ class Likelihood(keras.layers.Layer):
         self.projection = keras.layers.Dense(params_per_pixel * self.event_size, name="projection")
 
     def build(self, input_shape):
-        self.projection.build(input_shape)
+        if not self.projection.built:  # `parameters()` before the first call builds it
+            self.projection.build(input_shape)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + self.event_shape

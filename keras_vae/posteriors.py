@@ -40,7 +40,8 @@ class Posterior(keras.layers.Layer):
         return self.latent_dim
 
     def build(self, input_shape):
-        self.projection.build(input_shape)
+        if not self.projection.built:  # `parameters()` before the first call builds it
+            self.projection.build(input_shape)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.latent_dim,)

@@ -1,83 +1,28 @@
-"""Distribution heads against scipy log-densities and their own invariants."""
+"""Priors against SciPy mixtures, their `.keras` round trip, and the compat module.
 
-import keras
+(The posterior and likelihood heads are tested in test_posteriors.py and test_likelihoods.py.)
+"""
+
 import numpy as np
 import pytest
 import tensorflow as tf
-from scipy import stats
+from helpers import run_saving_test
+from scipy import special, stats
 
-from keras_vae.distributions import (
-    BernoulliLikelihood,
-    DiagonalGaussianPosterior,
-    GaussianLikelihood,
-    StandardNormalPrior,
-)
+from keras_vae import distributions, likelihoods, mlp_vae, posteriors, priors
+from keras_vae.priors import MixturePrior, StandardNormalPrior, VampPrior
 
 RNG = np.random.default_rng(0)
+SHAPE = (3, 2, 1)
 
 
-def _features(batch=5, width=7):
-    return RNG.normal(size=(batch, width)).astype("float32")
-
-
-def test_posterior_log_prob_matches_scipy():
-    head = DiagonalGaussianPosterior(latent_dim=3)
-    h = _features()
-    q = head(h)
-    params = {k: v.numpy() for k, v in head.parameters(h).items()}
-    z = RNG.normal(size=(5, 3)).astype("float32")
-    expected = stats.norm.logpdf(z, params["loc"], params["scale"]).sum(-1)
-    np.testing.assert_allclose(q.log_prob(z).numpy(), expected, rtol=1e-5, atol=1e-5)
-    assert q.batch_shape == (5,) and q.event_shape == (3,)
-
-
-def test_posterior_scale_has_floor_even_for_huge_negative_logits():
-    head = DiagonalGaussianPosterior(latent_dim=2, min_scale=1e-3)
-    head.build((None, 4))
-    head.projection.kernel.assign(tf.zeros((4, 4)))
-    head.projection.bias.assign(tf.constant([0.0, 0.0, -1e4, -1e4]))
-    scale = head.parameters(tf.zeros((1, 4)))["scale"].numpy()
-    assert np.all(scale >= 1e-3) and np.all(np.isfinite(scale))
-    assert np.isfinite(head(tf.zeros((1, 4))).log_prob(tf.ones((1, 2))).numpy()).all()
-
-
-def test_bernoulli_log_prob_matches_scipy_with_image_event_shape():
-    head = BernoulliLikelihood(event_shape=(4, 3, 1))
-    h = _features()
-    p = head(h)
-    logits = head.parameters(h)["logits"].numpy()
-    x = RNG.integers(0, 2, size=(5, 4, 3, 1)).astype("float32")
-    probs = 1.0 / (1.0 + np.exp(-logits.astype("float64")))
-    expected = stats.bernoulli.logpmf(x, probs).reshape(5, -1).sum(-1)
-    np.testing.assert_allclose(p.log_prob(x).numpy(), expected, rtol=1e-5)
-    assert p.event_shape == (4, 3, 1) and p.batch_shape == (5,)
-    np.testing.assert_allclose(p.mean().numpy(), probs, rtol=1e-5)
-
-
-def test_bernoulli_log_prob_is_finite_for_saturated_logits():
-    head = BernoulliLikelihood(event_shape=(2,))
-    p = head.distribution(tf.constant([[200.0, -200.0]]))
-    # x agrees with the logits: log-probability 0; disagrees: -200 each, never -inf.
-    np.testing.assert_allclose(p.log_prob(tf.constant([[1.0, 0.0]])).numpy(), [0.0], atol=1e-6)
-    np.testing.assert_allclose(p.log_prob(tf.constant([[0.0, 1.0]])).numpy(), [-400.0])
-
-
-def test_gaussian_likelihood_log_prob_matches_scipy():
-    head = GaussianLikelihood(event_shape=(2, 3))
-    h = _features()
-    p = head(h)
-    params = {k: v.numpy() for k, v in head.parameters(h).items()}
-    assert params["loc"].min() > 0 and params["loc"].max() < 1  # sigmoid mean
-    assert params["scale"].min() >= head.min_scale
-    x = RNG.uniform(size=(5, 2, 3)).astype("float32")
-    expected = stats.norm.logpdf(x, params["loc"], params["scale"]).reshape(5, -1).sum(-1)
-    np.testing.assert_allclose(p.log_prob(x).numpy(), expected, rtol=1e-5)
-
-
-def test_likelihood_keeps_leading_sample_axis():
-    head = BernoulliLikelihood(event_shape=(3, 2))
-    p = head(RNG.normal(size=(4, 5, 6)).astype("float32"))  # [L, B, features]
-    assert p.batch_shape == (4, 5) and p.event_shape == (3, 2)
+def _tiny_vae(prior, posterior="diagonal"):
+    model = mlp_vae(
+        SHAPE, latent_dim=2, hidden_units=[8], prior=prior, posterior=posterior,
+        prior_components=4, seed=5,
+    )  # fmt: skip
+    model.build((None, *SHAPE))
+    return model
 
 
 def test_standard_normal_prior_matches_scipy():
@@ -88,35 +33,71 @@ def test_standard_normal_prior_matches_scipy():
     assert prior(None).event_shape == (4,)
 
 
+def test_mixture_prior_log_prob_matches_a_scipy_mixture():
+    prior = MixturePrior(latent_dim=3, num_components=4, seed=1)
+    prior.build(None)
+    prior.logits.assign(RNG.normal(size=4))
+    z = RNG.normal(size=(5, 3)).astype("float32")
+    logits, means, scales = (np.asarray(t, "float64") for t in prior._parameters())
+    per_component = stats.norm.logpdf(z[:, None], means, scales).sum(-1)  # [5, K]
+    expected = special.logsumexp(per_component + special.log_softmax(logits), axis=-1)
+    np.testing.assert_allclose(prior.distribution().log_prob(z).numpy(), expected, rtol=1e-5)
+    assert prior.kl(posteriors.DiagonalGaussianPosterior.distribution(z, np.ones_like(z))) is None
+
+
+@pytest.mark.parametrize("posterior", ["diagonal", "full"])
+def test_vamp_prior_is_the_mean_of_q_at_the_pseudo_inputs(posterior):
+    model = _tiny_vae("vamp", posterior)
+    images = RNG.uniform(size=(4, *SHAPE)).astype("float32")
+    model.prior.set_pseudo_inputs(images)
+    z = RNG.normal(size=(5, 2)).astype("float32")
+    components = model.encode(images)  # q(z|u_k), batch [K]
+    per_component = components.log_prob(z[:, None]).numpy().astype("float64")  # [5, K]
+    expected = special.logsumexp(per_component, axis=-1) - np.log(4)
+    np.testing.assert_allclose(model.prior_distribution().log_prob(z).numpy(), expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="needs the VAE it belongs to"):
+        model.prior.distribution()
+
+
+def test_priors_sample_plain_draw_z_of_the_right_shape():
+    for name in ("standard", "mixture", "vamp"):
+        model = _tiny_vae(name)
+        z = model.prior.sample_plain(tf.constant(7), model)
+        assert z.shape == (7, 2) and np.isfinite(z.numpy()).all(), name
+
+
+@pytest.mark.parametrize("name", ["standard", "mixture", "vamp"])
+def test_prior_survives_keras_file_round_trip(name):
+    model = _tiny_vae(name)
+    z = RNG.normal(size=(5, 2)).astype("float32")
+    # the prior is saved on its own; the VampPrior's density also needs its model's encoder
+    run_saving_test(model.prior, z, lambda prior, z: prior.distribution(model).log_prob(z))
+
+
 @pytest.mark.parametrize(
-    "make",
+    ("make", "argument"),
     [
-        lambda: DiagonalGaussianPosterior(latent_dim=0),
-        lambda: DiagonalGaussianPosterior(latent_dim=2, min_scale=0),
-        lambda: BernoulliLikelihood(event_shape=()),
-        lambda: BernoulliLikelihood(event_shape=(28, -1)),
-        lambda: GaussianLikelihood(event_shape=(2,), mean_activation="relu"),
-        lambda: StandardNormalPrior(latent_dim=2.5),
+        (lambda: StandardNormalPrior(latent_dim=2.5), "latent_dim"),
+        (lambda: MixturePrior(latent_dim=2, num_components=0), "num_components"),
+        (lambda: VampPrior(latent_dim=0, image_shape=SHAPE), "latent_dim"),
+        (lambda: VampPrior(latent_dim=2, image_shape=SHAPE, num_components=-3), "num_components"),
     ],
 )
-def test_bad_constructor_arguments_name_the_argument(make):
-    with pytest.raises(ValueError, match=r"Received: \w+="):
+def test_bad_prior_arguments_give_one_line_errors_naming_them(make, argument):
+    with pytest.raises(ValueError, match=rf"Received: {argument}=") as error:
         make()
+    assert "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize(
-    "layer",
-    [
-        DiagonalGaussianPosterior(latent_dim=3, min_scale=1e-3),
-        BernoulliLikelihood(event_shape=(2, 3)),
-        GaussianLikelihood(event_shape=(2, 3), min_scale=0.05, mean_activation="linear"),
-    ],
-)
-def test_heads_round_trip_through_their_config(layer):
-    layer.build((None, 7))
-    h = _features()
-    restored = keras.layers.deserialize(keras.layers.serialize(layer))  # built from config
-    restored.set_weights(layer.get_weights())
-    assert restored.get_config() == layer.get_config()
-    for key, value in layer.parameters(h).items():
-        np.testing.assert_array_equal(restored.parameters(h)[key].numpy(), value.numpy())
+def test_set_pseudo_inputs_names_the_shape_it_needs():
+    prior = VampPrior(latent_dim=2, image_shape=SHAPE, num_components=4)
+    with pytest.raises(ValueError, match=r"needs \(4, 3, 2, 1\) images. Received: shape="):
+        prior.set_pseudo_inputs(np.zeros((3, *SHAPE)))
+
+
+def test_distributions_module_re_exports_the_heads():
+    assert distributions.DiagonalGaussianPosterior is posteriors.DiagonalGaussianPosterior
+    assert distributions.FullCovariancePosterior is posteriors.FullCovariancePosterior
+    assert distributions.BernoulliLikelihood is likelihoods.BernoulliLikelihood
+    assert distributions.DiscretizedLogisticLikelihood is likelihoods.DiscretizedLogisticLikelihood
+    assert distributions.VampPrior is priors.VampPrior
