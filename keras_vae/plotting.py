@@ -10,7 +10,9 @@ one `imshow`, which is fast and pixel-exact.
 * `reconstruction_grid`: inputs x above their reconstructions E[x|z] at z = E[z|x].
 * `sample_grid`: E[x|z] for z ~ p(z).
 * `manifold_grid`: the learned 2-D manifold of the AEVB paper's Figure 4: linearly spaced
-  points of the unit square mapped through the inverse CDF of N(0, 1) to z, decoded to E[x|z].
+  points of the unit square mapped through the prior's marginal quantile functions to z
+  (the inverse CDF of N(0, 1) for the standard normal prior, quantiles of prior samples for
+  learned priors), decoded to E[x|z].
 * `latent_scatter`: posterior means E[z|x], coloured by label (first two principal
   components when latent_dim > 2).
 * `interpolation_grid`: E[x|z] along the straight line between two posterior means.
@@ -277,34 +279,93 @@ def sample_grid(model: VAE, num: int = 64, seed: int | None = 0) -> Figure:
     return grid_figure(tile_images(images), f"Samples E[x|z], z ~ p(z) ({num})")
 
 
-def manifold_latents(num_per_axis: int = 20, low: float = 0.05, high: float = 0.95) -> np.ndarray:
+def manifold_latents(
+    num_per_axis: int = 20,
+    low: float = 0.05,
+    high: float = 0.95,
+    prior_samples: np.ndarray | None = None,
+) -> np.ndarray:
     """The z grid of the AEVB paper's Figure 4, `[num_per_axis**2, 2]`, row-major.
 
-    Linearly spaced coordinates on the unit square are mapped through the inverse CDF of
-    N(0, 1), so the grid covers the prior's mass evenly. Row r of the tiled picture has
-    z_2 = ppf(high ... low) (decreasing downwards, like a y axis), column c has
-    z_1 = ppf(low ... high).
+    Linearly spaced probabilities u in [low, high] are mapped through the quantile function of
+    each latent's marginal under the prior, z_i = F_i^-1(u), so the grid covers the prior's
+    mass evenly: F^-1 = Phi^-1, the inverse CDF of N(0, 1), when `prior_samples` is None (the
+    standard normal prior), else the empirical quantiles of `prior_samples[:, i]`. Row r of the
+    tiled picture has z_2 = F_2^-1(high ... low) (decreasing downwards, like a y axis),
+    column c has z_1 = F_1^-1(low ... high).
+
+    Args:
+        num_per_axis: Grid points per axis (at least 2).
+        low, high: The outermost probabilities, 0 < low < high < 1.
+        prior_samples: Draws z ~ p(z), `[n, 2]`, or None for N(0, I).
     """
     num_per_axis = _check_count("num_per_axis", num_per_axis, minimum=2)
     if not 0.0 < low < high < 1.0:
         raise ValueError(
-            f"Need 0 < low < high < 1 (quantiles of N(0, 1)). Received: low={low}, high={high}"
+            f"Need 0 < low < high < 1 (quantiles of the prior). Received: low={low}, high={high}"
         )
-    values = scipy.stats.norm.ppf(np.linspace(low, high, num_per_axis))
-    z1, z2 = np.meshgrid(values, values[::-1])
+    probabilities = np.linspace(low, high, num_per_axis)
+    if prior_samples is None:
+        z1_values = z2_values = scipy.stats.norm.ppf(probabilities)
+    else:
+        prior_samples = np.asarray(prior_samples, dtype=np.float64)
+        if prior_samples.ndim != 2 or prior_samples.shape[1] != 2 or len(prior_samples) < 2:
+            raise ValueError(
+                "prior_samples must have shape [n, 2] with n >= 2. "
+                f"Received: shape={prior_samples.shape}"
+            )
+        z1_values, z2_values = np.quantile(prior_samples, probabilities, axis=0).T
+    z1, z2 = np.meshgrid(z1_values, z2_values[::-1])
     return np.stack([z1.ravel(), z2.ravel()], axis=-1).astype(np.float32)
 
 
-def manifold_grid(model: VAE, num_per_axis: int = 20) -> Figure:
+def _has_standard_normal_prior(model: VAE) -> bool:
+    from keras_vae.priors import StandardNormalPrior
+
+    return isinstance(model.prior, StandardNormalPrior)
+
+
+def _check_two_latents(model: VAE) -> None:
+    if model.latent_dim != 2:
+        raise ValueError(
+            f"manifold needs a 2-latent model; this model has latent_dim={model.latent_dim}; "
+            "train with --latent-dim 2"
+        )
+
+
+def prior_manifold_latents(
+    model: VAE, num_per_axis: int = 20, *, num_prior_samples: int = 20000, seed: int = 0
+) -> np.ndarray:
+    """`manifold_latents` at the quantiles of the model's own prior (2-latent models).
+
+    Exact N(0, 1) quantiles for the standard normal prior; for any other prior the empirical
+    quantiles of `num_prior_samples` draws z ~ `model.prior_distribution()` with the
+    stateless seed `(seed, 0)` (the same seed gives the same grid).
+    """
+    _check_two_latents(model)
+    if _has_standard_normal_prior(model):
+        return manifold_latents(num_per_axis)
+    num_prior_samples = _check_count("num_prior_samples", num_prior_samples, minimum=2)
+    draws = model.prior_distribution().sample(num_prior_samples, seed=(int(seed), 0))
+    return manifold_latents(num_per_axis, prior_samples=np.asarray(draws))
+
+
+def manifold_grid(
+    model: VAE, num_per_axis: int = 20, *, num_prior_samples: int = 20000, seed: int = 0
+) -> Figure:
     """The learned 2-D data manifold (Figure 4 of Kingma & Welling, 2014).
 
-    A `num_per_axis` x `num_per_axis` grid of z (`manifold_latents`: quantiles 0.05 ... 0.95
-    of N(0, 1) on each axis) decoded to E[x|z] and tiled; z_1 grows to the right, z_2
-    upwards.
+    A `num_per_axis` x `num_per_axis` grid of z (`prior_manifold_latents`: quantiles
+    0.05 ... 0.95 of the prior's marginal on each axis; for N(0, I) those of N(0, 1)) decoded
+    to E[x|z] and tiled; z_1 grows to the right, z_2 upwards. For a learned prior (mixture,
+    VampPrior) the quantiles come from `num_prior_samples` draws with `seed`, so the grid
+    covers where that prior puts its mass.
 
     Args:
         model: A trained `keras_vae.VAE` with `latent_dim == 2`.
         num_per_axis: Grid points per latent axis.
+        num_prior_samples: Draws from a learned prior that estimate its quantiles.
+        seed: Seed of those draws.
 
     Returns:
         The figure.
@@ -312,16 +373,12 @@ def manifold_grid(model: VAE, num_per_axis: int = 20) -> Figure:
     Raises:
         ValueError: If the model's latent space is not 2-D.
     """
-    if model.latent_dim != 2:
-        raise ValueError(
-            f"manifold needs a 2-latent model; this model has latent_dim={model.latent_dim}; "
-            "train with --latent-dim 2"
-        )
-    z = manifold_latents(num_per_axis)
+    z = prior_manifold_latents(model, num_per_axis, num_prior_samples=num_prior_samples, seed=seed)
     grid = tile_images(_decode_means(model, z), num_cols=num_per_axis, padding=0)
+    quantiles = "$\\Phi^{-1}(u)$" if _has_standard_normal_prior(model) else "$F^{-1}(u)$"
     return grid_figure(
         grid,
-        "Learned manifold: E[x|z] at z = $\\Phi^{-1}(u)$, "
+        f"Learned manifold: E[x|z] at z = {quantiles} (prior quantiles), "
         f"u on a {num_per_axis}x{num_per_axis} grid of the unit square",
     )
 
@@ -573,7 +630,8 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--seed", type=int, default=0,
-        help="seed of the samples and of the images picked for reconstructions/interpolation",
+        help="seed of the samples, of the prior draws that place a learned prior's manifold, "
+        "and of the images picked for reconstructions/interpolation",
     )  # fmt: skip
     parser.add_argument("--dpi", type=float, default=DEFAULT_DPI, help="PNG resolution")
 
@@ -598,7 +656,7 @@ def make_figure(
     if kind == "samples":
         return sample_grid(model, num, seed=seed)
     if kind == "manifold":
-        return manifold_grid(model, num)
+        return manifold_grid(model, num, seed=seed)
     if images is None:
         raise ValueError(f"kind={kind!r} needs images.")
     if kind == "latents":
@@ -620,8 +678,8 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.num is not None:
         _check_count("--num", args.num)
     model, config = runs.load_run(args.run_dir)
-    if args.kind == "manifold" and model.latent_dim != 2:  # before loading any data
-        manifold_grid(model)
+    if args.kind == "manifold":  # before loading any data
+        _check_two_latents(model)
     images = labels = None
     split = args.split or config.eval_split
     if args.kind in ("reconstructions", "latents", "interpolation"):
@@ -649,6 +707,7 @@ __all__ = [
     "make_figure",
     "manifold_grid",
     "manifold_latents",
+    "prior_manifold_latents",
     "posterior_means",
     "reconstruction_figure",
     "reconstruction_grid",

@@ -151,6 +151,73 @@ def test_manifold_tiles_the_decoded_grid(models):
     np.testing.assert_allclose(grid[6:12, 12:18], decoded[5, :, :, 0], atol=1e-6)
 
 
+def test_manifold_latents_from_prior_samples_are_their_marginal_quantiles():
+    samples = np.stack([RNG.normal(3.0, 2.0, 100000), RNG.uniform(-1.0, 0.0, 100000)], 1)
+    z = plotting.manifold_latents(5, low=0.1, high=0.9, prior_samples=samples)
+    u = np.linspace(0.1, 0.9, 5)
+    np.testing.assert_allclose(z[:5, 0], scipy.stats.norm.ppf(u, 3.0, 2.0), atol=0.05)
+    np.testing.assert_allclose(z[::5, 1], (u - 1.0)[::-1], atol=0.01)  # z_2 grows upwards
+    with pytest.raises(ValueError, match=r"prior_samples must have shape \[n, 2\]"):
+        plotting.manifold_latents(5, prior_samples=samples[:, :1])
+
+
+def _learned_prior_model(prior, posterior="diagonal"):
+    model = keras_vae.mlp_vae(
+        SHAPE, latent_dim=2, hidden_units=8, prior=prior, prior_components=3,
+        posterior=posterior, seed=2,
+    )  # fmt: skip
+    model.build((None, *SHAPE))
+    return model
+
+
+def test_manifold_of_a_shifted_mixture_prior_is_centred_on_its_mass():
+    model = _learned_prior_model("mixture")
+    weights, means = np.array([0.6, 0.3, 0.1]), np.array([[4.0, -3.0], [5.0, -2.0], [4.5, -1.0]])
+    scales = np.array([[0.3, 0.5], [0.4, 0.2], [0.2, 0.3]])
+    model.prior.set_weights([means, np.log(np.expm1(scales - 1e-4)), np.log(weights)])
+    # the reference: quantiles of the mixture's marginals from NumPy draws
+    component = RNG.choice(3, size=200000, p=weights)
+    draws = means[component] + scales[component] * RNG.normal(size=(200000, 2))
+    expected = np.quantile(draws, np.linspace(0.05, 0.95, 5), axis=0)
+    z = plotting.prior_manifold_latents(model, 5, seed=1)
+    np.testing.assert_allclose(z[:5, 0], expected[:, 0], atol=0.05)
+    np.testing.assert_allclose(z[::5, 1], expected[::-1, 1], atol=0.05)
+    assert np.all(z[:, 0] > 3.0) and np.all(z[:, 1] < -1.0)  # not N(0, 1) quantiles
+    # the figure decodes exactly this grid (the same seed draws the same prior samples)
+    fig = plotting.manifold_grid(model, num_per_axis=5, seed=1)
+    grid = fig.get_axes()[0].get_images()[0].get_array()
+    decoded = model.decode(z).mean().numpy()
+    np.testing.assert_allclose(grid[6:12, 12:18], decoded[7, :, :, 0], atol=1e-6)
+    assert "F^{-1}(u)" in fig._suptitle.get_text()
+
+
+@pytest.mark.parametrize(
+    "prior, posterior", [("vamp", "full"), ("vamp", "diagonal"), ("standard", "full")]
+)
+def test_learned_prior_and_full_covariance_models_draw_every_figure(prior, posterior, images):
+    model = _learned_prior_model(prior, posterior)
+    if prior == "vamp":
+        model.prior.set_pseudo_inputs(images[:3])
+    manifold = plotting.manifold_grid(model, num_per_axis=4).get_axes()[0].get_images()[0]
+    samples = plotting.sample_grid(model, num=6, seed=2).get_axes()[0].get_images()[0]
+    for picture, shape in ((manifold, (4 * 6, 4 * 6)), (samples, (2 * 7 - 1, 3 * 7 - 1))):
+        array = np.asarray(picture.get_array())
+        assert array.shape == shape
+        assert np.all(np.isfinite(array)) and array.min() >= 0.0 and array.max() <= 1.0
+    if prior == "vamp":  # the grid spans the quantiles of the VampPrior's own samples
+        draws = model.prior_distribution().sample(20000, seed=(0, 0)).numpy()
+        z = plotting.prior_manifold_latents(model, 4)
+        np.testing.assert_allclose(
+            z[:4, 0], np.quantile(draws[:, 0], np.linspace(0.05, 0.95, 4)), rtol=1e-5
+        )
+    (ax,) = plotting.latent_scatter(model, images).get_axes()
+    means = model.encode(images).mean().numpy()
+    np.testing.assert_allclose(ax.collections[0].get_offsets(), means, atol=1e-6)
+    axes = plotting.interpolation_grid(model, images[0], images[1], steps=3).get_axes()
+    end = model.decode(means[1:2]).mean().numpy()[0, :, :, 0]
+    np.testing.assert_allclose(axes[3].get_images()[0].get_array(), end, atol=1e-6)
+
+
 @pytest.mark.parametrize("latent_dim", [1, 5])
 def test_manifold_refuses_models_without_two_latents(models, latent_dim):
     expected = (
