@@ -25,7 +25,6 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import summary_pb2
 
 from keras_vae import plotting
 
@@ -43,8 +42,8 @@ class ImageGridCallback(keras.callbacks.Callback):
       pictures show the same latents as training goes on.
 
     They go to TensorBoard as image summaries (tags `reconstructions` and `samples`, one tiled
-    `[H', W', 1]` image each, written with a `tf.summary.create_file_writer(log_dir)`; see
-    `write_image_summary`, which needs no `tensorboard` package) and/or to PNG files
+    `[H', W', 1]` image each, written by `tf.summary.image` to a
+    `tf.summary.create_file_writer(log_dir)`; see `write_image_summary`) and/or to PNG files
     `png_dir/reconstructions_epoch003.png` and `samples_epoch003.png`.
 
     Epoch numbering: PNG names count completed epochs from 1, as Keras prints them ("Epoch
@@ -176,12 +175,10 @@ def _stack_rows(top: np.ndarray, bottom: np.ndarray, gap: int) -> np.ndarray:
 
 
 def write_image_summary(tag: str, image: np.ndarray, step: int) -> None:
-    """Writes one image to the default summary writer as TensorBoard's image plugin does.
+    """Writes one image to the default summary writer with `tf.summary.image`.
 
-    Equivalent to `tf.summary.image(tag, image[None], step, max_outputs=1)`, but built on core
-    TensorFlow (`tf.summary.write` with the image plugin's metadata), because
-    `tf.summary.image` is implemented by the `tensorboard` package, which TensorFlow 2.21 does
-    not install. The stored tensor is TensorBoard's layout: `[width, height, png]` strings.
+    The image goes in as the 8-bit grey levels of `plotting.to_uint8`, so the PNG stored in
+    the event file has exactly the pixels of the PNG files `write_png` writes.
 
     Args:
         tag: Summary tag.
@@ -191,17 +188,7 @@ def write_image_summary(tag: str, image: np.ndarray, step: int) -> None:
     image = np.asarray(image, dtype=np.float32)
     if image.ndim == 2:
         image = image[..., np.newaxis]
-    pixels = plotting.to_uint8(image)
-    png = tf.io.encode_png(pixels)
-    height, width = pixels.shape[:2]
-    tensor = tf.stack([tf.constant(str(width)), tf.constant(str(height)), png])
-    tf.summary.write(tag=tag, tensor=tensor, step=step, metadata=_IMAGE_METADATA)
-
-
-# TensorBoard's image plugin: plugin name "images", content an empty ImagePluginData (version 0).
-_IMAGE_METADATA = summary_pb2.SummaryMetadata(
-    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="images", content=b"")
-)
+    tf.summary.image(tag, plotting.to_uint8(image)[np.newaxis], step=step, max_outputs=1)
 
 
 __all__ = ["ImageGridCallback", "write_image_summary"]

@@ -5,9 +5,10 @@ import matplotlib.image
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorboard.backend.event_processing import plugin_event_accumulator
 
 import keras_vae
-from keras_vae.callbacks import ImageGridCallback
+from keras_vae.callbacks import ImageGridCallback, write_image_summary
 
 RNG = np.random.default_rng(11)
 SHAPE = (6, 5, 1)
@@ -41,6 +42,28 @@ def _image_summaries(log_dir):
                 assert image.shape[:2] == (int(height), int(width))
                 found.setdefault(value.tag, []).append((event.step, image))
     return found
+
+
+@pytest.mark.parametrize("channels", [None, 3])
+def test_write_image_summary_stores_the_8_bit_image_tensorboard_reads(tmp_path, channels):
+    shape = (5, 7) if channels is None else (5, 7, channels)
+    image = RNG.uniform(-0.2, 1.2, size=shape).astype("float32")  # clipped to [0, 1]
+    expected = np.round(np.clip(image, 0.0, 1.0) * 255).astype("uint8").reshape(5, 7, -1)
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    with writer.as_default():
+        write_image_summary("picture", image, step=4)
+    writer.close()
+    ((step, decoded),) = _image_summaries(tmp_path)["picture"]  # TF's event reader
+    assert step == 4
+    np.testing.assert_array_equal(decoded, expected)
+    # TensorBoard's own reader, as its image dashboard loads the file
+    accumulator = plugin_event_accumulator.EventAccumulator(str(tmp_path))
+    accumulator.Reload()
+    assert list(accumulator.PluginTagToContent("images")) == ["picture"]
+    (event,) = accumulator.Tensors("picture")
+    width, height, png = tf.make_ndarray(event.tensor_proto)
+    assert (event.step, int(width), int(height)) == (4, 7, 5)
+    np.testing.assert_array_equal(tf.io.decode_png(png).numpy(), expected)
 
 
 def test_writes_tensorboard_images_and_pngs_every_n_epochs_and_at_the_end(data, tmp_path):
