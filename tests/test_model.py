@@ -6,9 +6,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import run_saving_test
 
 import keras_vae
-from keras_vae import VAE, mlp_vae
+from keras_vae import VAE, mlp_vae, objectives
 
 RNG = np.random.default_rng(2)
 SHAPE = (6, 5, 1)
@@ -160,3 +161,77 @@ def test_custom_parts_compose_into_a_vae():
     terms = model.elbo_terms(_binary_images(4))
     assert terms.kl.shape == (4,)
     assert np.isfinite(terms.elbo.numpy()).all()
+
+
+def _vae_outputs(noise, step=3):
+    """Everything a VAE computes, for `run_saving_test`: the reconstruction, the objective's
+    loss and terms on fixed noise at a training step, and seeded samples from the prior."""
+
+    def outputs(model, x):
+        loss, terms = model.objective(model, x, tf.constant(noise), step)
+        return {"call": model(x), "loss": loss, "terms": terms, "sample": model.sample(3, seed=2)}
+
+    return outputs
+
+
+@pytest.mark.parametrize(
+    ("parts", "objective"),
+    [
+        ({}, objectives.ELBO(2, beta=0.5, warmup_steps=4, cycle_steps=8, free_bits=0.1)),
+        ({}, objectives.ELBO(2, analytic_kl=False)),
+        ({"posterior": "full", "prior": "mixture"}, objectives.IWAE(2)),
+        ({"prior": "vamp", "likelihood": "logistic"}, objectives.IWAE(2, gradient="dreg")),
+        ({"posterior": "full", "likelihood": "gaussian"}, objectives.ELBO(2, free_bits=0.2)),
+    ],
+)
+def test_vae_with_each_objective_and_part_survives_keras_file_round_trip(parts, objective):
+    model = mlp_vae(
+        SHAPE, latent_dim=3, hidden_units=[8], seed=4, prior_components=3, objective=objective,
+        **parts,
+    )  # fmt: skip
+    model.build((None, *SHAPE))
+    x = (RNG.integers(0, 256, size=(4, *SHAPE)) / 255).astype("float32")
+    noise = RNG.normal(size=(2, 4, model.posterior.noise_size)).astype("float32")
+    restored = run_saving_test(model, x, _vae_outputs(noise))
+    assert restored.objective.get_config() == objective.get_config()
+
+
+class _BatchLogs(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.logs = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.logs.append({k: float(v) for k, v in logs.items()})
+
+
+def test_fit_passes_the_training_step_to_the_kl_warmup():
+    # beta_t = 0.5 min(1, t / 10) at steps t = 0..3; Keras logs running means over the epoch,
+    # so step t's own values are (t + 1) m_t - t m_(t-1) (equal batches)
+    x = _binary_images(64)
+    model = _tiny(seed=1, objective=objectives.ELBO(beta=0.5, warmup_steps=10))
+    model.compile(keras.optimizers.Adam(1e-3), jit_compile=False)
+    logs = _BatchLogs()
+    model.fit(x, batch_size=16, epochs=1, verbose=0, callbacks=[logs])
+    assert int(model.optimizer.iterations) == 4
+    running = {k: np.array([log[k] for log in logs.logs]) for k in ("loss", "reconstruction", "kl")}
+    steps = np.arange(4)
+    own = {k: (steps + 1) * v - steps * np.concatenate([[0.0], v[:-1]]) for k, v in running.items()}
+    expected = -(own["reconstruction"] - 0.5 * steps / 10 * own["kl"])
+    np.testing.assert_allclose(own["loss"], expected, rtol=1e-4)
+    # evaluate after 4 steps: the KL weighted by 0.4 * beta
+    result = model.evaluate(x, batch_size=64, verbose=0, return_dict=True)
+    expected = -(result["reconstruction"] - 0.4 * 0.5 * result["kl"])
+    np.testing.assert_allclose(result["loss"], expected, rtol=1e-5)
+
+
+def test_vae_refuses_objective_shortcuts_next_to_an_objective():
+    with pytest.raises(ValueError, match=r"Give \['num_samples'\] to the objective") as error:
+        VAE(
+            encoder=keras_vae.MLP([8], flatten=True),
+            posterior=keras_vae.DiagonalGaussianPosterior(2),
+            decoder=keras_vae.MLP([8]),
+            likelihood=keras_vae.BernoulliLikelihood(SHAPE),
+            objective=objectives.IWAE(3),
+            num_samples=3,
+        )
+    assert "\n" not in str(error.value)
