@@ -22,8 +22,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from keras_vae import registry  # noqa: E402
 from keras_vae.config import ConfigError, TrainConfig  # noqa: E402
 from keras_vae.export import ExportCheckError  # noqa: E402
+from keras_vae.objectives import GRADIENT_ESTIMATORS  # noqa: E402
 from keras_vae.training import NonFiniteLossError, WorkerLostError  # noqa: E402
 
 EXIT_USAGE = 2
@@ -38,13 +40,27 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}.{valid}\n")
 
 
-# (option, config key, type, help); every default lives in TrainConfig, not here.
+def _names(kind: str) -> str:
+    return ", ".join(registry.names(kind))
+
+
+# (option, config key, type, help); every default lives in TrainConfig, the choices in the
+# registry: neither is repeated here.
 _TRAIN_OPTIONS = (
     ("--dataset", "dataset", str, "tfds name (binarized_mnist, mnist, frey_face) or .npz/.npy"),
     ("--data-dir", "data_dir", str, "tfds data directory (default: $TFDS_DATA_DIR)"),
     ("--manual-dir", "manual_dir", str, "directory with manually downloaded raw files"),
-    ("--eval-split", "eval_split", str, "held-out split for validation and test ELBO"),
-    ("--likelihood", "likelihood", str, "bernoulli or gaussian (default: by dataset)"),
+    ("--eval-split", "eval_split", str, "held-out split for validation and final ELBO"),
+    ("--likelihood", "likelihood", str, f"{_names('likelihood')} (default: by dataset)"),
+    ("--likelihood-components", "likelihood_components", int, "M per pixel (logistic: 5)"),
+    ("--posterior", "posterior", str, f"q(z|x): {_names('posterior')}"),
+    ("--prior", "prior", str, f"p(z): {_names('prior')}"),
+    ("--prior-components", "prior_components", int, "K (default: 10 mixture, 500 vamp)"),
+    ("--objective", "objective", str, f"{_names('objective')}; iwae uses K = --samples"),
+    ("--gradient-estimator", "gradient_estimator", str, f"iwae: {', '.join(GRADIENT_ESTIMATORS)}"),
+    ("--kl-warmup-epochs", "kl_warmup_epochs", int, "elbo: KL weight 0 -> beta over N epochs"),
+    ("--kl-cycle-epochs", "kl_cycle_epochs", int, "elbo: restart the warm-up every N epochs"),
+    ("--free-bits", "free_bits", float, "elbo: lambda, free nats per latent dimension"),
     ("--latent-dim", "latent_dim", int, "size of z"),
     ("--activation", "activation", str, "hidden activation (paper: tanh)"),
     ("--epochs", "epochs", int, "training epochs"),
@@ -55,8 +71,8 @@ _TRAIN_OPTIONS = (
     ("--batch-size", "batch_size", int, "global batch size"),
     ("--learning-rate", "learning_rate", float, "Adam step size"),
     ("--clipnorm", "clipnorm", float, "clip each gradient to this L2 norm"),
-    ("--samples", "samples", int, "L, Monte Carlo samples of z per example"),
-    ("--beta", "beta", float, "KL weight of the loss (1 = ELBO)"),
+    ("--samples", "samples", int, "L, Monte Carlo samples of z per example (iwae: K)"),
+    ("--beta", "beta", float, "elbo: KL weight of the loss (1 = ELBO)"),
     ("--seed", "seed", int, "seed of weights, shuffling and noise"),
     ("--strategy", "strategy", str, "auto, default, mirrored or multiworker (reads TF_CONFIG)"),
     ("--cpu-replicas", "cpu_replicas", int, "split the CPU into N logical devices"),
@@ -144,9 +160,10 @@ def _run_train(args: argparse.Namespace) -> int:
     print(f"keras-vae: training on {config.dataset}; run directory {output}", flush=True)
     verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)  # 2: a line per epoch
     metrics = training.train(config, output=output, verbose=verbose, overwrite=args.overwrite)
+    eval_elbo = metrics[f"{training.eval_prefix(config.eval_split)}_elbo"]
     print(
         f"train ELBO {metrics['train_elbo']:.2f} nats/example; "
-        f"{config.eval_split} ELBO {metrics['test_elbo']:.2f} nats/example "
+        f"{config.eval_split} ELBO {eval_elbo:.2f} nats/example "
         f"({metrics['epochs']} epochs, {metrics['train_seconds']:.0f} s, "
         f"{metrics['train_examples_per_s']:.0f} examples/s)"
     )
@@ -193,10 +210,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def model_likelihood(model) -> str:
-    """`bernoulli` or `gaussian`, from the model's likelihood head."""
-    from keras_vae.distributions import BernoulliLikelihood
-
-    return "bernoulli" if isinstance(model.likelihood, BernoulliLikelihood) else "gaussian"
+    """The registered name of the model's likelihood head (`bernoulli`, `logistic`, ...)."""
+    return model.likelihood.registered_name
 
 
 def _run_export(args: argparse.Namespace) -> int:

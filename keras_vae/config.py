@@ -7,15 +7,22 @@ Unknown keys and wrong types are refused with the list of valid keys.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import types
 import typing
 from pathlib import Path
 from typing import Any
 
+from keras_vae import registry
 from keras_vae.distribute import STRATEGIES
+from keras_vae.objectives import GRADIENT_ESTIMATORS
 
-LIKELIHOODS = ("bernoulli", "gaussian")
+# options that only some objectives take, with the value that means "not used"
+_OBJECTIVE_OPTIONS = {
+    "elbo": {"beta": 1.0, "kl_warmup_epochs": 0, "kl_cycle_epochs": 0, "free_bits": 0.0},
+    "iwae": {"gradient_estimator": "standard"},
+}
 
 
 class ConfigError(ValueError):
@@ -30,8 +37,18 @@ class TrainConfig:
         dataset: tfds name (`binarized_mnist`, `mnist`, `frey_face`) or a `.npz`/`.npy` path.
         data_dir: tfds data directory; None means tfds' default (`TFDS_DATA_DIR`).
         manual_dir: Directory with manually downloaded raw files (offline preparation).
-        eval_split: Held-out split used for validation during training and for `test_elbo`.
-        likelihood: `bernoulli` or `gaussian`; None picks the dataset's natural one.
+        eval_split: Held-out split used for validation during training and for the final
+            `<split>_elbo` of metrics.json (`test_elbo`, `validation_elbo`, ...).
+        likelihood: A registered likelihood (`bernoulli`, `gaussian`, `logistic`); None picks
+            the dataset's natural one.
+        likelihood_components: M, mixture components per pixel of a likelihood that has them
+            (`logistic`); None means the head's default.
+        posterior: A registered posterior q(z|x): `diagonal` or `full` (covariance).
+        prior: A registered prior p(z): `standard`, `mixture` or `vamp`.
+        prior_components: K of a prior with components (`mixture`, `vamp`); None means the
+            prior's own default (10 for `mixture`, 500 for `vamp`).
+        objective: A registered objective: `elbo` or `iwae` (with K = `samples`).
+        gradient_estimator: IWAE gradients, `standard` or `dreg` (Tucker et al. 2019).
         latent_dim: Size of z.
         hidden_units: Hidden layer sizes of the encoder and decoder MLPs.
         activation: Hidden activation (the paper: tanh).
@@ -42,8 +59,13 @@ class TrainConfig:
         batch_size: Global batch size (split across replicas under a strategy).
         learning_rate: Adam step size.
         clipnorm: Clip each gradient to this L2 norm (None: no clipping).
-        samples: L, Monte Carlo samples of z per example.
-        beta: KL weight of the training loss.
+        samples: L, Monte Carlo samples of z per example (K of the IWAE bound).
+        beta: KL weight of the training loss (ELBO only).
+        kl_warmup_epochs: ELBO: the KL weight grows linearly from 0 to `beta` over this many
+            epochs (converted to steps; 0: no warm-up).
+        kl_cycle_epochs: ELBO: restart the warm-up every this many epochs (cyclical
+            annealing; 0: off; needs `kl_warmup_epochs` below it).
+        free_bits: ELBO: lambda, nats per latent dimension that the KL term gets for free.
         dynamic_binarization: Redraw binary images from grey levels every epoch.
         seed: Seed of weights, shuffling and noise.
         strategy: `auto`, `default`, `mirrored`, or `multiworker` (the cluster in TF_CONFIG).
@@ -63,6 +85,12 @@ class TrainConfig:
     manual_dir: str | None = None
     eval_split: str = "test"
     likelihood: str | None = None
+    likelihood_components: int | None = None
+    posterior: str = "diagonal"
+    prior: str = "standard"
+    prior_components: int | None = None
+    objective: str = "elbo"
+    gradient_estimator: str = "standard"
     latent_dim: int = 20
     hidden_units: list[int] = dataclasses.field(default_factory=lambda: [500])
     activation: str = "tanh"
@@ -74,6 +102,9 @@ class TrainConfig:
     clipnorm: float | None = None
     samples: int = 1
     beta: float = 1.0
+    kl_warmup_epochs: int = 0
+    kl_cycle_epochs: int = 0
+    free_bits: float = 0.0
     dynamic_binarization: bool = False
     seed: int = 0
     strategy: str = "auto"
@@ -88,13 +119,17 @@ class TrainConfig:
             _check_type(field.name, getattr(self, field.name), _field_types()[field.name])
         for name in ("latent_dim", "epochs", "batch_size", "samples", "steps_per_execution"):
             _check_positive(name, getattr(self, name))
-        for name in ("steps_per_epoch", "cpu_replicas", "limit", "early_stopping"):
+        for name in (
+            "steps_per_epoch", "cpu_replicas", "limit", "early_stopping", "prior_components",
+            "likelihood_components",
+        ):  # fmt: skip
             if getattr(self, name) is not None:
                 _check_positive(name, getattr(self, name))
-        if self.image_every < 0:
-            raise ConfigError(
-                f"image_every must be an int >= 0. Received: image_every={self.image_every!r}"
-            )
+        for name in ("image_every", "kl_warmup_epochs", "kl_cycle_epochs"):
+            if getattr(self, name) < 0:
+                raise ConfigError(
+                    f"{name} must be an int >= 0. Received: {name}={getattr(self, name)!r}"
+                )
         if not self.hidden_units or any(u <= 0 for u in self.hidden_units):
             raise ConfigError(
                 "hidden_units must be a non-empty list of positive ints, for example [500]. "
@@ -108,8 +143,61 @@ class TrainConfig:
             raise ConfigError(f"clipnorm must be > 0. Received: clipnorm={self.clipnorm!r}")
         if not self.beta >= 0:
             raise ConfigError(f"beta must be >= 0. Received: beta={self.beta!r}")
-        _check_choice("likelihood", self.likelihood, (*LIKELIHOODS, None))
+        if not self.free_bits >= 0:
+            raise ConfigError(f"free_bits must be >= 0. Received: free_bits={self.free_bits!r}")
         _check_choice("strategy", self.strategy, STRATEGIES)
+        self._check_parts()
+        self._check_objective_options()
+
+    def _check_parts(self) -> None:
+        """Registered names only, and component counts only for parts that have components."""
+        _check_choice("likelihood", self.likelihood, (*registry.names("likelihood"), None))
+        for kind in ("posterior", "prior", "objective"):
+            _check_choice(kind, getattr(self, kind), registry.names(kind))
+        _check_choice("gradient_estimator", self.gradient_estimator, GRADIENT_ESTIMATORS)
+        for kind in ("prior", "likelihood"):
+            key, name = f"{kind}_components", getattr(self, kind)
+            if getattr(self, key) is not None and name is not None:
+                if component_default(kind, name) is None:
+                    takes = [n for n in registry.names(kind) if component_default(kind, n)]
+                    raise ConfigError(
+                        f"{key} applies to a {kind} with components ({', '.join(takes)}); "
+                        f"{kind}={name!r} has none. Remove {key} or choose such a {kind}."
+                    )
+
+    def _check_objective_options(self) -> None:
+        """Options of another objective than the chosen one are refused, not ignored."""
+        foreign = [
+            f"{key}={getattr(self, key)!r}"
+            for objective, options in _OBJECTIVE_OPTIONS.items()
+            if objective != self.objective
+            for key, unused in options.items()
+            if getattr(self, key) != unused
+        ]
+        if foreign:
+            owners = {k: o for o, options in _OBJECTIVE_OPTIONS.items() for k in options}
+            other = owners[foreign[0].split("=")[0]]
+            verb, them = ("applies", "it") if len(foreign) == 1 else ("apply", "them")
+            raise ConfigError(
+                f"{', '.join(foreign)} {verb} only to objective={other!r}, not to "
+                f"objective={self.objective!r}; remove {them} or choose --objective {other}."
+            )
+        if self.kl_cycle_epochs and not 0 < self.kl_warmup_epochs < self.kl_cycle_epochs:
+            raise ConfigError(
+                "kl_cycle_epochs needs 0 < kl_warmup_epochs < kl_cycle_epochs (each cycle "
+                "warms up, then trains at the full weight). Received: kl_cycle_epochs="
+                f"{self.kl_cycle_epochs}, kl_warmup_epochs={self.kl_warmup_epochs}"
+            )
+
+    def resolved(self) -> TrainConfig:
+        """A copy with `prior_components` and `likelihood_components` set to the parts' own
+        defaults where None and the part has components (what config.json records)."""
+        changes = {}
+        for kind in ("prior", "likelihood"):
+            key, name = f"{kind}_components", getattr(self, kind)
+            if getattr(self, key) is None and name is not None:
+                changes[key] = component_default(kind, name)
+        return self.replace(**changes) if changes else self
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
@@ -141,6 +229,15 @@ class TrainConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+
+def component_default(kind: str, name: str) -> int | None:
+    """The default `num_components` of the registered part `kind`/`name`, None if it has no
+    components (read from its constructor: the part states its own default)."""
+    parameter = inspect.signature(registry.get(kind, name).__init__).parameters.get(
+        "num_components"
+    )
+    return None if parameter is None else parameter.default
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -42,11 +42,11 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
+from keras_vae import registry
 from keras_vae.datasets import frey_face as _frey_face  # importing registers `frey_face`
 
 KNOWN_DATASETS = ("binarized_mnist", "mnist", "frey_face")
 ARRAY_EXTENSIONS = (".npz", ".npy")
-LIKELIHOODS = ("bernoulli", "gaussian")
 _READ_BATCH = 4096  # examples per tfds read batch when loading a whole split
 
 
@@ -367,16 +367,19 @@ def validate_images(
 
     Args:
         x: Images with a leading batch axis: [N, D], [N, H, W] or [N, H, W, C].
-        likelihood: "bernoulli" (values must be in [0, 1]) or "gaussian" (any finite value).
+        likelihood: A registered likelihood; its head's `check_values` decides which values
+            it accepts ("bernoulli": [0, 1]; "gaussian": any finite value; "logistic": the
+            grey levels k/255).
         image_shape: If given, the shape every image must have (`x.shape[1:]`).
         name: What to call `x` in error messages.
 
     Raises:
         DataValidationError: One-line message naming the problem and the fix.
     """
-    if likelihood not in LIKELIHOODS:
+    if likelihood not in registry.names("likelihood"):
         raise DataValidationError(
-            f"likelihood must be one of {LIKELIHOODS}. Received: likelihood={likelihood!r}"
+            f"likelihood must be one of {list(registry.names('likelihood'))}. "
+            f"Received: likelihood={likelihood!r}"
         )
     x = np.asarray(x)
     if x.ndim not in (2, 3, 4):
@@ -402,17 +405,9 @@ def validate_images(
                     f"{name} has {count} {what} value(s), the first at index {first} "
                     f"(image {first[0]}); remove or repair those images."
                 )
-    if likelihood == "bernoulli":
-        lo, hi = float(np.min(x)), float(np.max(x))
-        if lo < 0.0 or hi > 1.0:
-            if lo >= 0.0 and hi <= 255.0:
-                fix = "it looks like 0..255 grey levels: divide by 255"
-            else:
-                fix = "rescale it to [0, 1] or use likelihood='gaussian'"
-            raise DataValidationError(
-                f"{name} has values in [{lo:g}, {hi:g}] but the Bernoulli likelihood needs "
-                f"[0, 1]; {fix}."
-            )
+    problem = registry.get("likelihood", likelihood).check_values(x)
+    if problem is not None:
+        raise DataValidationError(f"{name} {problem}")
 
 
 def binarize(x: np.ndarray, rng_or_seed: np.random.Generator | int | None = None) -> np.ndarray:

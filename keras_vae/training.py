@@ -1,7 +1,8 @@
 """Training a VAE from a `TrainConfig`: the logic behind `keras-vae train`, importable.
 
-data (keras_vae.data) -> strategy (keras_vae.distribute) -> mlp_vae + compile -> fit
--> final train/test ELBO -> run directory (keras_vae.runs)
+strategy (keras_vae.distribute) -> data (keras_vae.data) -> mlp_vae from the configured
+parts + compile -> restore or data-initialised prior -> fit -> final train/eval metrics
+-> run directory (keras_vae.runs)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vae import data, distribute, runs
+from keras_vae import data, distribute, objectives, registry, runs
 from keras_vae.callbacks import ImageGridCallback
 from keras_vae.config import TrainConfig
 from keras_vae.model import VAE, mlp_vae
@@ -76,17 +77,54 @@ def load_split(config: TrainConfig, split: str, likelihood: str | None = None) -
     return images
 
 
-def build_model(config: TrainConfig, image_shape: tuple[int, ...], likelihood: str) -> VAE:
-    """The paper's MLP VAE for `config`, built and compiled (call inside a strategy scope)."""
+def steps_per_epoch(config: TrainConfig, num_examples: int) -> int:
+    """Training steps in one epoch: `config.steps_per_epoch`, else one pass over the data."""
+    return config.steps_per_epoch or -(-num_examples // config.batch_size)
+
+
+def make_objective(config: TrainConfig, epoch_steps: int | None = None) -> objectives.Objective:
+    """The configured objective: ELBO with its KL schedule (epochs converted to steps with
+    `epoch_steps`) and free bits, or IWAE with K = `samples` and its gradient estimator."""
+    if config.kl_warmup_epochs and epoch_steps is None:
+        raise ValueError("A KL warm-up in epochs needs epoch_steps, the steps of one epoch.")
+    steps = epoch_steps or 0
+    options = {
+        "elbo": {
+            "num_samples": config.samples,
+            "beta": config.beta,
+            "warmup_steps": config.kl_warmup_epochs * steps,
+            "cycle_steps": config.kl_cycle_epochs * steps,
+            "free_bits": config.free_bits,
+        },
+        "iwae": {"num_samples": config.samples, "gradient": config.gradient_estimator},
+    }[config.objective]
+    return registry.get("objective", config.objective)(**options)
+
+
+def build_model(
+    config: TrainConfig,
+    image_shape: tuple[int, ...],
+    likelihood: str,
+    epoch_steps: int | None = None,
+) -> VAE:
+    """The MLP VAE of `config` (posterior, prior, likelihood and objective by name), built
+    and compiled (call inside a strategy scope). `epoch_steps` converts a KL schedule given
+    in epochs into optimizer steps (see `steps_per_epoch`)."""
+    config = config.replace(likelihood=likelihood).resolved()
+    parts = {"posterior": config.posterior, "prior": config.prior}
+    if config.prior_components is not None:  # None: a prior without components
+        parts["prior_components"] = config.prior_components
+    if config.likelihood_components is not None:
+        parts["likelihood_options"] = {"num_components": config.likelihood_components}
     model = mlp_vae(
         image_shape,
         latent_dim=config.latent_dim,
         hidden_units=config.hidden_units,
         likelihood=likelihood,
         activation=config.activation,
-        num_samples=config.samples,
-        beta=config.beta,
         seed=config.seed,
+        objective=make_objective(config, epoch_steps),
+        **parts,
     )
     model.build((None, *image_shape))
     optimizer = keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm)
@@ -98,6 +136,18 @@ def build_model(config: TrainConfig, image_shape: tuple[int, ...], likelihood: s
         ),
     )
     return model
+
+
+def init_prior_from_data(model: VAE, images: np.ndarray, seed: int) -> None:
+    """Starts a prior with pseudo-inputs (the VampPrior) from K training examples chosen at
+    random with `seed` (with replacement when K exceeds the examples); others are unchanged."""
+    prior = model.prior
+    if not hasattr(prior, "set_pseudo_inputs"):
+        return
+    count = prior.num_components
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(images), size=count, replace=count > len(images))
+    prior.set_pseudo_inputs(images[chosen])
 
 
 def _picture_callbacks(config: TrainConfig, run_dir: Path, x_eval: np.ndarray) -> list:
@@ -118,10 +168,185 @@ def _picture_callbacks(config: TrainConfig, run_dir: Path, x_eval: np.ndarray) -
 
 
 def evaluate_elbo(model: VAE, images: np.ndarray, batch_size: int = EVAL_BATCH_SIZE) -> dict:
-    """Held-out ELBO, reconstruction and KL, nats per example, averaged over `images`."""
+    """Held-out ELBO, reconstruction and KL, and the objective's other terms (`iwae`), nats
+    per example, averaged over `images`."""
     dataset = data.make_dataset(images, batch_size=batch_size, shuffle=False)
     result = model.evaluate(dataset, verbose=0, return_dict=True)
-    return {key: float(result[key]) for key in ("elbo", "reconstruction", "kl")}
+    return {key: float(result[key]) for key in model.objective.metric_names}
+
+
+def eval_prefix(split: str) -> str:
+    """The metrics.json prefix of the eval split's results: the split's name (`test_elbo`,
+    `validation_elbo`), or `eval` when it is `train` (whose prefix the training set has) or
+    not a plain name (a tfds slice such as `test[:50%]`)."""
+    return split if split.isidentifier() and split != "train" else "eval"
+
+
+def load_training_data(config: TrainConfig) -> tuple[TrainConfig, np.ndarray, np.ndarray]:
+    """Loads and validates the train and eval splits. Returns them with the config whose
+    likelihood and component counts are resolved (what config.json records)."""
+    x_train = data.load_images(
+        config.dataset,
+        "train",
+        data_dir=config.data_dir,
+        manual_dir=config.manual_dir,
+        limit=config.limit,
+    )
+    likelihood = resolve_likelihood(config, x_train)
+    data.validate_images(x_train, likelihood=likelihood, name=f"{config.dataset} train split")
+    x_eval = load_split(config, config.eval_split, likelihood)
+    return config.replace(likelihood=likelihood).resolved(), x_train, x_eval
+
+
+class _Session:
+    """Where one `train` call runs: the strategy, this worker, the run directory, messages."""
+
+    def __init__(self, config: TrainConfig, output, progress):
+        if config.cpu_replicas:
+            distribute.configure_cpu_replicas(config.cpu_replicas)
+        # first: MultiWorkerMirroredStrategy must exist before any other TensorFlow op
+        self.strategy = distribute.get_strategy(config.strategy)
+        self.chief = distribute.is_chief(self.strategy)
+        self.worker = distribute.worker_name(self.strategy)
+        self.output = None if output is None else Path(output)
+        self.progress = progress
+        self.backup: runs.RunBackup | None = None
+        if self.worker:
+            role = " (chief: writes the run files)" if self.chief else ""
+            replicas = self.strategy.num_replicas_in_sync
+            progress(f"keras-vae: {self.worker} of {replicas} replicas{role}")
+
+    def epochs_backed_up(self) -> int:
+        return len(self.backup.history.get("loss", [])) if self.backup is not None else 0
+
+
+def _model_and_restore(
+    session: _Session, config: TrainConfig, x_train: np.ndarray, scratch_dir: str | None
+) -> tuple[VAE, int]:
+    """Builds the model under the strategy, then restores the run's backup if there is one;
+    a fresh run starts data-initialised priors from training examples. Returns the model
+    and the epoch to start from."""
+    with session.strategy.scope():
+        model = build_model(
+            config,
+            tuple(x_train.shape[1:]),
+            config.likelihood,
+            epoch_steps=steps_per_epoch(config, len(x_train)),
+        )
+    initial_epoch = 0
+    if session.output is not None:
+        session.backup = runs.RunBackup(
+            session.output, progress=session.progress, scratch_dir=scratch_dir
+        )
+        with session.strategy.scope():  # the optimizer's variables are built under the strategy
+            initial_epoch = session.backup.restore(model)
+    if initial_epoch == 0:
+        init_prior_from_data(model, x_train, config.seed)
+    return model, initial_epoch
+
+
+def _training_callbacks(
+    session: _Session, config: TrainConfig, guard: keras.callbacks.Callback, extra, x_eval
+) -> list:
+    """The NaN guard, the caller's callbacks, early stopping, the backup and the pictures."""
+    callbacks = [guard, *(extra or [])]
+    if config.early_stopping:
+        # (its patience counter is not part of the backup: a resumed run starts counting anew)
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_elbo",
+                mode="max",
+                patience=config.early_stopping,
+                restore_best_weights=True,
+            )
+        )
+    if session.backup is not None:
+        callbacks.append(session.backup)
+        if session.chief:
+            callbacks += _picture_callbacks(config, session.output, x_eval)
+    return callbacks
+
+
+def _fit(session: _Session, model: VAE, config: TrainConfig, x_train, x_eval, **fit_kwargs):
+    """`model.fit` on the configured pipelines; a lost worker becomes `WorkerLostError`.
+    Returns the Keras history and the wall time in seconds."""
+    train_ds = data.make_dataset(
+        x_train,
+        batch_size=config.batch_size,
+        shuffle=True,
+        seed=config.seed,
+        dynamic_binarization=config.dynamic_binarization,
+        repeat=config.steps_per_epoch is not None,
+    )
+    eval_ds = data.make_dataset(x_eval, batch_size=EVAL_BATCH_SIZE, shuffle=False)
+    start = time.perf_counter()
+    try:
+        history = model.fit(
+            train_ds,
+            epochs=config.epochs,
+            steps_per_epoch=config.steps_per_epoch,
+            validation_data=eval_ds,
+            shuffle=False,  # make_dataset shuffles, with the configured seed
+            **fit_kwargs,
+        )
+    except (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.AbortedError) as err:
+        if not distribute.is_multi_worker(session.strategy):
+            raise
+        resume = "without --output, training starts over"
+        if session.output is not None:
+            resume = (
+                f"training resumes from the backup after epoch {session.epochs_backed_up()} "
+                f"in {session.output}"
+            )
+        raise WorkerLostError(
+            f"{session.worker}: another worker of the cluster stopped ({type(err).__name__}). "
+            f"Restart every worker with the same command; {resume}."
+        ) from err
+    return history, time.perf_counter() - start
+
+
+def _raise_if_not_finite(session: _Session, guard: StopOnNonFiniteLoss) -> None:
+    if not guard.failure:
+        return
+    done = session.epochs_backed_up()
+    kept = (
+        f"the backup after epoch {done} in {session.output / runs.BACKUP_DIR} is intact"
+        if done
+        else "no epoch completed, so there is no backup"
+    )
+    raise NonFiniteLossError(
+        f"Training stopped: {guard.failure}; {kept}. Lower --learning-rate or set "
+        "--clipnorm, and check the data."
+    )
+
+
+def _final_metrics(
+    session: _Session, model: VAE, config: TrainConfig, x_train, x_eval, epochs_run: int
+) -> dict:
+    """metrics.json: `train_<term>` on the training set and `<split>_<term>` on the eval
+    split (see `eval_prefix`) for every term of the objective, and the run's facts."""
+    if config.steps_per_epoch is None:
+        examples_seen = epochs_run * len(x_train)  # one pass, the short last batch included
+    else:
+        examples_seen = epochs_run * config.steps_per_epoch * config.batch_size  # full batches
+    prefix = eval_prefix(config.eval_split)
+    metrics = {"unit": "nats per example", "eval_split": config.eval_split}
+    for name, images in (("train", x_train), (prefix, x_eval)):
+        metrics.update({f"{name}_{k}": v for k, v in evaluate_elbo(model, images).items()})
+    metrics.update(
+        {
+            "likelihood": config.likelihood,
+            "objective": config.objective,
+            "posterior": config.posterior,
+            "prior": config.prior,
+            "examples_seen": examples_seen,
+            "replicas": session.strategy.num_replicas_in_sync,
+            "strategy": distribute.strategy_name(session.strategy),
+            "jit_compile": model.xla != "off",
+            "xla": model.xla,
+        }
+    )
+    return metrics
 
 
 def train(
@@ -135,7 +360,8 @@ def train(
     """Trains the configured VAE, reports the final ELBOs and (optionally) writes a run dir.
 
     With a run directory, every completed epoch is backed up (`keras_vae.runs.RunBackup`), so
-    rerunning the same call after a kill continues from the last completed epoch. The same
+    rerunning the same call after a kill continues from the last completed epoch, with every
+    part's weights (a mixture prior's components, the VampPrior's pseudo-inputs). The same
     config and seed on the same machine give the same weights and metrics: the weights, the
     shuffling and the model's noise are all seeded, and the CPU kernels used are deterministic.
     (TensorFlow's `enable_op_determinism` is not used: Keras turns XLA off under it.)
@@ -153,136 +379,45 @@ def train(
             backup of the last good epoch stays intact.
 
     Returns:
-        The metrics dict (also `RUN_DIR/metrics.json`): `train_elbo`, `test_elbo` (nats per
-        example, on the whole training set and the eval split), their parts, the wall time
+        The metrics dict (also `RUN_DIR/metrics.json`), nats per example: `train_elbo`,
+        `train_reconstruction`, `train_kl` (and the objective's other terms, e.g.
+        `train_iwae`) on the whole training set, the same for the eval split named by
+        `eval_split` (`test_elbo`, `validation_elbo`, ...; see `eval_prefix`), the wall time
         and the training throughput. The returned dict also holds the trained `"model"` and
         this call's Keras `"history"`, and `"chief"`: False on a non-chief worker of a
         multi-worker run, which trains and evaluates like the others but writes no run files.
     """
-    if config.cpu_replicas:
-        distribute.configure_cpu_replicas(config.cpu_replicas)
-    # first: MultiWorkerMirroredStrategy must exist before any other TensorFlow op
-    strategy = distribute.get_strategy(config.strategy)
-    chief = distribute.is_chief(strategy)
-    worker = distribute.worker_name(strategy)
-    if worker:
-        progress(f"keras-vae: {worker} of {strategy.num_replicas_in_sync} replicas"
-                 f"{' (chief: writes the run files)' if chief else ''}")  # fmt: skip
-    if not chief:
+    session = _Session(config, output, progress)
+    if not session.chief:
         verbose = 0
     keras.utils.set_random_seed(config.seed)
-
-    x_train = data.load_images(
-        config.dataset,
-        "train",
-        data_dir=config.data_dir,
-        manual_dir=config.manual_dir,
-        limit=config.limit,
-    )
-    likelihood = resolve_likelihood(config, x_train)
-    data.validate_images(x_train, likelihood=likelihood, name=f"{config.dataset} train split")
-    x_eval = load_split(config, config.eval_split, likelihood)
-    config = config.replace(likelihood=likelihood)
+    config, x_train, x_eval = load_training_data(config)
     if output is not None:
-        runs.prepare_run_dir(output, config, overwrite=overwrite, write=chief)
-    distribute.barrier(strategy)  # workers read the run directory once the chief prepared it
-
-    with strategy.scope():
-        model = build_model(config, tuple(x_train.shape[1:]), likelihood)
-    guard = StopOnNonFiniteLoss()
-    callbacks = [guard, *(callbacks or [])]
-    if config.early_stopping:
-        # (its patience counter is not part of the backup: a resumed run starts counting anew)
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_elbo",
-                mode="max",
-                patience=config.early_stopping,
-                restore_best_weights=True,
-            )
-        )
-    initial_epoch = 0
-    scratch = None if chief else tempfile.TemporaryDirectory(prefix="keras-vae-worker-")
-    if output is not None:
-        backup = runs.RunBackup(output, progress=progress, scratch_dir=scratch and scratch.name)
-        with strategy.scope():  # the optimizer's variables are built under the strategy
-            initial_epoch = backup.restore(model)
-        callbacks.append(backup)
-        if chief:
-            callbacks += _picture_callbacks(config, Path(output), x_eval)
-
-    train_ds = data.make_dataset(
-        x_train,
-        batch_size=config.batch_size,
-        shuffle=True,
-        seed=config.seed,
-        dynamic_binarization=config.dynamic_binarization,
-        repeat=config.steps_per_epoch is not None,
-    )
-    eval_ds = data.make_dataset(x_eval, batch_size=EVAL_BATCH_SIZE, shuffle=False)
-    start = time.perf_counter()
+        runs.prepare_run_dir(output, config, overwrite=overwrite, write=session.chief)
+    distribute.barrier(session.strategy)  # workers read the run directory once it is ready
+    scratch = None if session.chief else tempfile.TemporaryDirectory(prefix="keras-vae-worker-")
     try:
-        history = model.fit(
-            train_ds,
-            epochs=config.epochs,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=config.steps_per_epoch,
-            validation_data=eval_ds,
-            shuffle=False,  # make_dataset shuffles, with the configured seed
-            callbacks=callbacks,
-            verbose=verbose,
+        model, initial_epoch = _model_and_restore(
+            session, config, x_train, scratch and scratch.name
         )
-    except (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.AbortedError) as err:
-        if not distribute.is_multi_worker(strategy):
-            raise
-        resume = "without --output, training starts over"
-        if output is not None:
-            done = len(backup.history.get("loss", []))
-            resume = f"training resumes from the backup after epoch {done} in {output}"
-        raise WorkerLostError(
-            f"{worker}: another worker of the cluster stopped ({type(err).__name__}). Restart "
-            f"every worker with the same command; {resume}."
-        ) from err
-    wall = time.perf_counter() - start
-    if guard.failure:
-        done = len(backup.history.get("loss", [])) if output is not None else 0
-        kept = (
-            f"the backup after epoch {done} in {Path(output) / runs.BACKUP_DIR} is intact"
-            if done
-            else "no epoch completed, so there is no backup"
+        guard = StopOnNonFiniteLoss()
+        history, wall = _fit(
+            session, model, config, x_train, x_eval,
+            initial_epoch=initial_epoch, verbose=verbose,
+            callbacks=_training_callbacks(session, config, guard, callbacks, x_eval),
+        )  # fmt: skip
+        _raise_if_not_finite(session, guard)
+        epochs_run = len(history.history.get("loss", []))  # fewer after early stopping
+        metrics = _final_metrics(session, model, config, x_train, x_eval, epochs_run)
+        metrics.update(
+            resumed_from_epoch=initial_epoch,
+            epochs=initial_epoch + epochs_run,
+            train_seconds=round(wall, 2),
+            train_examples_per_s=round(metrics["examples_seen"] / max(wall, 1e-9), 1),
         )
-        raise NonFiniteLossError(
-            f"Training stopped: {guard.failure}; {kept}. Lower --learning-rate or set "
-            "--clipnorm, and check the data."
-        )
-    steps = config.steps_per_epoch or -(-len(x_train) // config.batch_size)
-    epochs_run = len(history.history.get("loss", []))  # fewer than asked after early stopping
-    examples_seen = epochs_run * steps * config.batch_size
-
-    train_metrics = evaluate_elbo(model, x_train)
-    eval_metrics = evaluate_elbo(model, x_eval)
-    metrics = {
-        "unit": "nats per example",
-        "resumed_from_epoch": initial_epoch,
-        "train_elbo": train_metrics["elbo"],
-        "test_elbo": eval_metrics["elbo"],
-        "test_split": config.eval_split,
-        "train_reconstruction": train_metrics["reconstruction"],
-        "train_kl": train_metrics["kl"],
-        "test_reconstruction": eval_metrics["reconstruction"],
-        "test_kl": eval_metrics["kl"],
-        "likelihood": likelihood,
-        "epochs": initial_epoch + epochs_run,
-        "examples_seen": examples_seen,
-        "train_seconds": round(wall, 2),
-        "train_examples_per_s": round(examples_seen / max(wall, 1e-9), 1),
-        "replicas": strategy.num_replicas_in_sync,
-        "strategy": distribute.strategy_name(strategy),
-        "jit_compile": model.xla != "off",
-        "xla": model.xla,
-    }
-    if output is not None and chief:
-        runs.finish_run(output, model, backup.history, metrics)
-    if scratch is not None:
-        scratch.cleanup()
-    return {**metrics, "model": model, "history": history.history, "chief": chief}
+        if output is not None and session.chief:
+            runs.finish_run(output, model, session.backup.history, metrics)
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
+    return {**metrics, "model": model, "history": history.history, "chief": session.chief}

@@ -166,7 +166,7 @@ def test_train_under_mirrored_strategy_equals_one_device(tmp_path):
     assert metrics["replicas"] == 2 and metrics["xla"] == "replica"
     assert metrics["strategy"] == "MirroredStrategy"
     reference = json.loads((runs_dirs["single"] / "metrics.json").read_text())
-    for key in ("train_elbo", "test_elbo"):
+    for key in ("train_elbo", "eval_elbo"):  # eval split "train": `eval_` keys
         assert metrics[key] == pytest.approx(reference[key], rel=1e-5), key
     # the same shuffled batches, noise and Adam steps: the same weights
     mirrored, _ = runs.load_run(runs_dirs["mirrored"])

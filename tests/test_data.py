@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import socket
 import subprocess
@@ -15,13 +16,14 @@ import pytest
 import scipy.io
 import tensorflow_datasets as tfds
 
-from keras_vae import data
+from keras_vae import data, registry
 from keras_vae.data import DatasetNotFoundError, DataValidationError
 from keras_vae.datasets import frey_face
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 TFDS_DIR = SHARED / "tensorflow_datasets"  # read-only: only read from it, never prepare into it
 FREY_MANUAL_DIR = SHARED / "data" / "frey_face"
+MNIST_TEST_IMAGES = SHARED / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"
 
 needs_binarized_mnist = pytest.mark.skipif(
     not (TFDS_DIR / "binarized_mnist").is_dir(),
@@ -340,6 +342,38 @@ def test_validate_bernoulli_range() -> None:
     message = _one_line_error(np.array([[-1.0, 0.5]]), r"values in \[-1, 0.5\]")
     assert "likelihood='gaussian'" in message
     _one_line_error(np.array([[0.5]]), "likelihood must be one of", likelihood="poisson")
+
+
+def test_validate_unknown_likelihood_lists_the_registered_ones() -> None:
+    message = _one_line_error(np.array([[0.5]]), "likelihood must be one of", likelihood="poisson")
+    assert all(repr(name) in message for name in registry.names("likelihood"))
+    assert "Received: likelihood='poisson'" in message
+
+
+def test_validate_logistic_needs_8_bit_grey_levels() -> None:
+    levels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
+    data.validate_images(levels.astype(np.float32) / 255, likelihood="logistic")
+    between = levels.astype(np.float32) / 255
+    between[0, 3, 3] += 0.4 / 255  # 0.4 of a grey level away from the grid
+    message = _one_line_error(between, r"^x has values between the 256 grey levels", name="x",
+                              likelihood="logistic")  # fmt: skip
+    assert "quantise to 8 bits" in message
+    message = _one_line_error(levels.astype(np.float32), r"values in \[0, 255\]",
+                              likelihood="logistic")  # fmt: skip
+    assert message.startswith("data has values") and "divide 0..255 grey levels by 255" in message
+
+
+@needs_binarized_mnist
+@pytest.mark.skipif(not MNIST_TEST_IMAGES.is_file(), reason=f"{MNIST_TEST_IMAGES} not found")
+def test_validate_logistic_accepts_real_grey_mnist_and_binary_data() -> None:
+    with gzip.open(MNIST_TEST_IMAGES) as handle:
+        raw = np.frombuffer(handle.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+    grey = raw[:300].astype(np.float32) / 255
+    data.validate_images(grey, likelihood="logistic")
+    binary = data.load_images("binarized_mnist", "test", data_dir=str(TFDS_DIR), limit=50)
+    data.validate_images(binary, likelihood="logistic")  # 0 and 1 are grey levels too
+    with pytest.raises(DataValidationError, match="Bernoulli likelihood needs"):
+        data.validate_images(raw[:5].astype(np.float32), likelihood="bernoulli")
 
 
 def test_validate_gaussian_accepts_any_finite_values() -> None:

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_vae import runs, training
+from keras_vae import data, runs, training
 from keras_vae.config import TrainConfig
 
 RNG = np.random.default_rng(4)
@@ -86,7 +87,7 @@ def test_same_seed_gives_identical_weights_and_metrics(toy_npz):
     b = training.train(_config(toy_npz, epochs=2), verbose=0)
     for wa, wb in zip(a["model"].get_weights(), b["model"].get_weights(), strict=True):
         np.testing.assert_array_equal(wa, wb)
-    assert a["history"] == b["history"] and a["test_elbo"] == b["test_elbo"]
+    assert a["history"] == b["history"] and a["eval_elbo"] == b["eval_elbo"]
     c = training.train(_config(toy_npz, epochs=2, seed=2), verbose=0)
     assert c["history"] != a["history"]
 
@@ -175,7 +176,7 @@ def test_training_survives_random_sigkills(tmp_path):
     assert epochs == [str(e) for e in range(harness.EPOCHS)]  # every epoch exactly once
     assert harness.check_run(run_dir) is None
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert np.isfinite(metrics["test_elbo"])
+    assert np.isfinite(metrics["eval_elbo"]) and metrics["eval_split"] == "train"
     assert not list(run_dir.glob(".*tmp*")) and not (run_dir / "backup").exists()
 
 
@@ -186,3 +187,110 @@ def test_early_stopping_keeps_the_best_epoch(toy_npz):
     val = result["history"]["val_elbo"]
     assert len(val) < 40 and result["epochs"] == len(val)
     assert len(val) - 1 - int(np.argmax(val)) == 2  # stopped two epochs after the best one
+
+
+# --- the model's parts survive a crash; metrics; clean-up -----------------------------------
+
+
+class _Snapshot(keras.callbacks.Callback):
+    """Records the prior's and the optimizer's state when training begins and after epoch 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = {}
+
+    def _record(self, when):
+        self.seen[when] = {
+            "pseudo_inputs": np.array(self.model.prior.pseudo_inputs),
+            "iterations": int(self.model.optimizer.iterations),
+        }
+
+    def on_train_begin(self, logs=None):
+        self._record("begin")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            self._record("epoch 1")
+
+
+def test_a_crashed_run_with_other_parts_resumes_them_and_refuses_other_settings(toy_npz, tmp_path):
+    parts = dict(
+        prior="vamp", prior_components=300, posterior="full", kl_warmup_epochs=2, epochs=3,
+        learning_rate=0.05, jit_compile=False,
+    )  # fmt: skip
+    config, run_dir = _config(toy_npz, **parts), tmp_path / "run"
+    first, second = _Snapshot(), _Snapshot()
+    with pytest.raises(KeyboardInterrupt):
+        training.train(config, run_dir, verbose=0, callbacks=[first, _FailAfterEpoch(1, _crash)])
+    # a fresh run starts the 300 pseudo-inputs from the 256 training images (with repeats)
+    images = data.load_images(str(toy_npz))
+    start = first.seen["begin"]["pseudo_inputs"]
+    assert start.shape == (300, 6, 6, 1)
+    assert all((np.abs(images - u).max(axis=(1, 2, 3)) == 0).any() for u in start)
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert {k: saved[k] for k in parts} == parts
+    with pytest.raises(runs.RunStateError, match=r"differs in: prior_components\)"):
+        training.train(_config(toy_npz, **{**parts, "prior_components": 8}), run_dir, verbose=0)
+    with pytest.raises(runs.RunStateError, match=r"in: kl_warmup_epochs, objective, samples\)"):
+        other = {k: v for k, v in parts.items() if k != "kl_warmup_epochs"}
+        training.train(_config(toy_npz, **other, objective="iwae", samples=2), run_dir)
+    result = training.train(config, run_dir, verbose=0, callbacks=[second])
+    assert result["resumed_from_epoch"] == 1
+    # the resumed run continues from epoch 1's pseudo-inputs and step count (the KL warm-up
+    # goes on where it was), not from a new start from the data
+    after_epoch_1 = first.seen["epoch 1"]
+    resumed = second.seen["begin"]
+    np.testing.assert_array_equal(resumed["pseudo_inputs"], after_epoch_1["pseudo_inputs"])
+    assert not np.array_equal(after_epoch_1["pseudo_inputs"], start)  # they did learn
+    assert resumed["iterations"] == after_epoch_1["iterations"] == 8
+    model, loaded = runs.load_run(run_dir)
+    assert type(model.prior).registered_name == "vamp" and model.prior.num_components == 300
+    assert type(model.posterior).registered_name == "full"
+    assert model.objective.get_config()["warmup_steps"] == 2 * 8  # 2 epochs of 256 / 32 steps
+    assert loaded == config.replace(likelihood="bernoulli")
+
+
+@pytest.mark.parametrize(
+    ("changes", "examples_per_epoch"),
+    [({"batch_size": 30}, 256), ({"batch_size": 30, "steps_per_epoch": 3}, 90)],
+)
+def test_examples_seen_counts_the_short_last_batch_as_it_is(toy_npz, changes, examples_per_epoch):
+    # 256 examples in batches of 30: eight full batches and one of 16 per pass
+    result = training.train(_config(toy_npz, epochs=2, jit_compile=False, **changes), verbose=0)
+    assert result["examples_seen"] == 2 * examples_per_epoch
+
+
+def test_metrics_are_named_by_the_eval_split_and_hold_the_objectives_terms(toy_npz, tmp_path):
+    config = _config(toy_npz, epochs=1, objective="iwae", samples=3, jit_compile=False)
+    result = training.train(config, tmp_path / "run", verbose=0)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["eval_split"] == "train" and "test_elbo" not in metrics
+    for prefix in ("train", "eval"):
+        for term in ("elbo", "reconstruction", "kl", "iwae"):
+            assert np.isfinite(metrics[f"{prefix}_{term}"]), (prefix, term)
+        # Jensen: the K-sample bound is above the ELBO of the same samples, in expectation
+        assert metrics[f"{prefix}_iwae"] > metrics[f"{prefix}_elbo"] - 0.5
+    assert {k: result[k] for k in metrics} == metrics
+    assert training.eval_prefix("test") == "test"
+    assert training.eval_prefix("validation") == "validation"
+    assert training.eval_prefix("test[:50%]") == "eval"
+
+
+def test_a_failing_worker_removes_its_scratch_directory(toy_npz, tmp_path, monkeypatch):
+    made = []
+
+    class Recording(tempfile.TemporaryDirectory):
+        def __init__(self, **kwargs):
+            super().__init__(dir=tmp_path, **kwargs)
+            made.append(Path(self.name))
+
+    monkeypatch.setattr(training.distribute, "is_chief", lambda strategy: False)
+    monkeypatch.setattr(training.tempfile, "TemporaryDirectory", Recording)
+
+    class Fail(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            raise RuntimeError("the worker failed")
+
+    with pytest.raises(RuntimeError, match="the worker failed"):
+        training.train(_config(toy_npz, jit_compile=False), tmp_path / "run", callbacks=[Fail()])
+    assert len(made) == 1 and not made[0].exists()
