@@ -14,7 +14,6 @@ import keras
 import tensorflow as tf
 
 from keras_vae import objectives, registry
-from keras_vae.networks import MLP
 from keras_vae.priors import StandardNormalPrior
 from keras_vae.trainer import ExactReplicaTrainer
 
@@ -215,6 +214,7 @@ def mlp_vae(
     prior_components: int = 10,
     objective: objectives.Objective | None = None,
     likelihood_options: dict | None = None,
+    network: str = "mlp",
 ) -> VAE:
     """An MLP VAE from parts named in the registry; the defaults are the AEVB paper's model.
 
@@ -236,6 +236,7 @@ def mlp_vae(
         prior_components: K of the mixture and VampPrior.
         objective: The objective; default `ELBO(num_samples, beta)`.
         likelihood_options: Extra arguments of the likelihood head.
+        network: A registered MLP-like body: `"mlp"` or `"gated_mlp"` (Dauphin et al. 2017).
 
     Returns:
         An unbuilt `VAE`; it builds on first use or with `vae.build((None, *image_shape))`.
@@ -247,10 +248,11 @@ def mlp_vae(
         "vamp": {"image_shape": image_shape, "num_components": prior_components, "seed": seed},
     }.get(prior, {})
     head = registry.get("likelihood", likelihood)
+    body = registry.get("network", network)
     return VAE(
-        encoder=MLP(hidden_units, activation=activation, flatten=True, name="encoder"),
+        encoder=body(hidden_units, activation=activation, flatten=True, name="encoder"),
         posterior=registry.get("posterior", posterior)(latent_dim, name="posterior"),
-        decoder=MLP(hidden_units, activation=activation, flatten=False, name="decoder"),
+        decoder=body(hidden_units, activation=activation, flatten=False, name="decoder"),
         likelihood=head(image_shape, name="likelihood", **(likelihood_options or {})),
         prior=registry.get("prior", prior)(latent_dim, name="prior", **prior_options),
         objective=objective or objectives.ELBO(num_samples=num_samples, beta=beta),

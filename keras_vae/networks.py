@@ -108,3 +108,37 @@ class MLP(keras.layers.Layer):
             }
         )
         return config
+
+
+@registry.register("network", "gated_mlp")
+class GatedMLP(MLP):
+    """Gated multilayer perceptron body (Dauphin et al. 2017; the VampPrior paper's bodies):
+
+        h_k = activation(A_k h_{k-1} + a_k) * sigmoid(B_k h_{k-1} + b_k)
+
+    One `Dense` of 2 * units per layer computes both halves. Same arguments as `MLP`; the
+    default activation is linear, as in Tomczak & Welling (2018).
+    """
+
+    def __init__(self, hidden_units=(300, 300), activation="linear", flatten=False, **kwargs):
+        super().__init__(hidden_units, activation=activation, flatten=flatten, **kwargs)
+        self.dense_layers = [
+            keras.layers.Dense(2 * units, name=f"gated_dense_{i}")
+            for i, units in enumerate(self.hidden_units)
+        ]
+        self._activation_fn = keras.activations.get(activation)
+
+    def build(self, input_shape):
+        shape = self._flat_shape(input_shape)
+        for layer, units in zip(self.dense_layers, self.hidden_units, strict=True):
+            layer.build(shape)
+            shape = tuple(shape[:-1]) + (units,)
+
+    def call(self, inputs):
+        h = inputs
+        if self.flatten:
+            h = tf.reshape(h, [tf.shape(h)[0], -1])
+        for layer in self.dense_layers:
+            value, gate = tf.split(layer(h), 2, axis=-1)
+            h = self._activation_fn(value) * tf.sigmoid(gate)
+        return h
