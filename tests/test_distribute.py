@@ -1,5 +1,6 @@
 """Strategy selection, the XLA policy, and MirroredStrategy equivalence on 2 logical CPUs."""
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -12,13 +13,15 @@ from keras_vae import distribute
 
 MIRRORED_EQUIVALENCE = textwrap.dedent(
     """
-    import json, warnings
+    import json, sys, warnings
     import numpy as np
     import tensorflow as tf
     from keras_vae import distribute
     distribute.configure_cpu_replicas(2)
     import keras
-    from keras_vae import mlp_vae
+    from keras_vae import mlp_vae, registry
+
+    case = json.loads(sys.argv[1])  # the model's parts and objective, the XLA settings
 
     rng = np.random.default_rng(0)
     # 63 examples in global batches of 21: every batch splits 11 + 10 over the 2 replicas
@@ -29,7 +32,11 @@ MIRRORED_EQUIVALENCE = textwrap.dedent(
         with strategy.scope():
             # the model's own noise: every replica draws the global batch's eps and keeps its
             # rows, so the same example gets the same eps on 1 device and on 2 replicas
-            model = mlp_vae((6, 5, 1), latent_dim=3, hidden_units=[16], num_samples=2, seed=1)
+            objective = case.get("objective")
+            if objective is not None:
+                objective = registry.get("objective", objective["name"])(**objective["config"])
+            model = mlp_vae((6, 5, 1), latent_dim=3, hidden_units=[16], seed=1,
+                            objective=objective, **case["model"])
             model.build((None, 6, 5, 1))
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -48,7 +55,7 @@ MIRRORED_EQUIVALENCE = textwrap.dedent(
            "metrics_single": {k: v[-1] for k, v in hs.items()}}
     strategy = distribute.get_strategy("mirrored")
     out["replicas"] = strategy.num_replicas_in_sync
-    for jit in (None, False):
+    for jit in case["jit_compile"]:
         mirrored, caught = make(strategy, jit)
         mirrored.set_weights(initial)
         hm = mirrored.fit(x, batch_size=21, epochs=2, shuffle=False, verbose=0).history
@@ -65,25 +72,38 @@ MIRRORED_EQUIVALENCE = textwrap.dedent(
 )
 
 
-def test_mirrored_steps_equal_single_device_steps_on_the_same_global_batches():
+DEFAULT_MODEL = {"model": {"num_samples": 2}, "jit_compile": [None, False]}
+# a non-default family member: IWAE (K = 3, DReG gradients) with a VampPrior, whose prior runs
+# the encoder on its pseudo-inputs inside every replica's step
+IWAE_VAMP = {
+    "model": {"prior": "vamp", "prior_components": 4},
+    "objective": {"name": "iwae", "config": {"num_samples": 3, "gradient": "dreg"}},
+    "jit_compile": [False],  # (it also holds with the replica's XLA; 2x slower, left out)
+}
+
+
+@pytest.mark.parametrize("case", [DEFAULT_MODEL, IWAE_VAMP], ids=["elbo", "iwae-vamp"])
+def test_mirrored_steps_equal_single_device_steps_on_the_same_global_batches(case):
     completed = subprocess.run(
-        [sys.executable, "-c", MIRRORED_EQUIVALENCE], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", MIRRORED_EQUIVALENCE, json.dumps(case)],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, completed.stderr[-3000:]
-    import json
-
     out = json.loads(lines[-1][len("RESULT ") :])
     assert out["replicas"] == 2
     assert out["xla_single"] == "off" and out["jit_single"] is False
     # XLA under the strategy: the replica math is compiled, Keras' own jit_compile is not
-    assert out["mirrored_None"]["xla"] == "replica" and out["mirrored_None"]["jit"] is False
+    if None in case["jit_compile"]:
+        assert out["mirrored_None"]["xla"] == "replica" and out["mirrored_None"]["jit"] is False
     assert out["mirrored_False"]["xla"] == "off"
     # six SGD steps moved the weights, and moved them identically: each replica's loss is
     # weighted by its share of the global batch (11/21 and 10/21); without the weighting the
     # mirrored step would be twice as large, with 1/replicas slightly off on uneven splits
     assert out["weight_change"] > 1e-3
-    for run in ("mirrored_None", "mirrored_False"):
+    for run in (f"mirrored_{jit}" for jit in case["jit_compile"]):
         assert out[run]["warnings"] == []
         assert out[run]["weight_diff"] < 1e-5, run
         for key, value in out["metrics_single"].items():
