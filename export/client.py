@@ -1,13 +1,15 @@
-"""A small REST client for the encoder and decoder served by TF Serving.
+"""A small REST client for the encoder, decoder and scorer served by TF Serving.
 
 Standard library only (urllib, json); numpy is used when installed, so that results come back
 as float32 arrays, and otherwise results are nested lists.
 
     client = VAEServingClient("http://localhost:8501")
-    client.encode(images)          # {"loc": [n, latent_dim], "scale": [n, latent_dim]}
-    client.encode_sample(images)   # {"z", "loc", "scale"}
-    client.decode(z)               # {"mean": [n, *image_shape], "logits" | "loc", "scale"}
+    client.encode(images)          # the posterior's parameters: {"loc", "scale"} (diagonal)
+                                   # or {"loc", "scale_tril"} (full covariance)
+    client.encode_sample(images)   # {"z", **parameters}
+    client.decode(z)               # {"mean": [n, *image_shape], **likelihood parameters}
     client.sample(16)              # {"z": [16, latent_dim], "mean": [16, *image_shape]}
+    client.score(images)           # {"elbo": [n], "log_likelihood": [n]}, nats
 
 Each call has a `build_*_request` twin that returns `(url, body)` without sending anything.
 Batched inputs go in TF Serving's row format (`"instances"`); `sample` takes a scalar, which
@@ -73,12 +75,13 @@ def parse_response(response: dict) -> dict[str, Any]:
 
 
 class VAEServingClient:
-    """Client of the `encoder` and `decoder` models of a TF Serving REST endpoint.
+    """Client of the `encoder`, `decoder` and `scorer` models of a TF Serving REST endpoint.
 
     Args:
         base_url: The REST endpoint, `http://host:8501`.
         encoder_name: Model name of the encoder in `models.config`.
         decoder_name: Model name of the decoder.
+        scorer_name: Model name of the scorer.
         version: Pin a model version; None lets the server choose (the latest by default).
         timeout: Seconds per request.
     """
@@ -90,10 +93,12 @@ class VAEServingClient:
         decoder_name: str = "decoder",
         version: int | None = None,
         timeout: float = 30.0,
+        scorer_name: str = "scorer",
     ):
         self.base_url = base_url.rstrip("/")
         self.encoder_name = encoder_name
         self.decoder_name = decoder_name
+        self.scorer_name = scorer_name
         self.version = version
         self.timeout = timeout
 
@@ -133,6 +138,13 @@ class VAEServingClient:
             "inputs": {"num_samples": num_samples},
         }
 
+    def build_score_request(self, x: Any) -> tuple[str, dict]:
+        """Request of scorer `serving_default`: images `[n, *image_shape]`."""
+        return self.predict_url(self.scorer_name), {
+            "signature_name": "serving_default",
+            "instances": _to_list(x),
+        }
+
     # -------------------------------------------------------------------------- calls
     def post(self, url: str, body: dict) -> dict:
         """POSTs `body` as JSON and returns the decoded JSON response."""
@@ -159,20 +171,26 @@ class VAEServingClient:
         return parse_response(self.post(*request))
 
     def encode(self, x: Any) -> dict[str, Any]:
-        """q(z|x): `{"loc", "scale"}`, each `[n, latent_dim]`."""
+        """q(z|x): the posterior's parameters, e.g. `{"loc", "scale"}` `[n, latent_dim]`."""
         return self._call(self.build_encode_request(x))
 
     def encode_sample(self, x: Any) -> dict[str, Any]:
-        """One z ~ q(z|x) per image: `{"z", "loc", "scale"}`."""
+        """One z ~ q(z|x) per image: `{"z", **parameters}`."""
         return self._call(self.build_encode_sample_request(x))
 
     def decode(self, z: Any) -> dict[str, Any]:
-        """p(x|z): `{"mean", ...}` and the likelihood parameters (`logits`, or `loc`, `scale`)."""
+        """p(x|z): `{"mean", ...}` and the likelihood's parameters (Bernoulli `logits`;
+        Gaussian `loc`, `scale`; discretised logistic `logits`, `loc`, `log_scale`)."""
         return self._call(self.build_decode_request(z))
 
     def sample(self, num_samples: int) -> dict[str, Any]:
-        """z ~ N(0, I) decoded: `{"z": [n, latent_dim], "mean": [n, *image_shape]}`."""
+        """z from the model's prior, decoded: `{"z": [n, latent_dim], "mean": [n, ...]}`."""
         return self._call(self.build_sample_request(num_samples))
+
+    def score(self, x: Any) -> dict[str, Any]:
+        """Per image, in nats: `{"elbo": [n], "log_likelihood": [n]}` (higher is more
+        typical of the training data; the lowest are the anomalies)."""
+        return self._call(self.build_score_request(x))
 
 
 if __name__ == "__main__":  # python export/client.py [base_url]: sample 2 images

@@ -1,4 +1,4 @@
-"""Writes export/examples/*.json: a REST request and its response for every signature.
+"""Writes export/examples/*.json: a REST request and its response for every served signature.
 
     python export/make_examples.py export/mnist --dataset binarized_mnist \
         --data-dir ../shared/tensorflow_datasets
@@ -91,7 +91,8 @@ def _load_client():
 
 
 def write_examples(export_dir: Path, images: np.ndarray, output: Path) -> list[Path]:
-    """Writes `<signature>.request.json` and `.response.json` for the four signatures."""
+    """Writes `<name>.request.json` and `.response.json` for the served signatures
+    (encode, encode_sample, decode, sample, and score when the export has a scorer)."""
     client = _load_client().VAEServingClient()
     encoder = tf.saved_model.load(str(_latest(export_dir / "encoder")))
     decoder = tf.saved_model.load(str(_latest(export_dir / "decoder")))
@@ -104,6 +105,9 @@ def write_examples(export_dir: Path, images: np.ndarray, output: Path) -> list[P
         "decode": (decoder, client.build_decode_request(z)),
         "sample": (decoder, client.build_sample_request(1)),
     }
+    if (export_dir / "scorer").is_dir():
+        scorer = tf.saved_model.load(str(_latest(export_dir / "scorer")))
+        requests["score"] = (scorer, client.build_score_request(x))
     output.mkdir(parents=True, exist_ok=True)
     written = []
     for name, (loaded, (url, body)) in requests.items():

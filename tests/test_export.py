@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -82,6 +83,7 @@ class Export:
         )
         self.encoder = tf.saved_model.load(str(self.dir / "encoder" / "1"))
         self.decoder = tf.saved_model.load(str(self.dir / "decoder" / "1"))
+        self.scorer = tf.saved_model.load(str(self.dir / "scorer" / "1"))
 
     def reference(self, x):
         """Encoder and decoder outputs computed independently, through the Keras/TFP path."""
@@ -122,6 +124,7 @@ def bernoulli(tmp_path_factory):
 def _expected_signatures(likelihood, shape, latent_dim=LATENT):
     image, latent = ["float32", [-1, *shape]], ["float32", [-1, latent_dim]]
     params = {"logits": image} if likelihood == "bernoulli" else {"loc": image, "scale": image}
+    scores = {"elbo": ["float32", [-1]], "log_likelihood": ["float32", [-1]]}
     return {
         "encoder": {
             "serving_default": ({"x": image}, {"loc": latent, "scale": latent}),
@@ -130,6 +133,10 @@ def _expected_signatures(likelihood, shape, latent_dim=LATENT):
         "decoder": {
             "serving_default": ({"z": latent}, {"mean": image, **params}),
             "sample": ({"num_samples": ["int32", []]}, {"z": latent, "mean": image}),
+        },
+        "scorer": {
+            "serving_default": ({"x": image}, scores),
+            "score_with_noise": ({"x": image, "eps": ["float32", [-1, -1, latent_dim]]}, scores),
         },
     }
 
@@ -144,7 +151,7 @@ def spec(s):
     return [s.dtype.name, [-1 if d is None else d for d in s.shape.as_list()]]
 
 found, shapes = {}, {}
-for part in ("encoder", "decoder"):
+for part in ("encoder", "decoder", "scorer"):
     loaded = tf.saved_model.load(f"{root}/{part}/1")
     found[part] = {}
     for key, fn in loaded.signatures.items():
@@ -152,7 +159,7 @@ for part in ("encoder", "decoder"):
         outputs = {n: spec(s) for n, s in fn.structured_outputs.items()}
         found[part][key] = [inputs, outputs]
         feed = {
-            n: tf.constant(3 if not s[1] else np.full([5] + s[1][1:], 0.5), dtype=s[0])
+            n: tf.constant(3 if not s[1] else np.full([5 if d < 0 else d for d in s[1]], 0.5), s[0])
             for n, s in inputs.items()
         }
         result = fn(**feed)
@@ -178,6 +185,7 @@ def test_saved_models_load_and_run_with_tensorflow_alone(exported):
     assert found["shapes"]["encoder/serving_default"] == {"loc": [5, 4], "scale": [5, 4]}
     assert found["shapes"]["decoder/sample"] == {"z": [3, 4], "mean": [3, *shape]}
     assert found["shapes"]["decoder/serving_default"]["mean"] == [5, *shape]
+    assert found["shapes"]["scorer/serving_default"] == {"elbo": [5], "log_likelihood": [5]}
 
 
 def test_saved_model_cli_shows_signatures_and_runs_them_in_graph_mode(bernoulli, tmp_path):
@@ -251,6 +259,9 @@ def test_tflite_files_have_builtin_ops_only(exported):
             assert "FULLY_CONNECTED" in operators
             assert not [op for op in operators if op.startswith("CUSTOM")], operators
             assert b"Flex" not in content
+    content = (exported.dir / "scorer.tflite").read_bytes()
+    assert not [op for op in export.tflite_operators(content) if op.startswith("CUSTOM")]
+    assert b"Flex" not in content
     assert "RANDOM_STANDARD_NORMAL" in export.tflite_operators(
         (exported.dir / "decoder.tflite").read_bytes()
     )
@@ -302,16 +313,16 @@ def test_report_lists_every_file_with_its_size_and_errors(exported):
     on_disk = json.loads((exported.dir / "export_report.json").read_text())
     assert on_disk == json.loads(json.dumps(exported.report))
     paths = [a["path"] for a in on_disk["artefacts"]]
-    assert paths[:2] == ["encoder/1", "decoder/1"]
+    assert paths[:3] == ["encoder/1", "decoder/1", "scorer/1"]
     assert {p for p in paths if p.endswith(".tflite")} == {
         export.tflite_filename(part, v) for part in ("encoder", "decoder") for v in VARIANTS
-    }
+    } | {"scorer.tflite"}  # the scorer is float32 only
     for artefact in on_disk["artefacts"]:
         path = exported.dir / artefact["path"]
         if path.is_file():
             assert artefact["bytes"] == path.stat().st_size
         assert artefact["checked_error"] < artefact["bound"]
-    assert on_disk["versions"] == {"encoder": [1], "decoder": [1]}
+    assert on_disk["versions"] == {"encoder": [1], "decoder": [1], "scorer": [1]}
     leftovers = [p for p in exported.dir.rglob(".*")]
     assert leftovers == []
 
@@ -384,12 +395,12 @@ def test_committed_examples_fit_the_mnist_signatures():
             assert set(response["outputs"]) == set(outputs)
 
 
-def test_models_config_serves_both_models():
+def test_models_config_serves_the_three_models():
     lines = [line.strip() for line in (REPO / "export" / "models.config").read_text().splitlines()]
     names = [line.split('"')[1] for line in lines if line.startswith("name:")]
     paths = [line.split('"')[1] for line in lines if line.startswith("base_path:")]
-    assert names == ["encoder", "decoder"]
-    assert paths == ["/models/encoder", "/models/decoder"]
+    assert names == ["encoder", "decoder", "scorer"]
+    assert paths == ["/models/encoder", "/models/decoder", "/models/scorer"]
 
 
 # ------------------------------------------------------------------ atomicity and arguments
@@ -432,7 +443,7 @@ def test_existing_version_needs_overwrite(tmp_path):
         export.export_vae(model, tmp_path, tflite=False, progress=None)
     assert _snapshot(tmp_path) == before
     report = export.export_vae(model, tmp_path, version=2, tflite=False, progress=None)
-    assert report["versions"] == {"encoder": [1, 2], "decoder": [1, 2]}
+    assert report["versions"] == {"encoder": [1, 2], "decoder": [1, 2], "scorer": [1, 2]}
     model.encoder.dense_layers[0].kernel.assign_add(
         tf.ones_like(model.encoder.dense_layers[0].kernel)
     )
@@ -526,6 +537,7 @@ def test_int8_keeps_serving_default_when_the_sampling_signature_fails(tmp_path, 
         ({"quantize": ["int4"]}, "quantize must be"),
         ({"quantize": ["int8"]}, "needs representative_images"),
         ({"tflite": False, "quantize": ["float16"]}, "needs tflite=True"),
+        ({"scorer_samples": 0}, "scorer_samples must be a positive int"),
         (
             {"check_images": np.zeros((2, 28, 20, 1))},
             r"check_images must have shape \[N, 28, 28, 1\]",
@@ -568,6 +580,9 @@ def test_cli_arguments():
     export.add_cli_arguments(parser)
     args = parser.parse_args(["runs/mnist", "--output", "export/mnist"])
     assert (args.version, args.tflite, args.quantize, args.overwrite) == (1, True, ["none"], False)
+    assert (args.scorer, args.scorer_samples) == (True, 100)
+    args = parser.parse_args(["r", "--output", "o", "--no-scorer", "--scorer-samples", "7"])
+    assert (args.scorer, args.scorer_samples) == (False, 7)
     args = parser.parse_args(
         [
             "r",
@@ -590,3 +605,170 @@ def test_cli_arguments():
     )
     with pytest.raises(SystemExit):
         parser.parse_args(["r", "--output", "o", "--quantize", "int4"])
+
+
+# ------------------------------------------------------------ every combination of parts
+def _family_model(image_shape=(28, 28, 1), **parts):
+    keras.utils.set_random_seed(0)
+    model = keras_vae.mlp_vae(
+        image_shape, latent_dim=LATENT, hidden_units=32, seed=0, prior_components=5, **parts
+    )
+    model.build((None, *image_shape))
+    return model
+
+
+def _round_trip(model, root, check_images, **kwargs):
+    """Exports `model` (with its self-check) and loads every artefact back, as a user would:
+    the SavedModels with TensorFlow and the float32 `.tflite` files with LiteRT. Checks that
+    both carry the signatures the parts define. Reused by every combination's test."""
+    report = export.export_vae(model, root, check_images=check_images, progress=None, **kwargs)
+    expected = export.expected_signatures(model)
+    saved, lite = {}, {}
+    for part in report["versions"]:
+        saved[part] = tf.saved_model.load(str(root / part / "1"))
+        lite[part] = Interpreter(model_path=str(root / f"{part}.tflite"), num_threads=2)
+        assert set(saved[part].signatures) == set(expected[part]), part
+        assert set(lite[part].get_signature_list()) == set(expected[part]), part
+    for artefact in report["artefacts"]:
+        assert artefact["signatures"] == expected[artefact["part"]], artefact["path"]
+        assert artefact["checked_error"] < artefact["bound"], artefact["path"]
+    return SimpleNamespace(report=report, saved=saved, tflite=lite)
+
+
+def _run(handle, part, signature, **inputs):
+    """Outputs of one signature as numpy arrays: `handle` a loaded SavedModel or LiteRT."""
+    if isinstance(handle, Interpreter):
+        return handle.get_signature_runner(signature)(**inputs)
+    outputs = handle.signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()})
+    return {name: value.numpy() for name, value in outputs.items()}
+
+
+def test_full_covariance_posterior_exports_its_cholesky_factor(tmp_path):
+    images = _images("bernoulli", 64)
+    model = _family_model(posterior="full")
+    trip = _round_trip(model, tmp_path, images)
+    q = model.encode(images[:8])  # tfd.MultivariateNormalTriL
+    for handle in (trip.saved["encoder"], trip.tflite["encoder"]):
+        got = _run(handle, "encoder", "serving_default", x=images[:8])
+        assert set(got) == {"loc", "scale_tril"}
+        np.testing.assert_allclose(got["loc"], q.mean().numpy(), atol=1e-4)
+        np.testing.assert_allclose(got["scale_tril"], q.scale.to_dense().numpy(), atol=1e-4)
+        assert np.all(np.triu(got["scale_tril"], 1) == 0)
+    # z = loc + L eps: over many draws of one image, covariance L L^T
+    x = np.repeat(images[:1], 4000, axis=0)
+    z = _run(trip.tflite["encoder"], "encoder", "encode_sample", x=x)["z"]
+    tril = q.scale.to_dense().numpy()[0]
+    np.testing.assert_allclose(np.cov(z.T), tril @ tril.T, atol=0.1 * np.abs(tril @ tril.T).max())
+
+
+def _moments(model):
+    prior = model.prior_distribution()  # TFP's own moments of the learned prior
+    return prior.mean().numpy(), prior.variance().numpy()
+
+
+@pytest.mark.parametrize("prior", ["mixture", "vamp"])
+def test_sample_signature_draws_from_the_learned_prior(tmp_path, prior):
+    images = _images("bernoulli", 64)
+    model = _family_model(prior=prior)
+    if prior == "mixture":  # centres far from N(0, I), unequal weights
+        model.prior.means.assign(3.0 * np.random.default_rng(1).standard_normal((5, LATENT)))
+        model.prior.logits.assign(np.linspace(-1.0, 1.0, 5))
+    else:
+        model.prior.set_pseudo_inputs(images[:5])
+    trip = _round_trip(model, tmp_path, images)
+    mean, variance = _moments(model)
+    n = 20000
+    for handle in (trip.saved["decoder"], trip.tflite["decoder"]):
+        z = _run(handle, "decoder", "sample", num_samples=np.array(n, np.int32))["z"]
+        assert z.shape == (n, LATENT)
+        np.testing.assert_allclose(z.mean(0), mean, atol=5 * np.sqrt(variance.max() / n) + 0.02)
+        np.testing.assert_allclose(z.var(0), variance, rtol=0.1, atol=0.01)
+
+
+def test_discretised_logistic_decoder_exports_its_mixture(tmp_path):
+    images = _images("gaussian", 64)  # Frey Face: 8-bit grey levels k/255
+    model = _family_model((28, 20, 1), likelihood="logistic")
+    trip = _round_trip(model, tmp_path, images)
+    z = np.random.default_rng(0).standard_normal((8, LATENT)).astype(np.float32)
+    params = model.likelihood.parameters(model.decoder(z))
+    mixtures = model.likelihood.num_components
+    for handle in (trip.saved["decoder"], trip.tflite["decoder"]):
+        got = _run(handle, "decoder", "serving_default", z=z)
+        assert set(got) == {"mean", "logits", "loc", "log_scale"}
+        assert got["mean"].shape == (8, 28, 20, 1)
+        assert 0.0 <= got["mean"].min() and got["mean"].max() <= 1.0
+        np.testing.assert_allclose(got["mean"], model.decode(z).mean().numpy(), atol=1e-4)
+        for name in ("logits", "loc", "log_scale"):
+            assert got[name].shape == (8, 28, 20, 1, mixtures), name
+            np.testing.assert_allclose(got[name], params[name].numpy(), atol=1e-4)
+        sampled = _run(handle, "decoder", "sample", num_samples=np.array(16, np.int32))
+        assert 0.0 <= sampled["mean"].min() and sampled["mean"].max() <= 1.0
+
+
+# ------------------------------------------------------------------------------ scorer
+def _numpy_scores(model, likelihood, x, eps):
+    """The scorer's outputs in NumPy/SciPy, from the Keras model's layers only: diagonal
+    Gaussian q, N(0, I) prior, closed-form KL, Bernoulli or Gaussian log p(x|z)."""
+    from scipy.special import logsumexp
+    from scipy.stats import norm
+
+    q = model.encode(x)
+    loc, scale = q.mean().numpy().astype(np.float64), q.stddev().numpy().astype(np.float64)
+    z = loc + scale * eps  # [K, B, D]
+    p = model.decode(z.astype(np.float32))
+    axes = tuple(range(2, 2 + len(x.shape) - 1))
+    if likelihood == "bernoulli":
+        logits = p.distribution.logits_parameter().numpy().astype(np.float64)
+        log_px = np.sum(x * -np.logaddexp(0, -logits) + (1 - x) * -np.logaddexp(0, logits), axes)
+    else:
+        d = p.distribution
+        log_px = np.sum(norm.logpdf(x, d.loc.numpy(), d.scale.numpy()), axes)
+    log_pz = norm.logpdf(z).sum(-1)
+    log_qz = norm.logpdf(z, loc, scale).sum(-1)
+    kl = 0.5 * np.sum(loc**2 + scale**2 - 1 - 2 * np.log(scale), -1)
+    log_w = log_px + log_pz - log_qz
+    return {
+        "elbo": log_px[0] - kl,
+        "log_likelihood": logsumexp(log_w, axis=0) - np.log(len(eps)),
+    }
+
+
+def test_scorer_agrees_with_an_independent_numpy_computation(exported):
+    scorer = [exported.scorer, Interpreter(str(exported.dir / "scorer.tflite"), num_threads=2)]
+    x = exported.check[:16]
+    eps = np.random.default_rng(5).standard_normal((7, 16, LATENT)).astype(np.float32)
+    want = _numpy_scores(exported.model, exported.likelihood, x, eps)
+    for handle in scorer:
+        got = _run(handle, "scorer", "score_with_noise", x=x, eps=eps)
+        for name in ("elbo", "log_likelihood"):
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-3)
+    # serving_default draws K = 100 samples itself: its means agree with fresh NumPy ones
+    x = exported.check
+    eps = np.random.default_rng(6).standard_normal((100, len(x), LATENT))
+    want = _numpy_scores(exported.model, exported.likelihood, x, eps)
+    for handle in scorer:
+        got = _run(handle, "scorer", "serving_default", x=x)
+        for name in ("elbo", "log_likelihood"):
+            diff = got[name] - want[name]
+            assert abs(diff.mean()) < 5 * diff.std(ddof=1) / np.sqrt(len(x)) + 1e-3, name
+        gap = got["log_likelihood"] - got["elbo"]  # log p(x) >= L_K >= ELBO on average
+        assert gap.mean() > 0
+    statistics = [a for a in exported.report["artefacts"] if a["part"] == "scorer"]
+    assert [a["path"] for a in statistics] == ["scorer/1", "scorer.tflite"]
+    assert all(a["statistics"]["gap"]["mean"] > 0 for a in statistics)
+
+
+def test_scorer_ranks_noise_below_real_digits(bernoulli):
+    from keras_vae import data
+
+    digits = data.load_images(
+        "binarized_mnist", "test", data_dir=str(REPO.parent / "shared" / "tensorflow_datasets"),
+        limit=300,
+    )  # fmt: skip
+    noise = (np.random.default_rng(0).uniform(size=(20, 28, 28, 1)) > 0.5).astype(np.float32)
+    tflite = Interpreter(str(bernoulli.dir / "scorer.tflite"), num_threads=2)
+    for handle in (bernoulli.scorer, tflite):
+        real = _run(handle, "scorer", "serving_default", x=digits)
+        fake = _run(handle, "scorer", "serving_default", x=noise)
+        for name in ("elbo", "log_likelihood"):
+            assert fake[name].max() < real[name].min(), name

@@ -1,0 +1,313 @@
+"""The exported graphs: encoder, decoder and scorer signatures, asked from the model's parts.
+
+Every signature computes plain tensors through the model's layers and heads, never returns
+TFP objects, and draws its randomness with `tf.random` ops (TFLite builtins
+RANDOM_STANDARD_NORMAL / RANDOM_UNIFORM; `keras.random` would export stateless ops that
+TFLite lacks). The parts decide what is exported:
+
+* encoder `serving_default`: x -> `posterior.parameters(encoder(x))` (diagonal: loc, scale;
+  full covariance: loc, scale_tril); `encode_sample`: x -> z = `posterior.reparameterize(
+  params, eps)`, eps ~ N(0, I), and the parameters;
+* decoder `serving_default`: z -> mean = `likelihood.mean(params)` and the likelihood's
+  parameters; `sample`: num_samples -> z = `prior.sample_plain(num_samples, model)` from the
+  learned prior, and its mean;
+* scorer `serving_default`: x -> `elbo` and `log_likelihood` (see `score`); `score_with_noise`
+  the same with the noise given, so that it is deterministic and checkable exactly.
+
+Log-densities are the parts' own distributions' `log_prob`, except for the two TFP
+computations that TFLite builtins lack (MatrixTriangularSolve, MatrixDiagPartV3): the
+full-covariance Gaussian, alone or as the components of a mixture, goes through
+`plain_log_prob` (forward substitution unrolled over the static latent size).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+tfd = tfp.distributions
+
+ENCODER_SIGNATURES = ("serving_default", "encode_sample")
+DECODER_SIGNATURES = ("serving_default", "sample")
+SCORER_SIGNATURES = ("serving_default", "score_with_noise")
+SIGNATURE_KEYS = {
+    "encoder": ENCODER_SIGNATURES,
+    "decoder": DECODER_SIGNATURES,
+    "scorer": SCORER_SIGNATURES,
+}
+ConcreteFunction = tf.types.experimental.ConcreteFunction
+
+
+def tracked_module(functions: dict[str, ConcreteFunction]) -> tf.Module:
+    """A `tf.Module` that tracks the raw variables the signature functions capture.
+
+    (A module that tracks Keras 3 layers loads with `tf.saved_model.load`, but the graph-mode
+    loader of TF Serving does not find its variables: keras-team/keras#20095.)
+    """
+    module = tf.Module()
+    variables = {id(v): v for fn in functions.values() for v in fn.variables}
+    module.model_variables = list(variables.values())
+    return module
+
+
+def _as_float32(tensors: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    return {name: tf.cast(value, tf.float32) for name, value in tensors.items()}
+
+
+def _image_spec(model, name: str = "x") -> tf.TensorSpec:
+    return tf.TensorSpec([None, *model.image_shape], tf.float32, name=name)
+
+
+def _function(fn, *specs: tf.TensorSpec) -> ConcreteFunction:
+    # autograph off: the graphs are straight-line code, and autograph fails on some heads
+    return tf.function(fn, input_signature=list(specs), autograph=False).get_concrete_function()
+
+
+# ---------------------------------------------------------------------------- encoder
+def encode_parameters(model, x: tf.Tensor) -> dict[str, tf.Tensor]:
+    """The posterior's parameters at x `[batch, *image_shape]`, float32."""
+    x = tf.ensure_shape(x, [None, *model.image_shape])  # a clear error in TF Serving too
+    features = model.encoder(tf.cast(x, model.encoder.compute_dtype))
+    return _as_float32(model.posterior.parameters(features))
+
+
+def encoder_signatures(model) -> dict[str, ConcreteFunction]:
+    """`{"serving_default": x -> params, "encode_sample": x -> {z, **params}}`.
+
+    `params` are the posterior head's `parameters(features)`; z = `posterior.reparameterize(
+    params, eps)` with eps ~ N(0, I) of shape `[batch, noise_size]` (`tf.random.normal`).
+    """
+    posterior = model.posterior
+
+    def serving_default(x):
+        return encode_parameters(model, x)
+
+    def encode_sample(x):
+        params = encode_parameters(model, x)
+        eps = tf.random.normal(tf.stack([tf.shape(x)[0], posterior.noise_size]))
+        return {"z": posterior.reparameterize(params, eps), **params}
+
+    spec = _image_spec(model)
+    return {
+        "serving_default": _function(serving_default, spec),
+        "encode_sample": _function(encode_sample, spec),
+    }
+
+
+# ---------------------------------------------------------------------------- decoder
+def decode_parameters(model, z: tf.Tensor) -> dict[str, tf.Tensor]:
+    """The likelihood's parameters at z `[batch, latent_dim]`, float32."""
+    z = tf.ensure_shape(z, [None, model.latent_dim])  # a clear error in TF Serving too
+    features = model.decoder(tf.cast(z, model.decoder.compute_dtype))
+    return _as_float32(model.likelihood.parameters(features))
+
+
+def decoder_signatures(model) -> dict[str, ConcreteFunction]:
+    """`{"serving_default": z -> {mean, **params}, "sample": num_samples -> {z, mean}}`.
+
+    mean = E[x|z] = `likelihood.mean(params)`; `sample` draws z with the learned prior's
+    `sample_plain(num_samples, model)` (Gumbel-max component choice and `tf.random.normal`).
+    """
+    likelihood = model.likelihood
+
+    def serving_default(z):
+        params = decode_parameters(model, z)
+        return {"mean": likelihood.mean(params), **params}
+
+    def sample(num_samples):
+        z = tf.cast(model.prior.sample_plain(num_samples, model), tf.float32)
+        return {"z": z, "mean": likelihood.mean(decode_parameters(model, z))}
+
+    return {
+        "serving_default": _function(
+            serving_default, tf.TensorSpec([None, model.latent_dim], tf.float32, name="z")
+        ),
+        "sample": _function(sample, tf.TensorSpec([], tf.int32, name="num_samples")),
+    }
+
+
+# ----------------------------------------------------------------------- log-densities
+def _diagonal(matrix: tf.Tensor) -> tf.Tensor:
+    """The diagonal of `[..., D, D]` as `[..., D]` (MatrixDiagPart is no TFLite builtin)."""
+    size = int(matrix.shape[-1])
+    return tf.reduce_sum(matrix * tf.eye(size, dtype=matrix.dtype), axis=-1)
+
+
+def _forward_substitution(tril: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """y with L y = b, L lower-triangular `[..., D, D]`, b `[..., D]` (broadcasting):
+    y_i = (b_i - sum_{j<i} L_ij y_j) / L_ii, unrolled over the static D."""
+    size = int(tril.shape[-1])
+    ys: list[tf.Tensor] = []
+    for i in range(size):
+        rest = b[..., i]
+        if ys:
+            rest -= tf.reduce_sum(tril[..., i, :i] * tf.stack(ys, axis=-1), axis=-1)
+        ys.append(rest / tril[..., i, i])
+    return tf.stack(ys, axis=-1)
+
+
+def gaussian_tril_log_prob(loc: tf.Tensor, scale_tril: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
+    """log N(x; mu, L L^T) = -1/2 |L^-1 (x - mu)|^2 - sum_j log L_jj - D/2 log(2 pi)."""
+    size = int(loc.shape[-1])
+    y = _forward_substitution(scale_tril, x - loc)
+    log_det = tf.reduce_sum(tf.math.log(_diagonal(scale_tril)), axis=-1)
+    return (
+        -0.5 * tf.reduce_sum(tf.square(y), axis=-1) - log_det - 0.5 * size * math.log(2 * math.pi)
+    )
+
+
+def plain_log_prob(distribution, x: tf.Tensor) -> tf.Tensor:
+    """`distribution.log_prob(x)`, with TFLite-builtin ops where TFP's need others.
+
+    A full-covariance Gaussian (`tfd.MultivariateNormalTriL`) uses `gaussian_tril_log_prob`;
+    a `tfd.MixtureSameFamily` recurses into its components,
+    log p(x) = logsumexp_k [log_softmax(logits)_k + log p_k(x)]; anything else is asked.
+    """
+    if isinstance(distribution, tfd.MultivariateNormalTriL):
+        tril = distribution.scale.to_dense()
+        return gaussian_tril_log_prob(distribution.loc, tril, x)
+    if isinstance(distribution, tfd.MixtureSameFamily):
+        components = distribution.components_distribution
+        log_weights = tf.nn.log_softmax(distribution.mixture_distribution.logits_parameter())
+        per_component = plain_log_prob(components, x[..., None, :])
+        return tf.reduce_logsumexp(log_weights + per_component, axis=-1)
+    return distribution.log_prob(x)
+
+
+def _closed_form_kl(model, q) -> tf.Tensor | None:
+    """The prior's closed-form KL(q || p) `[batch]`, or None (then the scorer uses MC)."""
+    return model.prior.kl(q, model)
+
+
+# ----------------------------------------------------------------------------- scorer
+def _tile(value: tf.Tensor, times: tf.Tensor) -> tf.Tensor:
+    """`value` `[B, ...]` repeated `times` times along the first axis: `[times * B, ...]`."""
+    multiples = tf.concat([tf.reshape(times, [1]), tf.ones([value.shape.rank - 1], tf.int32)], 0)
+    return tf.tile(value, multiples)
+
+
+def score(model, x: tf.Tensor, eps: tf.Tensor) -> dict[str, tf.Tensor]:
+    """The ELBO (first noise sample) and the K-sample importance-weighted log p(x), in nats.
+
+        z_k = posterior.reparameterize(params(x), eps_k),   k = 1..K
+        log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x)
+        elbo = log p(x|z_1) - KL(q(z|x) || p(z))    (closed form where the prior has one,
+                                                    else log q(z_1|x) - log p(z_1))
+        log_likelihood = logsumexp_k log w_k - log K   (Burda et al. 2016; >= elbo in
+                                                    expectation, -> log p(x) as K grows)
+
+    Args:
+        model: The `VAE`.
+        x: Images `[B, *image_shape]`.
+        eps: Standard normal noise `[K, B, posterior.noise_size]`.
+
+    Returns:
+        `{"elbo": [B], "log_likelihood": [B]}`, float32.
+    """
+    params = encode_parameters(model, x)
+    q = model.posterior.distribution(**params)
+    num_samples, batch = tf.shape(eps)[0], tf.shape(x)[0]
+    # Everything on one batch of K * B rows, k-major (row k * B + b is sample k of example
+    # b): tensors keep rank <= 5 for TFLite, and no op broadcasts a [K, B, ...] tensor
+    # against a [B, ...] one (which the XNNPack delegate fails to resize).
+    tiled = {name: _tile(value, num_samples) for name, value in params.items()}
+    z = model.posterior.reparameterize(tiled, tf.reshape(eps, [-1, model.posterior.noise_size]))
+    likelihood_params = decode_parameters(model, z)
+    log_px_z = model.likelihood.distribution(**likelihood_params).log_prob(_tile(x, num_samples))
+    log_pz = plain_log_prob(model.prior.distribution(model), z)
+    log_qz = plain_log_prob(model.posterior.distribution(**tiled), z)
+    shape = tf.stack([num_samples, batch])
+    log_px_z, log_pz, log_qz = (
+        tf.reshape(tf.cast(value, tf.float32), shape) for value in (log_px_z, log_pz, log_qz)
+    )
+    log_w = log_px_z + log_pz - log_qz
+    kl = _closed_form_kl(model, q)
+    kl = log_qz[0] - log_pz[0] if kl is None else tf.cast(kl, tf.float32)
+    log_k = tf.math.log(tf.cast(num_samples, tf.float32))
+    return {
+        "elbo": log_px_z[0] - kl,
+        "log_likelihood": tf.reduce_logsumexp(log_w, axis=0) - log_k,
+    }
+
+
+def scorer_signatures(model, num_samples: int = 100) -> dict[str, ConcreteFunction]:
+    """`{"serving_default": x -> {elbo, log_likelihood}, "score_with_noise": (x, eps) -> same}`.
+
+    `serving_default` draws eps `[num_samples, B, noise_size]` with `tf.random.normal` and
+    calls `score`; `score_with_noise` takes eps `[K, B, noise_size]` (any K >= 1) instead.
+    """
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"scorer_samples must be a positive int. Received: {num_samples!r}")
+    noise_size = model.posterior.noise_size
+
+    def serving_default(x):
+        batch = tf.shape(x)[0]
+        # K as a tensor the converter cannot fold into the shapes: the XNNPack delegate fails
+        # to resize a graph whose [K, B] tensors have a static K and a dynamic B
+        samples = tf.minimum(batch, 0) + num_samples
+        return score(model, x, tf.random.normal(tf.stack([samples, batch, noise_size])))
+
+    def score_with_noise(x, eps):
+        return score(model, x, tf.ensure_shape(eps, [None, None, noise_size]))
+
+    eps_spec = tf.TensorSpec([None, None, noise_size], tf.float32, name="eps")
+    return {
+        "serving_default": _function(serving_default, _image_spec(model)),
+        "score_with_noise": _function(score_with_noise, _image_spec(model), eps_spec),
+    }
+
+
+SIGNATURE_FUNCTIONS = {
+    "encoder": encoder_signatures,
+    "decoder": decoder_signatures,
+    "scorer": scorer_signatures,
+}
+
+
+# ----------------------------------------------------------------------- description
+def _described(tensors: dict[str, tf.Tensor]) -> dict[str, dict]:
+    return {
+        name: {"dtype": "float32", "shape": [-1, *(int(d) for d in value.shape[1:])]}
+        for name, value in tensors.items()
+    }
+
+
+def expected_signatures(model) -> dict[str, dict[str, dict]]:
+    """The signatures of the exported models, as `export_report.json` describes them.
+
+    Output names and shapes come from the parts, evaluated on one dummy example: the
+    posterior's `parameters`, the likelihood's `parameters` (and `mean`).
+
+    Returns:
+        `{part: {signature: {"inputs": {name: {"dtype", "shape"}}, "outputs": {...}}}}` for
+        `encoder`, `decoder` and `scorer`, with -1 for the dynamic batch dimension.
+    """
+    one = np.zeros((1, *model.image_shape), np.float32)
+    posterior = _described(encode_parameters(model, one))
+    likelihood_params = decode_parameters(model, np.zeros((1, model.latent_dim), np.float32))
+    likelihood = _described(likelihood_params)
+    image = {"dtype": "float32", "shape": [-1, *model.image_shape]}
+    latent = {"dtype": "float32", "shape": [-1, model.latent_dim]}
+    per_example = {"dtype": "float32", "shape": [-1]}
+    noise = {"dtype": "float32", "shape": [-1, -1, model.posterior.noise_size]}
+    scores = {"elbo": per_example, "log_likelihood": per_example}
+    return {
+        "encoder": {
+            "serving_default": {"inputs": {"x": image}, "outputs": posterior},
+            "encode_sample": {"inputs": {"x": image}, "outputs": {**posterior, "z": latent}},
+        },
+        "decoder": {
+            "serving_default": {"inputs": {"z": latent}, "outputs": {"mean": image, **likelihood}},
+            "sample": {
+                "inputs": {"num_samples": {"dtype": "int32", "shape": []}},
+                "outputs": {"mean": image, "z": latent},
+            },
+        },
+        "scorer": {
+            "serving_default": {"inputs": {"x": image}, "outputs": scores},
+            "score_with_noise": {"inputs": {"x": image, "eps": noise}, "outputs": scores},
+        },
+    }
