@@ -2,6 +2,8 @@
 
 * `ImageGridCallback`: pictures of the model while it trains (reconstructions of fixed
   held-out images, samples from fixed latents) to TensorBoard and/or PNG files.
+* `TrainingTimeBudget`: stops training once its wall time, summed over resumed runs, reaches
+  a budget, and logs each epoch's seconds (`epoch_seconds`) so the sum survives a resume.
 
 Example:
     ```python
@@ -20,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import keras
@@ -166,6 +169,37 @@ class ImageGridCallback(keras.callbacks.Callback):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+class TrainingTimeBudget(keras.callbacks.Callback):
+    """Stops `fit` after the epoch at which the training time reaches `seconds`.
+
+    Each epoch's wall time (training and its validation) is added to the epoch's logs as
+    `epoch_seconds`, so it lands in the history and in a resumable backup; a resumed run
+    passes the seconds already spent (`sum(history["epoch_seconds"])`) as `spent`.
+
+    Args:
+        seconds: The budget, in seconds of wall time.
+        spent: Seconds already used by earlier (killed and resumed) runs of this training.
+    """
+
+    def __init__(self, seconds: float, spent: float = 0.0):
+        super().__init__()
+        if not seconds > 0:
+            raise ValueError(f"seconds must be > 0. Received: seconds={seconds!r}")
+        self.seconds, self.spent = float(seconds), float(spent)
+        self._start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        elapsed = time.perf_counter() - self._start
+        self.spent += elapsed
+        if logs is not None:
+            logs["epoch_seconds"] = elapsed
+        if self.spent >= self.seconds:
+            self.model.stop_training = True
 
 
 def _stack_rows(top: np.ndarray, bottom: np.ndarray, gap: int) -> np.ndarray:

@@ -143,3 +143,22 @@ def test_images_must_match_the_model(tmp_path):
     callback = ImageGridCallback(np.zeros((4, 5, 5, 1)), png_dir=tmp_path)
     with pytest.raises(ValueError, match=r"shape \(5, 5, 1\) per example but the model expects"):
         _model().fit(np.zeros((8, *SHAPE)), epochs=1, verbose=0, callbacks=[callback])
+
+
+def test_time_budget_stops_after_the_epoch_that_reaches_it_and_logs_seconds():
+    import time as _time
+
+    from keras_vae.callbacks import TrainingTimeBudget
+
+    class Slow(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            _time.sleep(0.05)
+
+    x = np.random.default_rng(0).random((40, 4, 4, 1)).astype("float32")
+    vae = keras_vae.mlp_vae((4, 4, 1), latent_dim=2, hidden_units=4, seed=0)
+    vae.compile(optimizer="adam", jit_compile=False)
+    budget = TrainingTimeBudget(seconds=0.5, spent=0.2)  # 0.3 s left; an epoch takes >= 0.2 s
+    history = vae.fit(x, batch_size=10, epochs=20, verbose=0, callbacks=[Slow(), budget])
+    seconds = history.history["epoch_seconds"]
+    assert 1 <= len(seconds) < 20 and all(s >= 0.2 for s in seconds)
+    assert sum(seconds[:-1]) + 0.2 < 0.5 <= sum(seconds) + 0.2 + 1e-6
