@@ -3,19 +3,24 @@ command each time, and checks that the run always finishes with a loadable model
 continuous history. Prints how many kills were survived.
 
     python benchmarks/kill_resume.py --kills 20 --seed 0
+    python benchmarks/kill_resume.py --kills 20 --options "--prior mixture --posterior full"
 
-The test suite runs the same harness with 3 kills (tests/test_runs.py).
+`--options` adds training options (the model's parts: any combination of `keras-vae train`'s
+options); the finished run must hold them. The test suite runs the same harness with 3 kills
+and a non-default combination (tests/test_runs.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,12 +41,17 @@ def make_dataset(path: Path, examples: int = 6000) -> Path:
 
 
 def kill_and_resume(
-    run_dir: Path, dataset: Path, kills: int, rng: np.random.Generator, max_delay: float = 14.0
+    run_dir: Path,
+    dataset: Path,
+    kills: int,
+    rng: np.random.Generator,
+    max_delay: float = 14.0,
+    options: Sequence[str] = (),
 ) -> int:
-    """Starts the training, SIGKILLs it up to `kills` times at random moments (3 s to
-    `max_delay` after each start), then lets it finish. Returns how many kills landed on a
-    running process."""
-    command = [*TRAIN_COMMAND, "--dataset", str(dataset), "--output", str(run_dir)]
+    """Starts the training (with the extra `options`), SIGKILLs it up to `kills` times at
+    random moments (3 s to `max_delay` after each start), then lets it finish. Returns how
+    many kills landed on a running process."""
+    command = [*TRAIN_COMMAND, *options, "--dataset", str(dataset), "--output", str(run_dir)]
     landed = 0
     for _ in range(kills):
         if _finished(run_dir):  # the last kill landed after the run had finished its files
@@ -72,14 +82,24 @@ def _finished(run_dir: Path) -> bool:
     return (run_dir / runs.MODEL_FILE).exists() and not (run_dir / runs.BACKUP_DIR).exists()
 
 
-def check_run(run_dir: Path) -> str | None:
-    """None when the run is complete and consistent, else what is wrong."""
-    from keras_vae import runs
+def check_run(run_dir: Path, options: Sequence[str] = ()) -> str | None:
+    """None when the run is complete and consistent and its config and model hold the
+    training `options` it was started with, else what is wrong."""
+    from keras_vae import cli, runs
 
     try:
-        runs.load_run(run_dir)
+        model, config = runs.load_run(run_dir)
     except ValueError as error:
         return f"model does not load: {error}"
+    wanted = cli.train_config(options).resolved()
+    lost = [
+        key
+        for key in ("posterior", "prior", "prior_components", "objective", "gradient_estimator")
+        if getattr(config, key) != getattr(wanted, key)
+        or getattr(config, key) != _model_part(model, key)
+    ]
+    if lost:
+        return f"the run lost its parts: {', '.join(lost)}"
     rows = (run_dir / runs.HISTORY_FILE).read_text().splitlines()[1:]
     epochs = [row.split(",")[0] for row in rows]
     if epochs != [str(e) for e in range(EPOCHS)]:
@@ -89,20 +109,31 @@ def check_run(run_dir: Path) -> str | None:
     return None
 
 
+def _model_part(model, key: str):
+    """What the trained model itself says for a config key of its parts."""
+    if key in ("posterior", "prior", "objective"):
+        return type(getattr(model, key)).registered_name
+    if key == "prior_components":
+        return getattr(model.prior, "num_components", None)
+    return getattr(model.objective, "gradient", "standard")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=20, help="kills in total")
     parser.add_argument("--per-run", type=int, default=4, help="kills before a run may finish")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--options", default="", help='more training options, e.g. "--prior vamp"')
     args = parser.parse_args()
+    options = shlex.split(args.options)
     rng = np.random.default_rng(args.seed)
     landed_total, runs_ok, runs_total = 0, 0, 0
     with tempfile.TemporaryDirectory() as tmp:
         dataset = make_dataset(Path(tmp) / "toy.npz")
         while landed_total < args.kills:
             run_dir = Path(tmp) / f"run{runs_total}"
-            landed = kill_and_resume(run_dir, dataset, args.per_run, rng)
-            problem = check_run(run_dir)
+            landed = kill_and_resume(run_dir, dataset, args.per_run, rng, options=options)
+            problem = check_run(run_dir, options)
             landed_total += landed
             runs_total += 1
             runs_ok += problem is None

@@ -141,6 +141,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_dict({**values, **given})
 
 
+def train_config(argv: Sequence[str]) -> TrainConfig:
+    """The TrainConfig that `keras-vae train ARGV` starts from (before the data resolve the
+    likelihood), e.g. `train_config(["--prior", "vamp"])`."""
+    parser, _ = _build_parser()
+    return config_from_args(parser.parse_args(["train", *argv]))
+
+
 _CONFIG_KEYS = {key for _, key, _, _ in _TRAIN_OPTIONS} | {
     "hidden_units",
     "jit_compile",

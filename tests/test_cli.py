@@ -1,6 +1,7 @@
 """The `keras-vae` command end to end on the real binarized MNIST, and its error messages."""
 
 import csv
+import gzip
 import json
 import subprocess
 import sys
@@ -98,6 +99,10 @@ def test_unknown_option_lists_the_valid_ones(capsys):
         (["train", "--strategy", "tpu"], "strategy must be one of"),
         (["train", "--dataset", "cifar99"], "Unknown dataset"),
         (["evaluate", "/nonexistent/run"], "not a keras_vae run directory"),
+        (["train", "--prior", "gamma"], "prior must be one of ['standard', 'mixture', 'vamp']"),
+        (["train", "--gradient-estimator", "dreg"], "applies only to objective='iwae'"),
+        (["train", "--objective", "iwae", "--free-bits", "0.5"], "free_bits=0.5 applies only"),
+        (["train", "--likelihood", "bernoulli", "--likelihood-components", "3"], "has none"),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(argv, message, capsys, tmp_path):
@@ -183,3 +188,124 @@ def test_multiworker_without_tf_config_is_a_one_line_error(tmp_path, monkeypatch
     message = capsys.readouterr().err.strip()
     assert "\n" not in message and "TF_CONFIG" in message and '"cluster"' in message
     assert not (tmp_path / "run").exists()
+
+
+# --- the model's parts from the command line, trained and evaluated -----------------------
+
+MNIST_TEST_IMAGES = SHARED / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"
+BINARIZED_MNIST = ("--dataset", "binarized_mnist", "--data-dir", str(TFDS_DIR))
+STEPS = 3  # per epoch
+
+
+def _train_and_evaluate(run_dir, capsys, *options, data=BINARIZED_MNIST, split="test[:300]"):
+    """2 epochs of 3 steps of a tiny model, then `keras-vae evaluate` on 100 examples."""
+    argv = [
+        "train", *data, "--limit", "500", "--epochs", "2", "--steps-per-epoch", str(STEPS),
+        "--batch-size", "50", "--latent-dim", "2", "--hidden-units", "16", "--image-every", "0",
+        "--eval-split", split, "--seed", "5", "--quiet", *options, "--output", str(run_dir),
+    ]  # fmt: skip
+    if "--xla" not in options:
+        argv.insert(1, "--no-xla")  # compiling costs more than these few steps
+    assert cli.main(argv) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["examples_seen"] == 2 * STEPS * 50 and metrics["eval_split"] == split
+    for key in ("train_elbo", "eval_elbo", "train_kl", "eval_reconstruction"):
+        assert np.isfinite(metrics[key]), key
+    capsys.readouterr()
+    evaluate = ["evaluate", str(run_dir), "--split", split.split("[")[0], "--limit", "100"]
+    assert cli.main([*evaluate, "--importance-samples", "20", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["num_examples"] == 100 and np.isfinite(result["elbo"])
+    # log of the mean of the importance weights >= the mean of their logs (Jensen), up to the
+    # noise of the closed-form KL's stand-in
+    assert result["nll"] <= -result["elbo"] + 1.0
+    model, config = runs.load_run(run_dir)
+    return model, config, metrics, result
+
+
+def test_iwae_with_dreg_gradients_from_the_command_line(tmp_path, capsys):
+    options = ("--objective", "iwae", "--samples", "3", "--gradient-estimator", "dreg")
+    model, config, metrics, _ = _train_and_evaluate(tmp_path / "run", capsys, *options)
+    assert (config.objective, config.samples, config.gradient_estimator) == ("iwae", 3, "dreg")
+    assert type(model.objective).registered_name == "iwae"
+    assert model.objective.get_config() == {"num_samples": 3, "gradient": "dreg"}
+    for prefix in ("train", "eval"):  # the same K samples: the bound is above their ELBO
+        assert metrics[f"{prefix}_iwae"] > metrics[f"{prefix}_elbo"] - 0.5
+    history = (tmp_path / "run" / "history.csv").read_text().splitlines()[0].split(",")
+    assert "iwae" in history and "val_iwae" in history
+
+
+def test_vamp_prior_from_the_command_line(tmp_path, capsys):
+    options = ("--prior", "vamp", "--prior-components", "8")
+    model, config, metrics, _ = _train_and_evaluate(tmp_path / "run", capsys, *options)
+    assert (config.prior, config.prior_components, metrics["prior"]) == ("vamp", 8, "vamp")
+    assert type(model.prior).registered_name == "vamp"
+    pseudo_inputs = np.array(model.prior.pseudo_inputs)
+    assert pseudo_inputs.shape == (8, 28, 28, 1)
+    # started from binarized digits (then a few small steps), not from N(0.05, 0.01) noise
+    assert pseudo_inputs.max() > 0.9 and (np.abs(pseudo_inputs) < 0.1).mean() > 0.5
+
+
+def test_full_covariance_posterior_from_the_command_line(tmp_path, capsys):
+    model, config, _, _ = _train_and_evaluate(tmp_path / "run", capsys, "--posterior", "full")
+    assert config.posterior == "full" and type(model.posterior).registered_name == "full"
+    images = training.load_split(config, "test", "bernoulli")[:4]
+    scale_tril = np.array(model.encode_parameters(images)["scale_tril"])
+    assert scale_tril.shape == (4, 2, 2) and np.all(np.abs(scale_tril[:, 1, 0]) > 0)
+    np.testing.assert_array_equal(scale_tril[:, 0, 1], 0.0)
+
+
+def test_kl_warmup_and_free_bits_from_the_command_line(tmp_path, capsys):
+    options = ("--kl-warmup-epochs", "2", "--free-bits", "0.25")
+    model, config, _, _ = _train_and_evaluate(tmp_path / "run", capsys, *options)
+    assert (config.kl_warmup_epochs, config.free_bits) == (2, 0.25)
+    objective = model.objective.get_config()
+    assert objective["warmup_steps"] == 2 * STEPS  # epochs converted to optimizer steps
+    assert objective["free_bits"] == 0.25 and objective["cycle_steps"] == 0
+    # while the KL weight is below 1 the loss is not the negative ELBO
+    rows = list(csv.DictReader((tmp_path / "run" / "history.csv").open()))
+    assert float(rows[0]["loss"]) != pytest.approx(-float(rows[0]["elbo"]), abs=1e-3)
+
+
+@pytest.fixture(scope="module")
+def grey_mnist_npz(tmp_path_factory):
+    """600 real MNIST test digits as 8-bit grey levels (uint8: read as k/255)."""
+    if not MNIST_TEST_IMAGES.is_file():
+        pytest.skip(f"{MNIST_TEST_IMAGES} not found")
+    with gzip.open(MNIST_TEST_IMAGES) as handle:
+        images = np.frombuffer(handle.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+    path = tmp_path_factory.mktemp("grey") / "mnist_grey.npz"
+    np.savez(path, x=images[:600])
+    return path
+
+
+def test_logistic_likelihood_on_8_bit_grey_digits(tmp_path, capsys, grey_mnist_npz):
+    options = ("--likelihood", "logistic", "--likelihood-components", "3")
+    data = ("--dataset", str(grey_mnist_npz))
+    model, config, metrics, result = _train_and_evaluate(
+        tmp_path / "run", capsys, *options, data=data, split="train"
+    )
+    assert (config.likelihood, config.likelihood_components) == ("logistic", 3)
+    assert metrics["likelihood"] == "logistic" and "eval_elbo" in metrics
+    assert type(model.likelihood).registered_name == "logistic"
+    assert model.likelihood.num_components == 3
+    # a code length for 8-bit pixels: below the 8 bits of a uniform guess, above 0
+    assert 0 < result["bits_per_dim"] < 8
+
+
+def test_several_parts_at_once_with_xla(tmp_path, capsys):
+    options = (
+        "--posterior", "full", "--prior", "mixture", "--prior-components", "4", "--objective",
+        "iwae", "--samples", "2", "--gradient-estimator", "dreg", "--xla",
+    )  # fmt: skip
+    model, config, metrics, _ = _train_and_evaluate(tmp_path / "run", capsys, *options)
+    assert metrics["xla"] == "step"
+    assert [type(getattr(model, part)).registered_name for part in ("posterior", "prior")] == [
+        "full",
+        "mixture",
+    ]
+    assert model.prior.num_components == 4 and model.objective.num_samples == 2
+    # another command into the finished run is refused, naming what differs
+    argv = ["train", *BINARIZED_MNIST, "--prior", "mixture", "--output", str(tmp_path / "run")]
+    assert cli.main(argv) == 2
+    assert "differs in:" in capsys.readouterr().err

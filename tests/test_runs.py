@@ -168,13 +168,18 @@ def test_training_survives_random_sigkills(tmp_path):
     harness = _load_kill_harness()
     dataset = harness.make_dataset(tmp_path / "toy.npz")
     run_dir = tmp_path / "run"
-    landed = harness.kill_and_resume(run_dir, dataset, kills=3, rng=np.random.default_rng(7))
+    # not the default parts: a learned prior whose weights the backup must carry
+    parts = ["--prior", "mixture", "--prior-components", "3", "--posterior", "full"]
+    rng = np.random.default_rng(7)
+    landed = harness.kill_and_resume(run_dir, dataset, kills=3, rng=rng, options=parts)
     assert landed >= 1
     model, config = runs.load_run(run_dir)
     assert model.image_shape == (8, 8, 1) and config.epochs == harness.EPOCHS
+    assert (config.prior, config.prior_components, config.posterior) == ("mixture", 3, "full")
+    assert harness.check_run(run_dir, parts) is None
+    assert "prior_components" in harness.check_run(run_dir, ["--prior", "mixture"])
     epochs = [row.split(",")[0] for row in (run_dir / "history.csv").read_text().splitlines()[1:]]
     assert epochs == [str(e) for e in range(harness.EPOCHS)]  # every epoch exactly once
-    assert harness.check_run(run_dir) is None
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert np.isfinite(metrics["eval_elbo"]) and metrics["eval_split"] == "train"
     assert not list(run_dir.glob(".*tmp*")) and not (run_dir / "backup").exists()
