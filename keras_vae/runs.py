@@ -5,7 +5,9 @@
                            completed epoch (removed once the run has finished)
     RUN_DIR/history.csv    per-epoch metrics (nats per example), updated every epoch
     RUN_DIR/model.keras    the trained VAE (Keras v3 format, loads with safe_mode=True)
-    RUN_DIR/metrics.json   final train and test ELBO (nats per example)
+    RUN_DIR/metrics.json   final ELBO and its terms (nats per example) on the training set
+                           (`train_elbo`, ...) and the eval split (`test_elbo`,
+                           `validation_elbo`, or `eval_elbo` for another split), `eval_split`
     RUN_DIR/tensorboard/   TensorBoard scalars (train/, validation/) and pictures (images/)
     RUN_DIR/images/        reconstruction and sample PNGs every few epochs
 
