@@ -11,6 +11,9 @@ median call time, in examples/s):
 * `tflite` (float32), `tflite-dynamic`, `tflite-float16`, `tflite-int8`: the `.tflite` files
   through `ai_edge_litert` signature runners with `num_threads=2`.
 
+The scorer (x -> elbo, log_likelihood with K = 100 importance samples) is timed for the
+SavedModel and the float32 `.tflite` at batch 1 and 16 (`score_*` keys, second table).
+
 Weights do not affect speed, so by default the AEVB paper's MNIST model (784-500-20) is built
 untrained and exported to a temporary directory; `--run-dir` exports a trained run instead,
 `--export-dir` times an existing export (without the Keras row). Sizes are encoder + decoder.
@@ -90,6 +93,35 @@ def tflite_runtime(export_dir: Path, variant: str) -> dict[str, Callable]:
         "encode": lambda x: runners["encoder"](x=x),
         "decode": lambda z: runners["decoder"](z=z),
     }
+
+
+def scorer_runtimes(export_dir: Path, version: int) -> dict[str, Callable]:
+    """The scorer's serving_default as a SavedModel and as `scorer.tflite`, where present."""
+    runtimes = {}
+    path = export_dir / "scorer" / str(version)
+    if path.is_dir():
+        score = tf.saved_model.load(str(path)).signatures["serving_default"]
+        runtimes["savedmodel"] = lambda x: {
+            k: v.numpy() for k, v in score(x=tf.constant(x)).items()
+        }
+    if (export_dir / "scorer.tflite").exists():
+        interpreter = Interpreter(model_path=str(export_dir / "scorer.tflite"), num_threads=2)
+        runtimes["tflite"] = interpreter.get_signature_runner("serving_default")
+    return runtimes
+
+
+def measure_scorer(runtimes: dict[str, Callable], image_shape, runs: int) -> dict:
+    """Latency (ms) at batch 1 and throughput (images/s) at batch 16 of each scorer runtime."""
+    rng = np.random.default_rng(0)
+    result = {}
+    for name, fn in runtimes.items():
+        row = {}
+        for batch in (1, 16):
+            x = (rng.uniform(size=(batch, *image_shape)) > 0.5).astype(np.float32)
+            seconds = median_seconds(lambda f=fn, d=x: f(x=d), max(runs // 10, 5))
+            row[f"score_b{batch}"] = seconds * 1e3 if batch == 1 else batch / seconds
+        result[name] = row
+    return result
 
 
 def sizes(export_dir: Path, version: int) -> dict[str, int]:
@@ -191,8 +223,13 @@ def run(args, model, export_dir: Path, version: int) -> None:
             f"| {name} | {size} | {r['encode_latency_ms']:.3f} | {r['decode_latency_ms']:.3f} "
             f"| {r['encode_examples_per_s']:,.0f} | {r['decode_examples_per_s']:,.0f} |"
         )
+    scorer = measure_scorer(scorer_runtimes(export_dir, version), image_shape, args.runs)
+    if scorer:
+        print("\n| scorer (K = 100) | score b=1 (ms) | score b=16 (images/s) |\n|---|---:|---:|")
+        for name, r in scorer.items():
+            print(f"| {name} | {r['score_b1']:.2f} | {r['score_b16']:,.0f} |")
     if args.json:
-        print(json.dumps({"model": report["model"], "results": results}))
+        print(json.dumps({"model": report["model"], "results": results, "scorer": scorer}))
 
 
 if __name__ == "__main__":
