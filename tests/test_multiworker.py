@@ -58,7 +58,8 @@ def test_two_local_workers_train_the_same_model_as_one_process(tmp_path, toy_npy
     assert metrics["strategy"] == "MultiWorkerMirroredStrategy" and metrics["replicas"] == 2
     assert metrics["xla"] == "replica"  # XLA on: the replica math is compiled
     reference = json.loads((single_dir / "metrics.json").read_text())
-    for key in ("train_elbo", "test_elbo", "train_kl", "test_reconstruction"):
+    # (--eval-split train: the eval results are named eval_*, see training.eval_prefix)
+    for key in ("train_elbo", "eval_elbo", "train_kl", "eval_reconstruction"):
         assert metrics[key] == pytest.approx(reference[key], rel=1e-5), key
     multi_model, _ = runs.load_run(multi_dir)
     single_model, _ = runs.load_run(single_dir)
