@@ -252,7 +252,8 @@ class DiscretizedLogisticMixture:
 
     def sample(self, sample_shape=(), seed=None) -> tf.Tensor:
         """Draws images on the grey-level grid (component by Gumbel-max, then inverse CDF)."""
-        shape = tf.concat([tf.reshape(sample_shape, [-1]), tf.shape(self.loc)], axis=0)
+        sample_shape = tf.reshape(tf.cast(sample_shape, tf.int32), [-1])  # () is float32
+        shape = tf.concat([sample_shape, tf.shape(self.loc)], axis=0)
         seeds = tfp.random.split_seed(seed, 2)
         gumbel = -tf.math.log(-tf.math.log(tf.random.stateless_uniform(
             shape, seeds[0], minval=1e-6, maxval=1.0 - 1e-6)))  # fmt: skip

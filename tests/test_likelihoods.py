@@ -138,6 +138,8 @@ def test_discretized_logistic_samples_lie_on_the_grid_with_the_pmf_mean():
     assert draws.shape == (20_000, 4)
     assert draws.min() >= 0.0 and draws.max() <= 1.0
     np.testing.assert_allclose(draws * 255, np.round(draws * 255), atol=1e-3)
+    assert mixture.sample(seed=(3, 4)).shape == (4,)  # one draw: the default sample_shape ()
+    assert mixture.sample([2, 3]).shape == (2, 3, 4)
     # the sample mean against the exact mean of the pmf over the 256 levels
     per_level = np.exp(
         special.logsumexp(
