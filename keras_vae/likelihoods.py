@@ -33,7 +33,6 @@ from keras_vae._checks import (
     check_positive_float,
     check_positive_int,
     floored_softplus,
-    reshape_last,
 )
 
 tfd = tfp.distributions
@@ -42,29 +41,80 @@ LEVELS = 256  # grey levels of an 8-bit pixel, k / 255 for k = 0..255
 
 
 class Likelihood(keras.layers.Layer):
-    """Base class of likelihood heads: event shape and the output projection."""
+    """Base class of likelihood heads: event shape and the output projection.
+
+    The projection is a `Dense` layer created in `build`, on one of two kinds of features:
+
+    * flat `[..., F]` (an MLP decoder): `Dense(params_per_pixel * prod(event_shape))`, the
+      output read pixel by pixel as each head documents;
+    * spatial `[..., H, W, F]` with the event's H and W (a convolutional decoder): the same
+      `Dense` on the last axis only, `params_per_pixel * C` units (C = prod(event_shape[2:])),
+      which is a 1x1 convolution: pixel (i, j) gets W h_ij + b from its own features.
+
+    `build` decides from the input shape; `self.spatial` records the choice. Both give the
+    same parameter shapes, so `distribution` and `mean` do not depend on the path.
+    """
 
     def __init__(self, event_shape: Sequence[int], params_per_pixel: int = 1, **kwargs):
         super().__init__(**kwargs)
         self.event_shape = check_event_shape(event_shape)
         self.event_size = math.prod(self.event_shape)
         self.params_per_pixel = params_per_pixel  # numbers per pixel the projection produces
-        self.projection = keras.layers.Dense(params_per_pixel * self.event_size, name="projection")
+        self.spatial = None  # decided in build: features [..., H, W, F] (True) or [..., F]
+        self.projection = None
+
+    def _is_spatial(self, input_shape) -> bool:
+        """Whether features of `input_shape` are spatial `[..., H, W, F]` (see the class)."""
+        input_shape = tuple(input_shape)
+        if len(input_shape) < 4:
+            return False
+        if len(self.event_shape) >= 2 and input_shape[-3:-1] == self.event_shape[:2]:
+            return True
+        raise ValueError(
+            "Decoder features must be flat [..., F] or spatial [..., H, W, F] with the height "
+            f"and width of event_shape={self.event_shape}. Received: input_shape={input_shape}"
+        )
 
     def build(self, input_shape):
-        if not self.projection.built:  # `parameters()` before the first call builds it
-            self.projection.build(input_shape)
+        if self.projection is not None:  # `parameters()` before the first call built it
+            return
+        self.spatial = self._is_spatial(input_shape)
+        per_pixel = math.prod(self.event_shape[2:]) if self.spatial else self.event_size
+        self.projection = keras.layers.Dense(self.params_per_pixel * per_pixel, name="projection")
+        self.projection.build(input_shape)
 
     def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + self.event_shape
+        leading = tuple(input_shape[:-3] if self._is_spatial(input_shape) else input_shape[:-1])
+        return leading + self.event_shape
 
     def call(self, features):
         return self.distribution(**self.parameters(features))
 
+    def _project(self, features: tf.Tensor, per_pixel: Sequence[int] = ()) -> tf.Tensor:
+        """The projection of `features`, reshaped to `[..., *event_shape, *per_pixel]`.
+
+        Flat features' last axis and spatial features' last three axes become the event axes;
+        the leading axes (batch, samples) are kept.
+        """
+        if self.projection is None:
+            self.build(features.shape)
+        raw = self.projection(features)
+        leading = tf.shape(raw)[: -3 if self.spatial else -1]
+        trailing = tf.constant((*self.event_shape, *per_pixel), tf.int32)
+        return tf.reshape(raw, tf.concat([leading, trailing], axis=0))
+
     def _per_pixel(self, features: tf.Tensor, count: int) -> list[tf.Tensor]:
-        """The projection split into `count` tensors of shape `[..., *event_shape]`."""
+        """The projection split into `count` tensors of shape `[..., *event_shape]`.
+
+        Flat path: the first `event_size` outputs are the first tensor, and so on; spatial
+        path: the first C channels of each pixel are the first tensor, and so on.
+        """
+        if self.projection is None:
+            self.build(features.shape)
         parts = tf.split(self.projection(features), count, axis=-1)
-        return [reshape_last(p, self.event_shape) for p in parts]
+        leading = tf.shape(parts[0])[: -3 if self.spatial else -1]
+        shape = tf.concat([leading, tf.constant(self.event_shape, tf.int32)], axis=0)
+        return [tf.reshape(p, shape) for p in parts]
 
     @classmethod
     def check_values(cls, images: np.ndarray) -> str | None:
@@ -94,7 +144,7 @@ class BernoulliLikelihood(Likelihood):
 
     def parameters(self, features: tf.Tensor) -> dict[str, tf.Tensor]:
         """Returns `{"logits": l}` with shape `[..., *event_shape]`."""
-        return {"logits": reshape_last(self.projection(features), self.event_shape)}
+        return {"logits": self._project(features)}
 
     def distribution(self, logits: tf.Tensor) -> tfd.Distribution:
         """The distribution for given logits, event shape `event_shape`."""
@@ -301,11 +351,7 @@ class DiscretizedLogisticLikelihood(Likelihood):
 
     def parameters(self, features: tf.Tensor) -> dict[str, tf.Tensor]:
         """Returns `{"logits", "loc", "log_scale"}`, each `[..., *event_shape, M]`."""
-        raw = self.projection(features)
-        shape = tf.concat(
-            [tf.shape(raw)[:-1], list(self.event_shape), [3, self.num_components]], axis=0
-        )
-        raw = tf.reshape(raw, shape)
+        raw = self._project(features, (3, self.num_components))
         logits, raw_loc, raw_scale = raw[..., 0, :], raw[..., 1, :], raw[..., 2, :]
         log_scale = tf.math.log(floored_softplus(raw_scale, self.min_scale))
         return {"logits": logits, "loc": tf.sigmoid(raw_loc), "log_scale": log_scale}

@@ -216,3 +216,98 @@ def test_bad_likelihood_arguments_give_one_line_errors_naming_them(make, argumen
     with pytest.raises(ValueError, match=rf"Received: {argument}=") as error:
         make()
     assert "\n" not in str(error.value)
+
+
+# ------------------------------------------------- spatial features [..., H, W, F] (conv)
+SPATIAL_EVENT = (4, 3, 2)  # H, W, C: two channels, so the channel layout is exercised
+HEADS = {
+    "bernoulli": lambda: BernoulliLikelihood(SPATIAL_EVENT),
+    "gaussian": lambda: GaussianLikelihood(SPATIAL_EVENT, min_scale=0.05),
+    "gaussian-fixed": lambda: GaussianLikelihood(SPATIAL_EVENT, fixed_scale=0.3),
+    "logistic": lambda: DiscretizedLogisticLikelihood(SPATIAL_EVENT, num_components=3),
+}
+
+
+def _softplus(v):
+    return np.logaddexp(0.0, v)
+
+
+def _numpy_parameters(head, features, spatial):
+    """The head's parameters from its projection's kernel and bias, in NumPy: flat features
+    give [..., P * H * W * C] read parameter by parameter; spatial features [..., H, W, F] get
+    the same kernel at every pixel (a 1x1 convolution), [..., H, W, P * C]."""
+    kernel, bias = (np.asarray(w, "float64") for w in head.projection.get_weights())
+    raw = features.astype("float64") @ kernel + bias
+    leading = features.shape[:-3] if spatial else features.shape[:-1]
+    if isinstance(head, DiscretizedLogisticLikelihood):  # [..., H, W, C, 3, M] on both paths
+        raw = raw.reshape(*leading, *SPATIAL_EVENT, 3, head.num_components)
+        floor = head.min_scale
+        return {"logits": raw[..., 0, :], "loc": 1 / (1 + np.exp(-raw[..., 1, :])),
+                "log_scale": np.log(_softplus(raw[..., 2, :]) + floor)}  # fmt: skip
+    count = head.params_per_pixel
+    if spatial:  # each pixel's outputs: count blocks of C channels
+        parts = np.moveaxis(raw.reshape(*leading, *SPATIAL_EVENT[:2], count, -1), -2, 0)
+    else:  # count blocks of H * W * C outputs
+        parts = np.moveaxis(raw.reshape(*leading, count, *SPATIAL_EVENT), -4, 0)
+    if isinstance(head, BernoulliLikelihood):
+        return {"logits": parts[0]}
+    loc = 1 / (1 + np.exp(-parts[0]))
+    scale = np.full_like(loc, head.fixed_scale) if count == 1 else _softplus(parts[1]) + 0.05
+    return {"loc": loc, "scale": scale}
+
+
+def _numpy_log_prob(head, params, x):
+    """log p(x) per example from SciPy, summed over the event axes."""
+    x = x.astype("float64")
+    if isinstance(head, BernoulliLikelihood):
+        per_pixel = stats.bernoulli.logpmf(x, special.expit(params["logits"]))
+    elif isinstance(head, GaussianLikelihood):
+        per_pixel = stats.norm.logpdf(x, params["loc"], params["scale"])
+    else:
+        half, scale = 0.5 / 255, np.exp(params["log_scale"])
+        cdf = lambda v: stats.logistic.cdf(v[..., None], params["loc"], scale)  # noqa: E731
+        upper = np.where(x[..., None] > 1 - half, 1.0, cdf(x + half))
+        lower = np.where(x[..., None] < half, 0.0, cdf(x - half))
+        weights = special.softmax(params["logits"], -1)
+        per_pixel = np.log((weights * (upper - lower)).sum(-1))
+    return per_pixel.reshape(*x.shape[:-3], -1).sum(-1)
+
+
+@pytest.mark.parametrize("name", list(HEADS))
+@pytest.mark.parametrize("spatial", [False, True], ids=["flat", "spatial"])
+def test_head_on_flat_and_spatial_features_matches_numpy(name, spatial):
+    head = HEADS[name]()
+    leading = (2, 3)  # [samples, batch]
+    shape = (*leading, *SPATIAL_EVENT[:2], 6) if spatial else (*leading, 7)
+    features = RNG.normal(size=shape).astype("float32")
+    params = {k: v.numpy() for k, v in head.parameters(features).items()}
+    assert head.spatial is spatial
+    per_pixel = head.params_per_pixel * (SPATIAL_EVENT[-1] if spatial else 24)
+    assert head.projection.kernel.shape == (shape[-1], per_pixel)
+    expected = _numpy_parameters(head, features, spatial)
+    assert {k: v.shape for k, v in params.items()} == {k: v.shape for k, v in expected.items()}
+    for key, value in expected.items():
+        np.testing.assert_allclose(params[key], value, rtol=1e-4, atol=1e-5, err_msg=key)
+    if name == "bernoulli":
+        x = RNG.integers(0, 2, size=(*leading, *SPATIAL_EVENT)).astype("float32")
+    else:
+        x = RNG.integers(0, 256, size=(*leading, *SPATIAL_EVENT)).astype("float32") / 255
+    p = head(features)
+    np.testing.assert_allclose(p.log_prob(x).numpy(), _numpy_log_prob(head, expected, x),
+                               rtol=1e-4)  # fmt: skip
+    assert head.compute_output_shape(shape) == (*leading, *SPATIAL_EVENT)
+
+
+@pytest.mark.parametrize("name", ["gaussian", "logistic"])
+def test_spatial_head_survives_keras_file_round_trip(name):
+    head = HEADS[name]()
+    head.build((None, *SPATIAL_EVENT[:2], 5))
+    restored = run_saving_test(head, RNG.normal(size=(2, *SPATIAL_EVENT[:2], 5)).astype("float32"))
+    assert restored.spatial is True
+
+
+def test_spatial_features_of_another_size_are_refused_in_one_line():
+    head = BernoulliLikelihood((28, 28, 1))
+    with pytest.raises(ValueError, match=r"spatial \[\.\.\., H, W, F\]") as error:
+        head.build((None, 32, 32, 8))
+    assert "\n" not in str(error.value)
