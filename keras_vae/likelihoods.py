@@ -318,7 +318,11 @@ class DiscretizedLogisticMixture:
 def discretized_logistic_mean(logits: tf.Tensor, loc: tf.Tensor) -> tf.Tensor:
     """E[x|z] ~= sum_m pi_m mu_m clipped to [0, 1] (the mean of the continuous mixture; the
     discretisation moves it by at most half a grey level away from the edges)."""
-    return tf.clip_by_value(tf.reduce_sum(tf.nn.softmax(logits, -1) * loc, -1), 0.0, 1.0)
+    # softmax over rows of a matrix: oneDNN's CPU softmax refuses tensors of rank > 5, such
+    # as [samples, batch, H, W, C, M] for colour images
+    flat = tf.reshape(logits, tf.stack([-1, tf.shape(logits)[-1]]))
+    weights = tf.reshape(tf.nn.softmax(flat, -1), tf.shape(logits))
+    return tf.clip_by_value(tf.reduce_sum(weights * loc, -1), 0.0, 1.0)
 
 
 @registry.register("likelihood", "logistic")
