@@ -215,17 +215,22 @@ def mlp_vae(
     objective: objectives.Objective | None = None,
     likelihood_options: dict | None = None,
     network: str = "mlp",
+    network_options: dict | None = None,
 ) -> VAE:
-    """An MLP VAE from parts named in the registry; the defaults are the AEVB paper's model.
+    """A VAE from parts named in the registry; the defaults are the AEVB paper's MLP model.
 
     Paper settings: MNIST `mlp_vae((28, 28, 1), latent_dim=20, hidden_units=500)` with a
     Bernoulli decoder; Frey Face `mlp_vae((28, 20, 1), latent_dim=..., hidden_units=200,
-    likelihood="gaussian")`.
+    likelihood="gaussian")`. A convolutional VAE for colour images:
+    `mlp_vae((32, 32, 3), hidden_units=[256], activation="relu", likelihood="logistic",
+    network="conv", network_options={"filters": [32, 64]})`.
 
     Args:
         image_shape: Shape of one example, for example `(28, 28, 1)`.
         latent_dim: Size of z.
-        hidden_units: Hidden layer sizes of encoder and decoder (an int is one layer).
+        hidden_units: Hidden layer sizes of encoder and decoder (an int is one layer); for
+            `network="conv"` the dense layers after the encoder's convolutions and before the
+            decoder's (may be empty).
         likelihood: A registered likelihood: `"bernoulli"`, `"gaussian"`, `"logistic"`.
         activation: Hidden activation; the paper uses tanh.
         num_samples, beta: Of the default ELBO objective (when `objective` is None).
@@ -236,7 +241,11 @@ def mlp_vae(
         prior_components: K of the mixture and VampPrior.
         objective: The objective; default `ELBO(num_samples, beta)`.
         likelihood_options: Extra arguments of the likelihood head.
-        network: A registered MLP-like body: `"mlp"` or `"gated_mlp"` (Dauphin et al. 2017).
+        network: A registered network family (`keras_vae.networks`): `"mlp"`, `"gated_mlp"`
+            (Dauphin et al. 2017) or `"conv"` (strided convolutions; any `[H, W, C]` images).
+        network_options: Extra arguments of the family's `pair`; for `"conv"`: `filters`
+            (channels per level of the encoder, reversed in the decoder; default `[32, 64]`)
+            and `kernel_size` (default 3).
 
     Returns:
         An unbuilt `VAE`; it builds on first use or with `vae.build((None, *image_shape))`.
@@ -248,11 +257,13 @@ def mlp_vae(
         "vamp": {"image_shape": image_shape, "num_components": prior_components, "seed": seed},
     }.get(prior, {})
     head = registry.get("likelihood", likelihood)
-    body = registry.get("network", network)
+    encoder, decoder = registry.get("network", network).pair(
+        image_shape, hidden_units, activation=activation, **(network_options or {})
+    )
     return VAE(
-        encoder=body(hidden_units, activation=activation, flatten=True, name="encoder"),
+        encoder=encoder,
         posterior=registry.get("posterior", posterior)(latent_dim, name="posterior"),
-        decoder=body(hidden_units, activation=activation, flatten=False, name="decoder"),
+        decoder=decoder,
         likelihood=head(image_shape, name="likelihood", **(likelihood_options or {})),
         prior=registry.get("prior", prior)(latent_dim, name="prior", **prior_options),
         objective=objective or objectives.ELBO(num_samples=num_samples, beta=beta),

@@ -1,10 +1,18 @@
-"""Network bodies against NumPy, and their .keras round trip."""
+"""Network bodies against NumPy, their .keras round trip, and conv VAEs that train (XLA and
+MirroredStrategy) and export."""
+
+import json
+import subprocess
+import sys
 
 import keras
 import numpy as np
 import pytest
+from helpers import run_saving_test
+from test_distribute import MIRRORED_EQUIVALENCE
 
-from keras_vae.networks import MLP, GatedMLP
+from keras_vae import mlp_vae
+from keras_vae.networks import MLP, ConvDecoder, ConvEncoder, GatedMLP
 
 
 def _sigmoid(v):
@@ -47,3 +55,204 @@ def test_bodies_survive_keras_round_trip(body, tmp_path):
 def test_bad_hidden_units_are_refused():
     with pytest.raises(ValueError, match="hidden_units must be"):
         GatedMLP([0])
+
+
+# ------------------------------------------------------------------- convolutional bodies
+def _same_padding(size, kernel):
+    """TensorFlow's 'same' padding before the first row of a stride-2 convolution."""
+    out = -(-size // 2)
+    return max((out - 1) * 2 + kernel - size, 0) // 2
+
+
+def _numpy_conv(x, kernel, bias):
+    """Stride-2 'same' convolution [N, H, W, C] -> [N, ceil(H/2), ceil(W/2), F], in loops."""
+    n, height, width, _ = x.shape
+    k = kernel.shape[0]
+    top, left = _same_padding(height, k), _same_padding(width, k)
+    out = np.zeros((n, -(-height // 2), -(-width // 2), kernel.shape[-1])) + bias
+    for i in range(out.shape[1]):
+        for j in range(out.shape[2]):
+            for a in range(k):
+                for b in range(k):
+                    r, c = 2 * i + a - top, 2 * j + b - left
+                    if 0 <= r < height and 0 <= c < width:
+                        out[:, i, j] += x[:, r, c] @ kernel[a, b]
+    return out
+
+
+def _numpy_conv_transpose(x, kernel, bias):
+    """Stride-2 'same' transposed convolution [N, h, w, C] -> [N, 2h, 2w, F]: each input
+    position adds its kernel-weighted values around (2i, 2j), shifted by the 'same' padding of
+    the convolution it transposes. Keras' kernel is [k, k, F, C]."""
+    n, height, width, _ = x.shape
+    k = kernel.shape[0]
+    top, left = _same_padding(2 * height, k), _same_padding(2 * width, k)
+    out = np.zeros((n, 2 * height, 2 * width, kernel.shape[2])) + bias
+    for i in range(height):
+        for j in range(width):
+            for a in range(k):
+                for b in range(k):
+                    r, c = 2 * i + a - top, 2 * j + b - left
+                    if 0 <= r < 2 * height and 0 <= c < 2 * width:
+                        out[:, r, c] += x[:, i, j] @ kernel[a, b].T
+    return out
+
+
+def test_conv_encoder_matches_numpy_on_an_odd_image_size():
+    encoder = ConvEncoder([3, 4], hidden_units=[5], kernel_size=3, activation="tanh")
+    x = np.random.default_rng(3).random((2, 7, 5, 2)).astype("float32")
+    out = encoder(x).numpy()
+    h = x.astype("float64")
+    for layer in encoder.conv_layers:
+        h = np.tanh(_numpy_conv(h, *layer.get_weights()))
+    assert h.shape == (2, 2, 2, 4)  # 7 x 5 -> 4 x 3 -> 2 x 2
+    kernel, bias = encoder.dense_layers[0].get_weights()
+    np.testing.assert_allclose(out, np.tanh(h.reshape(2, -1) @ kernel + bias), atol=1e-5)
+
+
+def test_conv_decoder_matches_numpy_and_crops_to_the_image_size():
+    decoder = ConvDecoder((7, 5), filters=[4, 3], hidden_units=[6], kernel_size=4,
+                          activation="tanh")  # fmt: skip
+    z = np.random.default_rng(4).normal(size=(2, 3)).astype("float32")
+    out = decoder(z).numpy()
+    g = z.astype("float64")
+    for layer in [*decoder.dense_layers, decoder.base_layer]:
+        kernel, bias = layer.get_weights()
+        g = np.tanh(g @ kernel + bias)
+    h = g.reshape(2, 2, 2, 4)  # base map ceil(7 / 4) x ceil(5 / 4)
+    for layer in decoder.deconv_layers:
+        h = np.tanh(_numpy_conv_transpose(h, *layer.get_weights()))
+    assert h.shape == (2, 8, 8, 3)
+    np.testing.assert_allclose(out, h[:, :7, :5], atol=1e-5)
+
+
+@pytest.mark.parametrize("image_shape", [(28, 28, 1), (28, 20, 1), (32, 32, 3)])
+def test_conv_bodies_shapes_with_leading_sample_axes(image_shape):
+    encoder, decoder = ConvEncoder.pair(image_shape, hidden_units=[], filters=[4, 8])
+    levels = np.ceil(np.asarray(image_shape[:2]) / 4).astype(int)
+    x = np.random.default_rng(5).random((3, 2, *image_shape)).astype("float32")
+    features = encoder(x)
+    assert features.shape == (3, 2, levels.prod() * 8)
+    assert encoder.compute_output_shape((None, *image_shape)) == (None, levels.prod() * 8)
+    z = np.random.default_rng(6).normal(size=(4, 3, 5)).astype("float32")  # [L, B, D]
+    out = decoder(z).numpy()
+    assert out.shape == (4, 3, *image_shape[:2], 4)
+    assert decoder.compute_output_shape((4, 3, 5)) == out.shape
+    np.testing.assert_allclose(decoder(z[1]).numpy(), out[1], atol=1e-6)  # row by row
+
+
+def test_conv_decoder_output_depends_on_z():
+    decoder = ConvDecoder((6, 5), filters=[4, 3])
+    z = np.random.default_rng(7).normal(size=(2, 3)).astype("float32")
+    out = decoder(z).numpy()
+    assert np.abs(out[0] - out[1]).max() > 1e-3
+    assert np.abs(decoder(z + 1.0).numpy() - out).max() > 1e-3
+
+
+def test_conv_bodies_survive_keras_round_trip():
+    encoder, decoder = ConvEncoder.pair((7, 5, 2), hidden_units=[6], filters=[3, 4])
+    x = np.random.default_rng(8).random((2, 7, 5, 2)).astype("float32")
+    z = np.random.default_rng(9).normal(size=(2, 6)).astype("float32")
+    encoder.build(x.shape)
+    decoder.build(z.shape)
+    run_saving_test(encoder, x)
+    restored = run_saving_test(decoder, z)
+    assert restored.output_size == (7, 5) and restored.filters == (4, 3)
+
+
+@pytest.mark.parametrize(
+    ("make", "argument"),
+    [
+        (lambda: ConvEncoder(filters=[]), "filters"),
+        (lambda: ConvEncoder(filters=[32, 0]), "filters"),
+        (lambda: ConvEncoder(hidden_units=[-1]), "hidden_units"),
+        (lambda: ConvEncoder(kernel_size=0), "kernel_size"),
+        (lambda: ConvEncoder(activation="nope"), "activation"),
+        (lambda: ConvDecoder((28,)), "output_size"),
+        (lambda: ConvDecoder((28, 0)), "output_size"),
+        (lambda: ConvEncoder.pair((784,)), "image_shape"),
+    ],
+)
+def test_bad_conv_arguments_give_one_line_errors_naming_them(make, argument):
+    with pytest.raises(ValueError, match=rf"Received: {argument}=") as error:
+        make()
+    assert "\n" not in str(error.value)
+
+
+# ------------------------------------------------------------------------ conv VAE models
+def _images(image_shape, likelihood, count=64, seed=10):
+    """A tiny learnable data set: noisy copies of one random template (8-bit grey levels, or
+    binary for the Bernoulli likelihood)."""
+    rng = np.random.default_rng(seed)
+    template = rng.random(image_shape)
+    if likelihood == "bernoulli":
+        return (rng.random((count, *image_shape)) < template).astype("float32")
+    noisy = np.clip(template + 0.05 * rng.normal(size=(count, *image_shape)), 0.0, 1.0)
+    return (np.round(noisy * 255) / 255).astype("float32")
+
+
+def _conv_vae(image_shape, likelihood="bernoulli", **options):
+    return mlp_vae(image_shape, latent_dim=3, hidden_units=[16], likelihood=likelihood,
+                   activation="relu", seed=0, network="conv",
+                   network_options={"filters": [4, 8]}, **options)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("image_shape", "likelihood", "options"),
+    [
+        ((8, 6, 1), "bernoulli", {}),
+        ((8, 6, 1), "gaussian", {"likelihood_options": {"fixed_scale": 0.1}}),
+        ((8, 8, 3), "logistic", {"prior": "vamp", "prior_components": 3}),
+    ],
+    ids=["bernoulli", "gaussian-fixed", "logistic-colour-vamp"],
+)
+def test_conv_vae_trains_with_xla_and_the_loss_drops(image_shape, likelihood, options):
+    vae = _conv_vae(image_shape, likelihood, **options)
+    vae.compile(keras.optimizers.Adam(1e-2), jit_compile=True)
+    x = _images(image_shape, likelihood)
+    assert vae.likelihood.check_values(x) is None
+    history = vae.fit(x, batch_size=16, epochs=4, shuffle=False, verbose=0).history
+    assert vae.xla == "step" and vae.likelihood.spatial is True
+    losses = history["loss"]
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0] - 0.05 * abs(losses[0])
+    z = np.random.default_rng(11).normal(size=(2, 5, 3)).astype("float32")  # [L, B, D]
+    assert vae.decode(z).mean().shape == (2, 5, *image_shape)
+
+
+def test_conv_vae_with_full_posterior_and_vamp_prior_survives_keras_round_trip():
+    vae = _conv_vae((7, 5, 3), "logistic", posterior="full", prior="vamp", prior_components=2)
+    x = _images((7, 5, 3), "logistic", count=4)
+    vae.build(x.shape)
+    outputs = lambda model, x: {  # noqa: E731
+        "reconstruction": model(x),
+        "likelihood": model.likelihood.parameters(model.decoder(model.encode(x).mean())),
+        "prior_log_prob": model.prior_distribution().log_prob(model.encode(x).mean()),
+    }
+    restored = run_saving_test(vae, x, outputs)
+    assert isinstance(restored.decoder, ConvDecoder) and restored.likelihood.spatial is True
+
+
+def test_mirrored_conv_vae_steps_equal_single_device_steps():
+    """The MirroredStrategy equivalence of tests/test_distribute.py, on a conv VAE: 2 logical
+    CPU replicas and one device make the same SGD steps on the same global batches."""
+    case = {"model": {"network": "conv", "network_options": {"filters": [4, 8]},
+                      "activation": "relu"}, "jit_compile": [False]}  # fmt: skip
+    completed = subprocess.run(
+        [sys.executable, "-c", MIRRORED_EQUIVALENCE, json.dumps(case)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, completed.stderr[-3000:]
+    out = json.loads(lines[-1][len("RESULT ") :])
+    assert out["replicas"] == 2 and out["mirrored_False"]["warnings"] == []
+    assert out["weight_change"] > 1e-3
+    assert out["mirrored_False"]["weight_diff"] < 1e-5
+    for key, value in out["evaluate_single"].items():
+        assert out["mirrored_False"]["evaluate"][key] == pytest.approx(value, rel=1e-5), key
+
+
+def test_conv_network_needs_image_shaped_inputs():
+    with pytest.raises(ValueError, match="needs images of shape"):
+        _conv_vae((48,))
