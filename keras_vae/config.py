@@ -19,6 +19,8 @@ from keras_vae.distribute import STRATEGIES
 from keras_vae.objectives import GRADIENT_ESTIMATORS
 
 # options that only some objectives take, with the value that means "not used"
+LR_SCHEDULES = ("constant", "cosine")
+
 _OBJECTIVE_OPTIONS = {
     "elbo": {"beta": 1.0, "kl_warmup_epochs": 0, "kl_cycle_epochs": 0, "free_bits": 0.0},
     "iwae": {"gradient_estimator": "standard"},
@@ -51,13 +53,22 @@ class TrainConfig:
         gradient_estimator: IWAE gradients, `standard` or `dreg` (Tucker et al. 2019).
         latent_dim: Size of z.
         hidden_units: Hidden layer sizes of the encoder and decoder MLPs.
+        network: A registered network family of encoder and decoder bodies (`mlp`, the
+            paper's; `gated_mlp`, Dauphin et al. 2017, the VampPrior paper's).
         activation: Hidden activation (the paper: tanh).
         epochs: Passes over the training data (or of `steps_per_epoch` steps).
         steps_per_epoch: Steps per epoch; None means one pass over the training split.
         steps_per_execution: Training steps per compiled call (fewer Python round trips:
             about 25% faster for the paper's model, see benchmarks/throughput.py).
         batch_size: Global batch size (split across replicas under a strategy).
-        learning_rate: Adam step size.
+        learning_rate: Adam step size (the peak of the schedule).
+        lr_schedule: `constant`, or `cosine`: decay to 0 over the `epochs` (Loshchilov &
+            Hutter 2017), computed from the optimizer's step so it resumes exactly.
+        ema_momentum: Keep an exponential moving average of the weights (Polyak averaging,
+            Keras' `use_ema`) with this momentum, e.g. 0.999; validation uses the averaged
+            weights and the final model is the average. None: off.
+        time_budget_minutes: Stop after the epoch at which the training wall time, summed over
+            resumed runs, reaches this many minutes (None: no budget).
         clipnorm: Clip each gradient to this L2 norm (None: no clipping).
         samples: L, Monte Carlo samples of z per example (K of the IWAE bound).
         beta: KL weight of the training loss (ELBO only).
@@ -94,11 +105,15 @@ class TrainConfig:
     latent_dim: int = 20
     hidden_units: list[int] = dataclasses.field(default_factory=lambda: [500])
     activation: str = "tanh"
+    network: str = "mlp"
     epochs: int = 10
     steps_per_epoch: int | None = None
     steps_per_execution: int = 10
     batch_size: int = 100
     learning_rate: float = 1e-3
+    lr_schedule: str = "constant"
+    ema_momentum: float | None = None
+    time_budget_minutes: float | None = None
     clipnorm: float | None = None
     samples: int = 1
     beta: float = 1.0
@@ -146,13 +161,33 @@ class TrainConfig:
         if not self.free_bits >= 0:
             raise ConfigError(f"free_bits must be >= 0. Received: free_bits={self.free_bits!r}")
         _check_choice("strategy", self.strategy, STRATEGIES)
+        self._check_recipe()
         self._check_parts()
         self._check_objective_options()
+
+    def _check_recipe(self) -> None:
+        """The optimisation options: schedule, weight averaging, time budget."""
+        _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        if self.ema_momentum is not None and not 0 < self.ema_momentum < 1:
+            raise ConfigError(
+                f"ema_momentum must be in (0, 1), e.g. 0.999. Received: "
+                f"ema_momentum={self.ema_momentum!r}"
+            )
+        if self.ema_momentum is not None and self.early_stopping:
+            raise ConfigError(
+                "ema_momentum and early_stopping do not combine (early stopping would restore "
+                "raw weights over the average); use one, or a time budget with the average."
+            )
+        if self.time_budget_minutes is not None and not self.time_budget_minutes > 0:
+            raise ConfigError(
+                "time_budget_minutes must be > 0. Received: "
+                f"time_budget_minutes={self.time_budget_minutes!r}"
+            )
 
     def _check_parts(self) -> None:
         """Registered names only, and component counts only for parts that have components."""
         _check_choice("likelihood", self.likelihood, (*registry.names("likelihood"), None))
-        for kind in ("posterior", "prior", "objective"):
+        for kind in ("posterior", "prior", "objective", "network"):
             _check_choice(kind, getattr(self, kind), registry.names(kind))
         _check_choice("gradient_estimator", self.gradient_estimator, GRADIENT_ESTIMATORS)
         for kind in ("prior", "likelihood"):

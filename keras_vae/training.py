@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import data, distribute, objectives, registry, runs
-from keras_vae.callbacks import ImageGridCallback
+from keras_vae.callbacks import ImageGridCallback, TrainingTimeBudget
 from keras_vae.config import TrainConfig
 from keras_vae.model import VAE, mlp_vae
 
@@ -101,6 +101,20 @@ def make_objective(config: TrainConfig, epoch_steps: int | None = None) -> objec
     return registry.get("objective", config.objective)(**options)
 
 
+def make_optimizer(config: TrainConfig, epoch_steps: int | None = None):
+    """Adam with the configured schedule (cosine: lr_t = lr (1 + cos(pi t / T)) / 2 over
+    T = epochs * epoch_steps steps), gradient clipping and weight averaging (EMA)."""
+    learning_rate = config.learning_rate
+    if config.lr_schedule == "cosine":
+        if not epoch_steps:
+            raise ValueError("A cosine schedule needs epoch_steps, the steps of one epoch.")
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            config.learning_rate, decay_steps=config.epochs * epoch_steps
+        )
+    ema = {"use_ema": True, "ema_momentum": config.ema_momentum} if config.ema_momentum else {}
+    return keras.optimizers.Adam(learning_rate, clipnorm=config.clipnorm, **ema)
+
+
 def build_model(
     config: TrainConfig,
     image_shape: tuple[int, ...],
@@ -124,12 +138,12 @@ def build_model(
         activation=config.activation,
         seed=config.seed,
         objective=make_objective(config, epoch_steps),
+        network=config.network,
         **parts,
     )
     model.build((None, *image_shape))
-    optimizer = keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm)
     model.compile(
-        optimizer=optimizer,
+        optimizer=make_optimizer(config, epoch_steps),
         jit_compile=config.jit_compile,
         steps_per_execution=distribute.resolve_steps_per_execution(
             config.steps_per_execution, model.distribute_strategy
@@ -250,6 +264,11 @@ def _training_callbacks(
 ) -> list:
     """The NaN guard, the caller's callbacks, early stopping, the backup and the pictures."""
     callbacks = [guard, *(extra or [])]
+    if config.ema_momentum:  # validation (and early stopping) see the averaged weights
+        callbacks.append(keras.callbacks.SwapEMAWeights())
+    if config.time_budget_minutes:  # before the backup, which records its epoch_seconds
+        spent = sum(session.backup.history.get("epoch_seconds", [])) if session.backup else 0.0
+        callbacks.append(TrainingTimeBudget(config.time_budget_minutes * 60.0, spent=spent))
     if config.early_stopping:
         # (its patience counter is not part of the backup: a resumed run starts counting anew)
         callbacks.append(
@@ -279,11 +298,16 @@ def _fit(session: _Session, model: VAE, config: TrainConfig, x_train, x_eval, **
         repeat=config.steps_per_epoch is not None,
     )
     eval_ds = data.make_dataset(x_eval, batch_size=EVAL_BATCH_SIZE, shuffle=False)
+    epochs = config.epochs
+    if config.time_budget_minutes and session.backup is not None:
+        spent = sum(session.backup.history.get("epoch_seconds", []))
+        if spent >= config.time_budget_minutes * 60.0:  # a rerun after the budget was used
+            epochs = fit_kwargs.get("initial_epoch", 0)
     start = time.perf_counter()
     try:
         history = model.fit(
             train_ds,
-            epochs=config.epochs,
+            epochs=epochs,
             steps_per_epoch=config.steps_per_epoch,
             validation_data=eval_ds,
             shuffle=False,  # make_dataset shuffles, with the configured seed

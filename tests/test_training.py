@@ -1,0 +1,100 @@
+"""The training recipe options of `keras_vae.training`: learning-rate schedule, weight
+averaging (EMA), time budget across a resume, network choice; each against its formula."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from keras_vae import training
+from keras_vae.config import ConfigError, TrainConfig
+from keras_vae.networks import GatedMLP
+
+
+@pytest.fixture
+def toy_npz(tmp_path):
+    path = tmp_path / "toy.npz"
+    rng = np.random.default_rng(7)
+    np.savez(path, x=(rng.uniform(size=(200, 6, 6)) > 0.5).astype("uint8"))
+    return path
+
+
+def _config(toy_npz, **changes):
+    values = dict(dataset=str(toy_npz), eval_split="train", latent_dim=2, hidden_units=[8],
+                  epochs=2, batch_size=50, seed=3, image_every=0)  # fmt: skip
+    return TrainConfig(**{**values, **changes})
+
+
+def test_cosine_schedule_follows_its_formula(toy_npz):
+    config = _config(toy_npz, lr_schedule="cosine", learning_rate=0.01, epochs=4)
+    optimizer = training.make_optimizer(config, epoch_steps=25)  # T = 100 steps
+    optimizer.build([keras.Variable(0.0)])
+    for step in (0, 25, 50, 100):
+        optimizer.iterations.assign(step)  # the schedule reads the optimizer's step
+        expected = 0.01 * 0.5 * (1 + math.cos(math.pi * step / 100))
+        assert float(optimizer.learning_rate) == pytest.approx(expected, abs=1e-7)
+
+
+def test_ema_final_weights_are_the_average_of_the_trained_weights(toy_npz):
+    class Record(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.weights = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.weights.append([w.copy() for w in self.model.get_weights()])
+
+    record = Record()
+    config = _config(toy_npz, ema_momentum=0.8, steps_per_execution=1, jit_compile=False)
+    result = training.train(config, verbose=0, callbacks=[record])
+    model = result["model"]
+    variables = model.trainable_variables
+    index = {id(v): i for i, v in enumerate(model.weights)}
+    expected = None
+    for snapshot in record.weights:  # Keras: average = w_1, then m * average + (1 - m) * w_t
+        current = [snapshot[index[id(v)]] for v in variables]
+        expected = (
+            current
+            if expected is None
+            else [0.8 * e + 0.2 * c for e, c in zip(expected, current, strict=True)]
+        )
+    for variable, value in zip(variables, expected, strict=True):
+        np.testing.assert_allclose(variable.numpy(), value, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(variables[0].numpy(), record.weights[-1][index[id(variables[0])]])
+
+
+class _KillAtTheEnd(keras.callbacks.Callback):
+    def on_train_end(self, logs=None):  # after the last backup, before the run is finished
+        raise KeyboardInterrupt
+
+
+def test_time_budget_stops_and_a_resumed_run_trains_no_further(toy_npz, tmp_path):
+    config = _config(toy_npz, epochs=50, time_budget_minutes=1e-4)  # 6 ms: one epoch
+    quiet = {"verbose": 0, "progress": lambda message: None}
+    with pytest.raises(KeyboardInterrupt):
+        training.train(config, output=tmp_path / "run", callbacks=[_KillAtTheEnd()], **quiet)
+    resumed = training.train(config, output=tmp_path / "run", **quiet)
+    assert resumed["resumed_from_epoch"] == 1 and resumed["epochs"] == 1
+    fresh = training.train(config, **quiet)
+    assert fresh["epochs"] == 1
+
+
+def test_gated_network_is_built_from_the_config(toy_npz):
+    model = training.build_model(_config(toy_npz, network="gated_mlp"), (6, 6, 1), "bernoulli", 4)
+    assert isinstance(model.encoder, GatedMLP) and isinstance(model.decoder, GatedMLP)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"lr_schedule": "linear"}, "lr_schedule must be one of"),
+        ({"ema_momentum": 1.5}, "ema_momentum must be in"),
+        ({"ema_momentum": 0.99, "early_stopping": 3}, "do not combine"),
+        ({"time_budget_minutes": 0.0}, "time_budget_minutes must be > 0"),
+        ({"network": "resnet"}, "network must be one of"),
+    ],
+)
+def test_bad_recipe_options_are_refused_in_one_line(toy_npz, changes, message):
+    with pytest.raises(ConfigError, match=message):
+        _config(toy_npz, **changes)
