@@ -355,8 +355,11 @@ class DiscretizedLogisticLikelihood(Likelihood):
 
     def parameters(self, features: tf.Tensor) -> dict[str, tf.Tensor]:
         """Returns `{"logits", "loc", "log_scale"}`, each `[..., *event_shape, M]`."""
-        raw = self._project(features, (3, self.num_components))
-        logits, raw_loc, raw_scale = raw[..., 0, :], raw[..., 1, :], raw[..., 2, :]
+        # each pixel's 3M numbers are [logits, loc, scale] blocks of M; sliced on the last
+        # axis (not as [..., 3, M]): TFLite's int8 calibration refuses slices of rank > 5
+        m = self.num_components
+        raw = self._project(features, (3 * m,))
+        logits, raw_loc, raw_scale = raw[..., :m], raw[..., m : 2 * m], raw[..., 2 * m :]
         log_scale = tf.math.log(floored_softplus(raw_scale, self.min_scale))
         return {"logits": logits, "loc": tf.sigmoid(raw_loc), "log_scale": log_scale}
 
