@@ -34,19 +34,19 @@ Command line (`add_cli_arguments` / `run_cli`):
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
-import secrets
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.stats
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from keras_vae.atomic import atomic_file as _atomic_file
 
 if TYPE_CHECKING:
     from keras_vae.model import VAE
@@ -531,26 +531,6 @@ def interpolation_grid(
 
 
 # -------------------------------------------------------------------------------- writing
-@contextlib.contextmanager
-def _atomic_file(path: Path) -> Iterator[BinaryIO]:
-    """A binary handle on a new temporary file beside `path`, renamed over it on success.
-
-    The file is created with mode 0o666 minus the umask (like `open`), not `mkstemp`'s 0o600.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: float = DEFAULT_DPI) -> Path:
     """Writes `fig` as a PNG atomically and closes it.
 
