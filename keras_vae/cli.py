@@ -25,8 +25,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from keras_vae import registry  # noqa: E402
 from keras_vae.config import ConfigError, TrainConfig  # noqa: E402
 from keras_vae.export import ExportCheckError  # noqa: E402
+from keras_vae.lock import DirectoryInUseError  # noqa: E402
 from keras_vae.objectives import GRADIENT_ESTIMATORS  # noqa: E402
-from keras_vae.training import NonFiniteLossError, WorkerLostError  # noqa: E402
+from keras_vae.training import (  # noqa: E402
+    NonFiniteLossError,
+    ResourceError,
+    WorkerLostError,
+    describe_resource_error,
+)
 
 EXIT_USAGE = 2
 
@@ -81,6 +87,7 @@ _TRAIN_OPTIONS = (
     ("--strategy", "strategy", str, "auto, default, mirrored or multiworker (reads TF_CONFIG)"),
     ("--cpu-replicas", "cpu_replicas", int, "split the CPU into N logical devices"),
     ("--limit", "limit", int, "use only the first N training examples"),
+    ("--keep-backups", "keep_backups", int, "verified per-epoch backups kept (newest resumed)"),
 )
 
 
@@ -259,7 +266,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         print(f"keras-vae {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
-    except (NonFiniteLossError, WorkerLostError, ExportCheckError) as error:
+    except (
+        NonFiniteLossError, WorkerLostError, ExportCheckError, ResourceError, DirectoryInUseError,
+    ) as error:  # fmt: skip
         if os.environ.get("KERAS_VAE_DEBUG"):
             raise
         print(f"keras-vae {args.command}: error: {error}", file=sys.stderr)
@@ -267,6 +276,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"keras-vae {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # memory or disk exhausted in evaluate, export, plot
+        message = describe_resource_error(error)
+        if message is None or os.environ.get("KERAS_VAE_DEBUG"):
+            raise
+        print(f"keras-vae {args.command}: error: {message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -89,6 +89,8 @@ class TrainConfig:
             `eval_split="validation"` so that the test split stays untouched.
         image_every: Write reconstruction and sample pictures to TensorBoard and PNG files
             every this many epochs (and after the last); 0 turns them off.
+        keep_backups: Verified per-epoch backups kept in the run directory while training
+            (the newest intact one is resumed); a rerun may change it.
     """
 
     dataset: str = "binarized_mnist"
@@ -128,11 +130,14 @@ class TrainConfig:
     limit: int | None = None
     image_every: int = 5
     early_stopping: int | None = None
+    keep_backups: int = 3
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
             _check_type(field.name, getattr(self, field.name), _field_types()[field.name])
-        for name in ("latent_dim", "epochs", "batch_size", "samples", "steps_per_execution"):
+        for name in (
+            "latent_dim", "epochs", "batch_size", "samples", "steps_per_execution", "keep_backups",
+        ):  # fmt: skip
             _check_positive(name, getattr(self, name))
         for name in (
             "steps_per_epoch", "cpu_replicas", "limit", "early_stopping", "prior_components",

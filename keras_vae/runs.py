@@ -1,8 +1,11 @@
 """The run directory that `keras-vae train` writes and `evaluate`/`export` read.
 
     RUN_DIR/config.json    the TrainConfig (written first: a rerun compares against it)
-    RUN_DIR/backup/        the resume point while training: state.json + weights of the last
-                           completed epoch (removed once the run has finished)
+    RUN_DIR/backup/        the resume points while training: the last `keep_backups`
+                           completed epochs, each `epoch-NNNNN.weights.h5` with its state
+                           file `epoch-NNNNN.state.json` (removed once the run has finished)
+    RUN_DIR/.keras-vae.lock  held by the training process: one writer at a time
+                           (keras_vae.lock)
     RUN_DIR/history.csv    per-epoch metrics (nats per example), updated every epoch
     RUN_DIR/model.keras    the trained VAE (Keras v3 format, loads with safe_mode=True)
     RUN_DIR/metrics.json   final ELBO and its terms (nats per example) on the training set
@@ -11,10 +14,14 @@
     RUN_DIR/tensorboard/   TensorBoard scalars (train/, validation/) and pictures (images/)
     RUN_DIR/images/        reconstruction and sample PNGs every few epochs
 
-Every file is written atomically: to a temporary file in the same directory, then renamed
-with `os.replace`, so a kill at any moment leaves either the old file or the new one, never a
-truncated file that a later load would trust. The backup is committed by `state.json`, which
-is replaced only after the weights file it names is complete.
+Every file is written atomically (`keras_vae.atomic`): to a temporary file in the same
+directory, fsync'ed, renamed with `os.replace`, and the directory fsync'ed, so a kill or a
+power loss at any moment leaves either the old file or the new one, never a truncated file
+that a later load would trust. A backup is committed by its state file, written only after
+the weights file it names is complete and has been read back; the state records the weights'
+SHA-256 and size, so that a file damaged later (a bad disk, a copy cut short) is recognised.
+A resume restores the newest backup that passes these checks and says which newer ones it
+skipped and why. An older backup is deleted only once a newer one has been committed.
 """
 
 from __future__ import annotations
@@ -23,9 +30,8 @@ import csv
 import io
 import json
 import math
-import os
+import re
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,6 +40,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_vae import atomic
 from keras_vae.config import TrainConfig
 
 MODEL_FILE = "model.keras"
@@ -41,7 +48,7 @@ CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 BACKUP_DIR = "backup"
-BACKUP_STATE = "state.json"
+BACKUP_STATE = "state.json"  # the single backup of earlier versions, still restored
 TENSORBOARD_DIR = "tensorboard"
 IMAGES_DIR = "images"
 
@@ -50,28 +57,14 @@ class RunDirectoryError(ValueError):
     """A path is not a usable keras_vae run directory, or a file in it is damaged."""
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Writes `text` to `path` atomically (temporary file, fsync, rename)."""
-    _atomic_write(Path(path), lambda handle: handle.write(text.encode()))
+    """Writes `text` to `path` atomically (`keras_vae.atomic.write_text`)."""
+    atomic.write_text(path, text)
 
 
 def atomic_write_json(path: str | Path, value: Any) -> None:
-    """Writes `value` as indented JSON to `path` atomically."""
-    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+    """Writes `value` as indented JSON with sorted keys to `path` atomically."""
+    atomic.write_json(path, value, sort_keys=True)
 
 
 def history_to_csv(history: Mapping[str, Sequence[float]]) -> str:
@@ -88,16 +81,8 @@ def history_to_csv(history: Mapping[str, Sequence[float]]) -> str:
 
 def save_model(model: keras.Model, path: str | Path) -> None:
     """Saves `model` to a `.keras` file atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic.atomic_path(path) as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_model(path: str | Path) -> keras.Model:
@@ -170,6 +155,8 @@ def prepare_run_dir(
             path = run_dir / name
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     elif present and _check_existing_run(run_dir, config):
+        if _read_saved_config(run_dir) != config:  # another keep_backups: recorded
+            atomic_write_text(run_dir / CONFIG_FILE, config.to_json())
         return True
     atomic_write_text(run_dir / CONFIG_FILE, config.to_json())
     return False
@@ -178,6 +165,14 @@ def prepare_run_dir(
 _RUN_FILES = {
     CONFIG_FILE, MODEL_FILE, HISTORY_FILE, METRICS_FILE, BACKUP_DIR, TENSORBOARD_DIR, IMAGES_DIR,
 }  # fmt: skip
+
+
+# settings a resumed run may change: they do not change what is trained
+_FREE_ON_RESUME = ("keep_backups",)
+
+
+def _free(config: TrainConfig) -> dict:
+    return {key: getattr(config, key) for key in _FREE_ON_RESUME}
 
 
 def _check_existing_run(run_dir: Path, config: TrainConfig) -> bool:
@@ -196,13 +191,13 @@ def _check_existing_run(run_dir: Path, config: TrainConfig) -> bool:
             f"{', '.join(foreign[:3])}); choose another --output."
         )
     saved = _read_saved_config(run_dir)
-    if saved is not None and saved != config:
+    if saved is not None and saved.replace(**_free(config)) != config:
         changed = sorted(k for k, v in config.to_dict().items() if saved.to_dict().get(k) != v)
         raise RunStateError(
             f"{run_dir} holds a run with other settings (differs in: {', '.join(changed)}); "
             "pass --overwrite to replace it or choose another --output."
         )
-    if read_backup_state(run_dir) is not None:
+    if backup_states(run_dir):  # restore picks the newest intact one, or says none is
         return True
     if (run_dir / MODEL_FILE).exists():
         raise RunStateError(
@@ -223,70 +218,165 @@ def _read_saved_config(run_dir: Path) -> TrainConfig | None:
         ) from None
 
 
-def read_backup_state(run_dir: str | Path) -> dict | None:
-    """The committed backup state of a run (`epoch`, `weights`, `history`), or None."""
-    path = Path(run_dir) / BACKUP_DIR / BACKUP_STATE
-    if not path.is_file():
-        return None
+class ResourceError(RuntimeError):
+    """Memory or disk ran out; the message says what was needed and what to change, and
+    what was kept (the last backup, earlier files)."""
+
+
+_BACKUP_NAME = re.compile(r"^epoch-(\d+)\.(state\.json|weights\.h5)$")
+
+
+def _backup_paths(backup_dir: Path, epoch: int) -> tuple[Path, Path]:
+    """The state file and the weights file of the backup after `epoch`."""
+    stem = backup_dir / f"epoch-{epoch:05d}"
+    return stem.with_name(stem.name + ".state.json"), stem.with_name(stem.name + ".weights.h5")
+
+
+def _backup_files(backup_dir: Path) -> dict[int, dict[str, Path]]:
+    """{epoch: {"state.json": path, "weights.h5": path}} of the backup files present."""
+    found: dict[int, dict[str, Path]] = {}
+    if backup_dir.is_dir():
+        for path in backup_dir.iterdir():
+            match = _BACKUP_NAME.match(path.name)
+            if match:
+                found.setdefault(int(match.group(1)), {})[match.group(2)] = path
+    return found
+
+
+def _read_state(path: Path) -> dict:
+    """A backup's state file; ValueError (saying what is wrong) if it is not one."""
     try:
         state = json.loads(path.read_text())
-        weights = Path(run_dir) / BACKUP_DIR / state["weights"]
-        int(state["epoch"]), dict(state["history"])
-    except (ValueError, KeyError, TypeError) as error:
-        raise RunStateError(
-            f"{path} is damaged ({error}); pass --overwrite to start the run over."
-        ) from None
-    if not weights.is_file():
-        raise RunStateError(f"{path} names {weights.name}, which is missing; pass --overwrite.")
+        int(state["epoch"]), str(state["weights"]), dict(state["history"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"its state file is damaged ({type(error).__name__}: {error})") from None
     return state
 
 
+def backup_states(run_dir: str | Path) -> list[tuple[Path, dict | None, str | None]]:
+    """Every committed backup of a run, newest first: `(state file, state or None, problem
+    or None)`. A state file of an earlier version (`state.json`) counts as the oldest."""
+    backup_dir = Path(run_dir) / BACKUP_DIR
+    paths = [
+        files["state.json"]
+        for _, files in sorted(_backup_files(backup_dir).items(), reverse=True)
+        if "state.json" in files
+    ]
+    if (backup_dir / BACKUP_STATE).is_file():
+        paths.append(backup_dir / BACKUP_STATE)
+    found = []
+    for path in paths:
+        try:
+            found.append((path, _read_state(path), None))
+        except ValueError as error:
+            found.append((path, None, str(error)))
+    return found
+
+
+def read_backup_state(run_dir: str | Path) -> dict | None:
+    """The newest readable backup state of a run (`epoch`, `weights`, `sha256`, `bytes`,
+    `history`), or None; whether its weights are intact is checked by `RunBackup.restore`."""
+    return next((state for _, state, _ in backup_states(run_dir) if state is not None), None)
+
+
+def verify_backup(backup_dir: Path, state: dict) -> str | None:
+    """None if the weights file that `state` names exists with the recorded size and
+    SHA-256, else what is wrong with it (a backup of an earlier version has no checksum)."""
+    weights = backup_dir / state["weights"]
+    if not weights.is_file():
+        return f"its weights file {weights.name} is missing"
+    size = weights.stat().st_size
+    if "bytes" in state and size != state["bytes"]:
+        return f"{weights.name} has {size} bytes, not the {state['bytes']} written (truncated)"
+    if "sha256" in state and atomic.sha256(weights) != state["sha256"]:
+        return f"{weights.name} does not match its SHA-256 (damaged on disk)"
+    return None
+
+
+def _check_weights_file(path: Path) -> None:
+    """Reads every array of a just-written `.weights.h5` back from disk (a file that h5py
+    cannot read through is not committed)."""
+    import h5py
+
+    def read(name, item):
+        if isinstance(item, h5py.Dataset):
+            item[()]
+
+    with h5py.File(path, "r") as handle:
+        handle.visititems(read)
+
+
 class RunBackup(keras.callbacks.Callback):
-    """Saves a resume point after every completed epoch, atomically; restores it on start.
+    """Saves a verified resume point after every completed epoch; restores the newest intact
+    one on start.
 
     Unlike `keras.callbacks.BackupAndRestore` (whose weights and epoch counter are two
-    separate, non-atomic writes), the weights go to a new file and `state.json`, replaced
-    atomically afterwards, commits them together with the epoch and the whole history so far.
-    The weights file holds the model's variables, the optimizer's state and the noise seed.
-    An epoch whose metrics or weights are not finite is never saved.
+    separate, non-atomic writes), each epoch's weights go to a new file
+    `epoch-NNNNN.weights.h5` (written atomically, then read back), and its state file
+    `epoch-NNNNN.state.json`, written after it, commits them together with the epoch, the
+    whole history so far and the weights' size and SHA-256. The weights file holds the
+    model's variables, the optimizer's state and the noise seed. The last `keep` backups are
+    kept; an older one is deleted only after a newer one is committed. An epoch whose metrics
+    or weights are not finite is never saved.
 
     Args:
-        run_dir: The run directory; the backup lives in `run_dir/backup/`.
+        run_dir: The run directory; the backups live in `run_dir/backup/`.
         progress: Called with one-line messages (resume notices).
         scratch_dir: For a non-chief worker of a multi-worker run: it restores from
             `run_dir/backup/` like the chief, but writes its own backups into this private
             directory (TensorFlow's convention: every worker saves, only the chief's copy is
             kept) and no history file.
+        keep: How many of the newest backups to keep (at least 1).
     """
 
-    def __init__(self, run_dir: str | Path, progress=print, scratch_dir: str | Path | None = None):
+    def __init__(
+        self,
+        run_dir: str | Path,
+        progress=print,
+        scratch_dir: str | Path | None = None,
+        keep: int = 3,
+    ):
         super().__init__()
+        if keep < 1:
+            raise ValueError(f"keep must be a positive int. Received: keep={keep!r}")
         self.run_dir = Path(run_dir)
         self.backup_dir = self.run_dir / BACKUP_DIR
         self.write_dir = Path(scratch_dir) / BACKUP_DIR if scratch_dir else self.backup_dir
         self.progress = progress
+        self.keep = keep
         self.history: dict[str, list[float]] = {}
         self.initial_epoch = 0
+        self._skipped: set[int] = set()  # epochs whose backups failed the checks
 
     def restore(self, model: keras.Model) -> int:
-        """Loads the committed backup into `model`; returns the epoch to continue from."""
-        state = read_backup_state(self.run_dir)
-        if state is None:
+        """Loads the newest intact backup into `model`; returns the epoch to continue from.
+
+        Raises:
+            RunStateError: There are backups, but none is intact.
+        """
+        found = backup_states(self.run_dir)
+        if not found:
             return 0
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-        try:
-            model.load_weights(self.backup_dir / state["weights"])
-        except Exception as error:  # noqa: BLE001
+        skipped = []
+        for path, state, problem in found:
+            problem = problem or verify_backup(self.backup_dir, state) or _load(model, path, state)
+            if problem is None:
+                break
+            skipped.append(f"{_describe(path, state)}: {problem}")
+            self._skipped.add(_epoch_of(path, state))
+        else:
             raise RunStateError(
-                f"Cannot load backup {state['weights']} ({type(error).__name__}); pass "
+                f"No intact backup in {self.backup_dir} ({'; '.join(skipped)}); pass "
                 "--overwrite to start the run over."
-            ) from error
+            )
         self.history = {k: list(v) for k, v in state["history"].items()}
         self.initial_epoch = int(state["epoch"])
+        note = f"; skipped {'; '.join(skipped)}" if skipped else ""
         self.progress(
             f"keras-vae: resuming {self.run_dir} from its backup after epoch "
-            f"{self.initial_epoch} (of the {self.initial_epoch} completed)"
+            f"{self.initial_epoch} (verified){note}"
         )
         return self.initial_epoch
 
@@ -296,25 +386,80 @@ class RunBackup(keras.callbacks.Callback):
             return
         if not all(np.isfinite(w).all() for w in self.model.get_weights()):
             return
+        history = {k: list(v) for k, v in self.history.items()}
         for key, value in logs.items():
-            self.history.setdefault(key, []).append(float(value))
-        self.write_dir.mkdir(parents=True, exist_ok=True)
-        name = f"epoch-{epoch + 1:05d}.weights.h5"
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".weights.h5", dir=self.write_dir)
-        os.close(fd)
+            history.setdefault(key, []).append(float(value))
         try:
-            self.model.save_weights(tmp, overwrite=True)
-            os.replace(tmp, self.write_dir / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        state = {"epoch": epoch + 1, "weights": name, "history": self.history}
-        atomic_write_json(self.write_dir / BACKUP_STATE, state)
+            self._commit(epoch + 1, history)
+        except atomic.DiskFullError as error:
+            raise self._disk_full(epoch + 1, error) from error
+        self.history = history
         if self.write_dir == self.backup_dir:
-            atomic_write_text(self.run_dir / HISTORY_FILE, history_to_csv(self.history))
-        for old in self.write_dir.glob("*.weights.h5"):
-            if old.name != name:
-                old.unlink(missing_ok=True)
+            atomic_write_text(self.run_dir / HISTORY_FILE, history_to_csv(history))
+        self._prune(epoch + 1)
+
+    def _commit(self, epoch: int, history: dict) -> None:
+        """Writes, reads back and commits the backup after `epoch` (1-based)."""
+        state_path, weights = _backup_paths(self.write_dir, epoch)
+        with atomic.atomic_path(weights) as tmp:
+            self.model.save_weights(tmp, overwrite=True)
+        _check_weights_file(weights)
+        state = {
+            "epoch": epoch, "weights": weights.name, "bytes": weights.stat().st_size,
+            "sha256": atomic.sha256(weights), "history": history,
+        }  # fmt: skip
+        atomic_write_json(state_path, state)
+
+    def _prune(self, epoch: int) -> None:
+        """Keeps the newest `keep` committed backups up to `epoch`; removes the rest (older
+        ones, and newer ones left by an abandoned run, skipped as damaged on resume)."""
+        files = _backup_files(self.write_dir)
+        kept = sorted(
+            e for e, f in files.items()
+            if e <= epoch and "state.json" in f and (e == epoch or e not in self._skipped)
+        )  # fmt: skip
+        kept = set(kept[-self.keep :])
+        for number, named in files.items():
+            if number not in kept:  # the state file first: no state ever names a missing file
+                for kind in ("state.json", "weights.h5"):
+                    if kind in named:
+                        named[kind].unlink(missing_ok=True)
+        (self.write_dir / BACKUP_STATE).unlink(missing_ok=True)  # an earlier version's
+
+    def _disk_full(self, epoch: int, error: atomic.DiskFullError) -> ResourceError:
+        done = len(self.history.get("loss", []))
+        variables = [*self.model.weights, *getattr(self.model.optimizer, "variables", [])]
+        needed = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
+        kept = f"the backup after epoch {done} is intact" if done else "no earlier backup exists"
+        return ResourceError(
+            f"The disk of {self.write_dir} is full: the backup after epoch {epoch} needs "
+            f"about {atomic.format_bytes(needed)}, {atomic.format_bytes(error.free)} is free; "
+            f"{kept}. Free some space (or lower --keep-backups), then rerun the same command."
+        )
+
+
+def _load(model: keras.Model, path: Path, state: dict) -> str | None:
+    """Loads a verified backup's weights; None on success, else why it failed."""
+    try:
+        model.load_weights(path.parent / state["weights"])
+    except Exception as error:  # noqa: BLE001 - any failure: the next older backup is tried
+        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        return f"its weights do not load ({type(error).__name__}: {first})"
+    return None
+
+
+def _epoch_of(path: Path, state: dict | None) -> int:
+    """The epoch of a backup: from its file name, else from its state (-1 if neither)."""
+    match = _BACKUP_NAME.match(path.name)
+    if match:
+        return int(match.group(1))
+    return int(state["epoch"]) if state is not None else -1
+
+
+def _describe(path: Path, state: dict | None) -> str:
+    """`the backup after epoch 3` for the messages about skipped backups."""
+    epoch = _epoch_of(path, state)
+    return f"the backup after epoch {epoch}" if epoch >= 0 else f"the backup {path.name}"
 
 
 def finish_run(

@@ -8,8 +8,11 @@ parts + compile -> restore or data-initialised prior -> fit -> final train/eval 
 from __future__ import annotations
 
 import math
+import os
+import re
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +20,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vae import data, distribute, objectives, registry, runs
+from keras_vae import atomic, data, distribute, objectives, registry, runs
 from keras_vae.callbacks import ImageGridCallback, TrainingTimeBudget
 from keras_vae.config import TrainConfig
+from keras_vae.lock import DirectoryLock
 from keras_vae.model import VAE, mlp_vae
 
 EVAL_BATCH_SIZE = 1000
@@ -51,30 +55,106 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def resolve_likelihood(config: TrainConfig, images: np.ndarray) -> str:
-    """The configured likelihood, else the dataset's natural one, else from the values."""
+def resolve_likelihood(config: TrainConfig, images) -> str:
+    """The configured likelihood, else the dataset's natural one, else from the values:
+    `bernoulli` for values in [0, 1], `gaussian` otherwise (`data.value_range`: the whole
+    array, or a tfds stream's first `data.HEAD_SIZE` examples)."""
     if config.likelihood:
         return config.likelihood
     natural = data.default_likelihood(config.dataset)
     if natural:
         return natural
-    inside_unit_interval = float(images.min()) >= 0.0 and float(images.max()) <= 1.0
-    return "bernoulli" if inside_unit_interval else "gaussian"
+    low, high = data.value_range(images)
+    return "bernoulli" if low >= 0.0 and high <= 1.0 else "gaussian"
+
+
+def is_array_dataset(config: TrainConfig) -> bool:
+    """Whether the configured dataset is an array file (`.npz`/`.npy`), not a tfds name."""
+    return config.dataset not in data.DATASET_SPECS and config.dataset.lower().endswith(
+        data.ARRAY_EXTENSIONS
+    )
+
+
+def resolve_data(config: TrainConfig) -> TrainConfig:
+    """The config with an array file's held-out part settled (what config.json records).
+
+    An array file's splits are `train` (the file without its last `validation_split`),
+    `validation` (that last part) and `test` (the `eval_data` file). Without `eval_data` the
+    default eval split `test` becomes `validation`, with `validation_split` defaulting to
+    `data.DEFAULT_VALIDATION_SPLIT`, so that held-out metrics never use training images.
+    """
+    if not is_array_dataset(config):
+        return config
+    changes = {}
+    if config.eval_split == "test" and config.eval_data is None:
+        changes["eval_split"] = "validation"
+    if config.validation_split is None and (
+        config.eval_data is None or changes.get("eval_split", config.eval_split) == "validation"
+    ):
+        changes["validation_split"] = data.DEFAULT_VALIDATION_SPLIT
+    return config.replace(**changes) if changes else config
+
+
+def open_split(
+    config: TrainConfig, split: str, likelihood: str | None = None, *, stream: bool = True
+):
+    """One split of the configured data, checked for `likelihood` (default: resolved).
+
+    tfds data sets are streamed (`data.open_stream`) unless `stream` is False; array files
+    give their `train`/`validation` part or the `eval_data` file (`test`), in memory or, when
+    large, streamed from the memory-mapped file (`data.open_array`). `limit` applies to the
+    training split.
+    """
+    limit = config.limit if split == "train" else None
+    if not is_array_dataset(config):
+        options = {"data_dir": config.data_dir, "manual_dir": config.manual_dir, "limit": limit}
+        if not stream:
+            images = data.load_images(config.dataset, split, **options)
+        else:
+            images = data.open_stream(
+                config.dataset, split, shuffle_buffer=config.shuffle_buffer, **options
+            )
+        likelihood = likelihood or resolve_likelihood(config, images)
+        name = f"{config.dataset} {split} split"
+        data.validate_images(data.first_images(images, len(images)), likelihood=likelihood,
+                             name=name)  # fmt: skip  (a stream: its first examples up front)
+        return images
+    path, part = _array_part(config, split)
+    for message in _range_warnings(path, part, config):
+        warnings.warn(message, data.DataRangeWarning, stacklevel=2)
+    if likelihood is None:
+        likelihood = resolve_likelihood(
+            config, data.open_array(path, part, validation_split=config.validation_split)
+        )
+    images = data.open_array(
+        path, part, validation_split=config.validation_split, limit=limit, likelihood=likelihood
+    )
+    return images if stream or not isinstance(images, data.ImageStream) else np.asarray(images.array)
+
+
+def _array_part(config: TrainConfig, split: str) -> tuple[str, str]:
+    """(file, part) of an array-file split: train/validation of `dataset`, test = `eval_data`."""
+    if split == "test" and config.eval_data is not None:
+        return config.eval_data, "all"
+    if split in ("train", "validation"):
+        return config.dataset, split
+    test = "test (--eval-data FILE)" if config.eval_data is None else "test"
+    raise data.DataValidationError(
+        f"Array file {config.dataset} has no split {split!r}: its splits are train, "
+        f"validation (the held-out last --validation-split of the file) and {test}."
+    )
+
+
+def _range_warnings(path: str, part: str, config: TrainConfig) -> list[str]:
+    stored, _ = data.open_array_file(path)
+    stored = data.split_array(stored, part, config.validation_split, name=Path(path).name)
+    found = data.range_warning(stored, name=Path(path).name)
+    return [] if found is None else [found]
 
 
 def load_split(config: TrainConfig, split: str, likelihood: str | None = None) -> np.ndarray:
-    """Loads and validates one split of the configured dataset."""
-    images = data.load_images(
-        config.dataset,
-        split,
-        data_dir=config.data_dir,
-        manual_dir=config.manual_dir,
-        limit=config.limit if split == "train" else None,
-    )
-    data.validate_images(
-        images, likelihood=likelihood or resolve_likelihood(config, images), name=split
-    )
-    return images
+    """Loads and validates one split of the configured dataset into memory (float32)."""
+    return open_split(config, split, likelihood, stream=False)
 
 
 def steps_per_epoch(config: TrainConfig, num_examples: int) -> int:
@@ -159,6 +239,7 @@ def init_prior_from_data(model: VAE, images: np.ndarray, seed: int) -> None:
     if not hasattr(prior, "set_pseudo_inputs"):
         return
     count = prior.num_components
+    images = data.first_images(images, len(images))  # a stream: its first HEAD_SIZE examples
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(images), size=count, replace=count > len(images))
     prior.set_pseudo_inputs(images[chosen])
@@ -171,7 +252,7 @@ def _picture_callbacks(config: TrainConfig, run_dir: Path, x_eval: np.ndarray) -
     if config.image_every:
         found.append(
             ImageGridCallback(
-                x_eval[:8],
+                data.first_images(x_eval, 8),
                 log_dir=log_dir / "images",
                 png_dir=run_dir / runs.IMAGES_DIR,
                 every_n_epochs=config.image_every,
@@ -181,10 +262,10 @@ def _picture_callbacks(config: TrainConfig, run_dir: Path, x_eval: np.ndarray) -
     return found
 
 
-def evaluate_elbo(model: VAE, images: np.ndarray, batch_size: int = EVAL_BATCH_SIZE) -> dict:
+def evaluate_elbo(model: VAE, images, batch_size: int = EVAL_BATCH_SIZE) -> dict:
     """Held-out ELBO, reconstruction and KL, and the objective's other terms (`iwae`), nats
-    per example, averaged over `images`."""
-    dataset = data.make_dataset(images, batch_size=batch_size, shuffle=False)
+    per example, averaged over `images` (an array, or a `data.ImageStream` read once)."""
+    dataset = data.as_dataset(images, batch_size=batch_size, shuffle=False)
     result = model.evaluate(dataset, verbose=0, return_dict=True)
     return {key: float(result[key]) for key in model.objective.metric_names}
 
@@ -196,24 +277,39 @@ def eval_prefix(split: str) -> str:
     return split if split.isidentifier() and split != "train" else "eval"
 
 
-def load_training_data(config: TrainConfig) -> tuple[TrainConfig, np.ndarray, np.ndarray]:
-    """Loads and validates the train and eval splits. Returns them with the config whose
-    likelihood and component counts are resolved (what config.json records)."""
-    x_train = data.load_images(
-        config.dataset,
-        "train",
-        data_dir=config.data_dir,
-        manual_dir=config.manual_dir,
-        limit=config.limit,
-    )
+def load_training_data(config: TrainConfig):
+    """Opens and checks the train and eval splits: tfds data sets as streams, array files in
+    memory or memory-mapped (see `open_split`). Returns them with the config whose
+    likelihood, component counts and held-out part are resolved (what config.json records)."""
+    config = resolve_data(config)
+    x_train = open_split(config, "train")
     likelihood = resolve_likelihood(config, x_train)
-    data.validate_images(x_train, likelihood=likelihood, name=f"{config.dataset} train split")
-    x_eval = load_split(config, config.eval_split, likelihood)
-    return config.replace(likelihood=likelihood).resolved(), x_train, x_eval
+    if not config.likelihood and not is_array_dataset(config):
+        pass  # a tfds data set: its natural likelihood, already checked by open_split
+    config = config.replace(likelihood=likelihood).resolved()
+    x_eval = open_split(config, config.eval_split, likelihood)
+    return config, x_train, x_eval
+
+
+def describe_run(config: TrainConfig, x_train, x_eval, output=None) -> str:
+    """The first line a user sees: which model is trained on which data, and where to."""
+    model = (
+        f"a VAE ({config.network} {'-'.join(map(str, config.hidden_units))}, latent "
+        f"{config.latent_dim}, {config.posterior} posterior, {config.prior} prior, "
+        f"{config.likelihood} likelihood, {config.objective})"
+    )
+    how = "streamed" if isinstance(x_train, data.ImageStream) else "in memory"
+    shape = "x".join(map(str, x_train.shape[1:]))
+    where = "" if output is None else f"; run directory {output}"
+    return (
+        f"keras-vae: training {model} on {config.dataset} train ({len(x_train):,} images "
+        f"{shape}, {how}), evaluating on {config.eval_split} ({len(x_eval):,}){where}"
+    )
 
 
 class _Session:
-    """Where one `train` call runs: the strategy, this worker, the run directory, messages."""
+    """Where one `train` call runs: the strategy, this worker, the run directory and its
+    lock, a non-chief worker's scratch directory, messages. `close()` releases them."""
 
     def __init__(self, config: TrainConfig, output, progress):
         if config.cpu_replicas:
@@ -225,21 +321,42 @@ class _Session:
         self.output = None if output is None else Path(output)
         self.progress = progress
         self.backup: runs.RunBackup | None = None
+        self.lock: DirectoryLock | None = None
+        self.scratch: tempfile.TemporaryDirectory | None = None
+        self.model: VAE | None = None
         if self.worker:
             role = " (chief: writes the run files)" if self.chief else ""
             replicas = self.strategy.num_replicas_in_sync
             progress(f"keras-vae: {self.worker} of {replicas} replicas{role}")
 
+    def claim_run_dir(self) -> None:
+        """Locks the run directory (the chief only: the other workers of a multi-worker run
+        write nothing there) and makes a non-chief worker's scratch directory."""
+        if self.output is None:
+            return
+        if self.chief:
+            if self.output.exists() and not self.output.is_dir():
+                raise runs.RunStateError(
+                    f"{self.output} exists and is not a directory; choose another --output."
+                )
+            self.lock = DirectoryLock(self.output).acquire()
+        else:
+            self.scratch = tempfile.TemporaryDirectory(prefix="keras-vae-worker-")
+
+    def close(self) -> None:
+        if self.scratch is not None:
+            self.scratch.cleanup()
+        if self.lock is not None:
+            self.lock.release()
+
     def epochs_backed_up(self) -> int:
         return len(self.backup.history.get("loss", [])) if self.backup is not None else 0
 
 
-def _model_and_restore(
-    session: _Session, config: TrainConfig, x_train: np.ndarray, scratch_dir: str | None
-) -> tuple[VAE, int]:
-    """Builds the model under the strategy, then restores the run's backup if there is one;
-    a fresh run starts data-initialised priors from training examples. Returns the model
-    and the epoch to start from."""
+def _model_and_restore(session: _Session, config: TrainConfig, x_train: np.ndarray):
+    """Builds the model under the strategy, then restores the run's newest intact backup if
+    there is one; a fresh run starts data-initialised priors from training examples. Returns
+    the model and the epoch to start from."""
     with session.strategy.scope():
         model = build_model(
             config,
@@ -247,10 +364,14 @@ def _model_and_restore(
             config.likelihood,
             epoch_steps=steps_per_epoch(config, len(x_train)),
         )
+    session.model = model
     initial_epoch = 0
     if session.output is not None:
         session.backup = runs.RunBackup(
-            session.output, progress=session.progress, scratch_dir=scratch_dir
+            session.output,
+            progress=session.progress,
+            scratch_dir=session.scratch and session.scratch.name,
+            keep=config.keep_backups,
         )
         with session.strategy.scope():  # the optimizer's variables are built under the strategy
             initial_epoch = session.backup.restore(model)
@@ -289,15 +410,18 @@ def _training_callbacks(
 def _fit(session: _Session, model: VAE, config: TrainConfig, x_train, x_eval, **fit_kwargs):
     """`model.fit` on the configured pipelines; a lost worker becomes `WorkerLostError`.
     Returns the Keras history and the wall time in seconds."""
-    train_ds = data.make_dataset(
+    train_ds = data.as_dataset(
         x_train,
         batch_size=config.batch_size,
         shuffle=True,
         seed=config.seed,
         dynamic_binarization=config.dynamic_binarization,
         repeat=config.steps_per_epoch is not None,
+        likelihood=config.likelihood,  # streams check every batch
     )
-    eval_ds = data.make_dataset(x_eval, batch_size=EVAL_BATCH_SIZE, shuffle=False)
+    eval_ds = data.as_dataset(
+        x_eval, batch_size=EVAL_BATCH_SIZE, shuffle=False, likelihood=config.likelihood
+    )
     epochs = config.epochs
     if config.time_budget_minutes and session.backup is not None:
         spent = sum(session.backup.history.get("epoch_seconds", []))
@@ -310,7 +434,7 @@ def _fit(session: _Session, model: VAE, config: TrainConfig, x_train, x_eval, **
             epochs=epochs,
             steps_per_epoch=config.steps_per_epoch,
             validation_data=eval_ds,
-            shuffle=False,  # make_dataset shuffles, with the configured seed
+            shuffle=False,  # the pipelines shuffle, with the configured seed
             **fit_kwargs,
         )
     except (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.AbortedError) as err:
@@ -401,6 +525,9 @@ def train(
     Raises:
         NonFiniteLossError: The loss became NaN/Inf; the message names the step, and the
             backup of the last good epoch stays intact.
+        keras_vae.lock.DirectoryInUseError: Another process trains into `output`.
+        ResourceError: Memory or disk ran out; the message names what was needed and what
+            to change, and the last backup stays intact.
 
     Returns:
         The metrics dict (also `RUN_DIR/metrics.json`), nats per example: `train_elbo`,
@@ -412,36 +539,138 @@ def train(
         multi-worker run, which trains and evaluates like the others but writes no run files.
     """
     session = _Session(config, output, progress)
+    try:
+        session.claim_run_dir()  # first: a second writer is refused before any work
+        return _train(session, config, output, verbose, overwrite, callbacks)
+    except (MemoryError, tf.errors.ResourceExhaustedError, OSError) as error:
+        translated = _resource_error(error, session, config)
+        if translated is None:
+            raise
+        raise translated from error
+    finally:
+        session.close()
+
+
+def _train(session: _Session, config: TrainConfig, output, verbose, overwrite, callbacks):
+    """`train` once the session holds the run directory."""
     if not session.chief:
         verbose = 0
     keras.utils.set_random_seed(config.seed)
     config, x_train, x_eval = load_training_data(config)
+    session.progress(describe_run(config, x_train, x_eval, output))
     if output is not None:
         runs.prepare_run_dir(output, config, overwrite=overwrite, write=session.chief)
     distribute.barrier(session.strategy)  # workers read the run directory once it is ready
-    scratch = None if session.chief else tempfile.TemporaryDirectory(prefix="keras-vae-worker-")
-    try:
-        model, initial_epoch = _model_and_restore(
-            session, config, x_train, scratch and scratch.name
-        )
-        guard = StopOnNonFiniteLoss()
-        history, wall = _fit(
-            session, model, config, x_train, x_eval,
-            initial_epoch=initial_epoch, verbose=verbose,
-            callbacks=_training_callbacks(session, config, guard, callbacks, x_eval),
-        )  # fmt: skip
-        _raise_if_not_finite(session, guard)
-        epochs_run = len(history.history.get("loss", []))  # fewer after early stopping
-        metrics = _final_metrics(session, model, config, x_train, x_eval, epochs_run)
-        metrics.update(
-            resumed_from_epoch=initial_epoch,
-            epochs=initial_epoch + epochs_run,
-            train_seconds=round(wall, 2),
-            train_examples_per_s=round(metrics["examples_seen"] / max(wall, 1e-9), 1),
-        )
-        if output is not None and session.chief:
-            runs.finish_run(output, model, session.backup.history, metrics)
-    finally:
-        if scratch is not None:
-            scratch.cleanup()
+    model, initial_epoch = _model_and_restore(session, config, x_train)
+    guard = StopOnNonFiniteLoss()
+    history, wall = _fit(
+        session, model, config, x_train, x_eval,
+        initial_epoch=initial_epoch, verbose=verbose,
+        callbacks=_training_callbacks(session, config, guard, callbacks, x_eval),
+    )  # fmt: skip
+    _raise_if_not_finite(session, guard)
+    epochs_run = len(history.history.get("loss", []))  # fewer after early stopping
+    metrics = _final_metrics(session, model, config, x_train, x_eval, epochs_run)
+    metrics.update(
+        resumed_from_epoch=initial_epoch,
+        epochs=initial_epoch + epochs_run,
+        train_seconds=round(wall, 2),
+        train_examples_per_s=round(metrics["examples_seen"] / max(wall, 1e-9), 1),
+    )
+    if output is not None and session.chief:
+        runs.finish_run(output, model, session.backup.history, metrics)
     return {**metrics, "model": model, "history": history.history, "chief": session.chief}
+
+
+# ------------------------------------------------------------------ resource errors, one line
+ResourceError = runs.ResourceError
+_SHAPE = re.compile(r"shape\s*\[([\d,\s]*)\]\s*and type (\w+)")
+
+
+def describe_resource_error(error: BaseException) -> str | None:
+    """One line for an error of exhausted memory or disk (None for any other error): what
+    could not be had, and how much was available."""
+    if isinstance(error, ResourceError):
+        return str(error)
+    if atomic.is_disk_full(error):
+        where = getattr(error, "filename", None)
+        free = getattr(error, "free", None)
+        if where is not None and free is None:
+            free = atomic.free_bytes(Path(where).parent)
+        target = f" while writing {where}" if where else ""
+        room = f" ({atomic.format_bytes(free)} free)" if free is not None else ""
+        return (
+            f"The disk is full{target}{room}; files already in place are unchanged (every "
+            "write is atomic). Free some space or write to another disk, then rerun."
+        )
+    if isinstance(error, (MemoryError, tf.errors.ResourceExhaustedError)):
+        return f"Out of memory: {_memory_needed(error)}. Use a smaller model or batch."
+    return None
+
+
+def _memory_needed(error: BaseException) -> str:
+    """`could not allocate a [500, 4000000000] float tensor (7.3 TB; 20.1 GB of RAM
+    available)`, the shape from TensorFlow's message."""
+    available = f"{atomic.format_bytes(_free_memory())} of RAM available"
+    match = _SHAPE.search(str(error))
+    if not match:
+        return f"could not allocate ({type(error).__name__}; {available})"
+    shape = [int(d) for d in match.group(1).replace(" ", "").split(",") if d]
+    size = np.dtype(_TF_DTYPES.get(match.group(2), match.group(2))).itemsize
+    return (
+        f"could not allocate a [{', '.join(map(str, shape))}] {match.group(2)} tensor "
+        f"({atomic.format_bytes(size * math.prod(shape))}; {available})"
+    )
+
+
+_TF_DTYPES = {"float": "float32", "double": "float64", "half": "float16", "int64": "int64"}
+
+
+def _free_memory() -> int:
+    """Bytes of RAM available (Linux: MemAvailable; else the free pages)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def _resource_error(
+    error: BaseException, session: _Session, config: TrainConfig
+) -> ResourceError | None:
+    """The error of a `train` that ran out of memory or disk, in one line that says what to
+    change and what was kept; None for any other error."""
+    if isinstance(error, ResourceError):
+        return None  # already says it all
+    if isinstance(error, (MemoryError, tf.errors.ResourceExhaustedError)):
+        change = (
+            f"lower --latent-dim ({config.latent_dim}), --hidden-units "
+            f"({' '.join(map(str, config.hidden_units))}) or --batch-size ({config.batch_size})"
+        )
+        return ResourceError(f"Out of memory: {_memory_needed(error)}; {change}{_kept(session)}.")
+    if atomic.is_disk_full(error) and session.output is not None:
+        where = getattr(error, "filename", None) or session.output
+        return ResourceError(
+            f"The disk of {session.output} is full while writing {where} "
+            f"({atomic.format_bytes(atomic.free_bytes(session.output))} free; the model "
+            f"needs about {atomic.format_bytes(_model_bytes(session.model))} per file)"
+            f"{_kept(session)}. Free some space, then rerun the same command."
+        )
+    return None
+
+
+def _kept(session: _Session) -> str:
+    done = session.epochs_backed_up()
+    if session.output is None or not done:
+        return ""
+    return f"; the backup after epoch {done} in {session.output / runs.BACKUP_DIR} is intact"
+
+
+def _model_bytes(model) -> int:
+    """Bytes of a model's variables and its optimizer's (what a backup file holds)."""
+    if model is None:
+        return 0
+    variables = [*model.weights, *getattr(model.optimizer, "variables", [])]
+    return sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in variables)
