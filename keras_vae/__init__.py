@@ -13,6 +13,10 @@ if _os.environ.setdefault("KERAS_BACKEND", "tensorflow") != "tensorflow":
         "unset it or set KERAS_BACKEND=tensorflow."
     )
 
+from keras_vae import _quiet  # noqa: E402
+
+_quiet.import_tensorflow()  # first: TensorFlow's C++ start-up log stays hidden
+
 from keras_vae import objectives, registry  # noqa: E402
 from keras_vae.likelihoods import (  # noqa: E402
     BernoulliLikelihood,

@@ -8,7 +8,8 @@
 
 Settings come from the defaults, then `--config FILE`, then the options given on the command
 line. Mistakes the user can fix (bad options, bad data, missing files) print one line and exit
-with status 2; set KERAS_VAE_DEBUG=1 to see the traceback.
+with status 2; set KERAS_VAE_DEBUG=1 to see the traceback and TensorFlow's own start-up log
+(hidden otherwise: see keras_vae._quiet).
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# importing keras_vae (the package, before this module) hides TensorFlow's start-up log
+import tensorflow as tf  # noqa: E402
 
-from keras_vae import registry  # noqa: E402
+from keras_vae import data, registry  # noqa: E402
 from keras_vae.config import ConfigError, TrainConfig  # noqa: E402
 from keras_vae.export import ExportCheckError  # noqa: E402
 from keras_vae.lock import DirectoryInUseError  # noqa: E402
@@ -57,6 +60,9 @@ _TRAIN_OPTIONS = (
     ("--data-dir", "data_dir", str, "tfds data directory (default: $TFDS_DATA_DIR)"),
     ("--manual-dir", "manual_dir", str, "directory with manually downloaded raw files"),
     ("--eval-split", "eval_split", str, "held-out split for validation and final ELBO"),
+    ("--validation-split", "validation_split", float, ".npz/.npy: fraction held out (0.1)"),
+    ("--eval-data", "eval_data", str, ".npz/.npy: held-out images file (the test split)"),
+    ("--shuffle-buffer", "shuffle_buffer", int, "tfds: examples in the shuffle buffer"),
     ("--likelihood", "likelihood", str, f"{_names('likelihood')} (default: by dataset)"),
     ("--likelihood-components", "likelihood_components", int, "M per pixel (logistic: 5)"),
     ("--posterior", "posterior", str, f"q(z|x): {_names('posterior')}"),
@@ -175,13 +181,16 @@ def _run_train(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     output = args.output or _default_output(config)
-    print(f"keras-vae: training on {config.dataset}; run directory {output}", flush=True)
     verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)  # 2: a line per epoch
-    metrics = training.train(config, output=output, verbose=verbose, overwrite=args.overwrite)
-    eval_elbo = metrics[f"{training.eval_prefix(config.eval_split)}_elbo"]
+    progress = lambda line: print(line, flush=True)  # noqa: E731 - first: what trains on what
+    metrics = training.train(
+        config, output=output, verbose=verbose, overwrite=args.overwrite, progress=progress
+    )
+    split = metrics["eval_split"]  # an array file's default is its held-out part
+    eval_elbo = metrics[f"{training.eval_prefix(split)}_elbo"]
     print(
         f"train ELBO {metrics['train_elbo']:.2f} nats/example; "
-        f"{config.eval_split} ELBO {eval_elbo:.2f} nats/example "
+        f"{split} ELBO {eval_elbo:.2f} nats/example "
         f"({metrics['epochs']} epochs, {metrics['train_seconds']:.0f} s, "
         f"{metrics['train_examples_per_s']:.0f} examples/s)"
     )
@@ -244,6 +253,17 @@ def _run_plot(args: argparse.Namespace) -> int:
     return plotting.run_cli(args)
 
 
+def _show_warning(command: str, default):
+    """`warnings.showwarning` that prints keras_vae's data warnings as one plain line."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not issubclass(category, data.DataRangeWarning):
+            return default(message, category, filename, lineno, file, line)
+        print(f"keras-vae {command}: warning: {message}", file=sys.stderr, flush=True)
+
+    return show
+
+
 _COMMANDS = {
     "train": _run_train,
     "evaluate": _run_evaluate,
@@ -259,7 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:  # reported by the subcommand, so that its valid options are listed
         commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
-        return _COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning(args.command, warnings.showwarning)
+            return _COMMANDS[args.command](args)
     except (ConfigError, ValueError, FileExistsError, FileNotFoundError) as error:
         if os.environ.get("KERAS_VAE_DEBUG"):
             raise
@@ -276,6 +298,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"keras-vae {args.command}: interrupted", file=sys.stderr)
         return 130
+    except tf.errors.InvalidArgumentError as error:  # a batch failed the streamed data checks
+        message = data.data_check_message(error)
+        if message is None or os.environ.get("KERAS_VAE_DEBUG"):
+            raise
+        print(f"keras-vae {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
     except Exception as error:  # memory or disk exhausted in evaluate, export, plot
         message = describe_resource_error(error)
         if message is None or os.environ.get("KERAS_VAE_DEBUG"):

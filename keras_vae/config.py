@@ -20,6 +20,7 @@ from keras_vae.objectives import GRADIENT_ESTIMATORS
 
 # options that only some objectives take, with the value that means "not used"
 LR_SCHEDULES = ("constant", "cosine")
+_ARRAY_FILES = (".npz", ".npy")  # keras_vae.data.ARRAY_EXTENSIONS (data imports TensorFlow)
 
 _OBJECTIVE_OPTIONS = {
     "elbo": {"beta": 1.0, "kl_warmup_epochs": 0, "kl_cycle_epochs": 0, "free_bits": 0.0},
@@ -40,7 +41,16 @@ class TrainConfig:
         data_dir: tfds data directory; None means tfds' default (`TFDS_DATA_DIR`).
         manual_dir: Directory with manually downloaded raw files (offline preparation).
         eval_split: Held-out split used for validation during training and for the final
-            `<split>_elbo` of metrics.json (`test_elbo`, `validation_elbo`, ...).
+            `<split>_elbo` of metrics.json (`test_elbo`, `validation_elbo`, ...). An array
+            file's splits are `train`, `validation` (its held-out part) and `test`
+            (`eval_data`); without `eval_data`, `test` becomes `validation`.
+        validation_split: Array files: the fraction held out at the end of the file as the
+            `validation` split (as Keras' `fit(validation_split=...)`: the last examples,
+            before shuffling); None: 0.1 unless `eval_data` is given.
+        eval_data: Array files: a `.npz`/`.npy` file of held-out images, the `test` split.
+        shuffle_buffer: tfds data sets are streamed; a split of at most this many examples
+            is cached as stored and permuted fully every epoch, a larger one is shuffled
+            through a buffer of this many examples (a weaker shuffle).
         likelihood: A registered likelihood (`bernoulli`, `gaussian`, `logistic`); None picks
             the dataset's natural one.
         likelihood_components: M, mixture components per pixel of a likelihood that has them
@@ -97,6 +107,9 @@ class TrainConfig:
     data_dir: str | None = None
     manual_dir: str | None = None
     eval_split: str = "test"
+    validation_split: float | None = None
+    eval_data: str | None = None
+    shuffle_buffer: int = 60_000
     likelihood: str | None = None
     likelihood_components: int | None = None
     posterior: str = "diagonal"
@@ -166,9 +179,30 @@ class TrainConfig:
         if not self.free_bits >= 0:
             raise ConfigError(f"free_bits must be >= 0. Received: free_bits={self.free_bits!r}")
         _check_choice("strategy", self.strategy, STRATEGIES)
+        self._check_data()
         self._check_recipe()
         self._check_parts()
         self._check_objective_options()
+
+    def _check_data(self) -> None:
+        """The held-out part of an array file, and the streaming buffer."""
+        _check_positive("shuffle_buffer", self.shuffle_buffer)
+        if self.validation_split is not None and not 0 < self.validation_split < 1:
+            raise ConfigError(
+                "validation_split must be a fraction in (0, 1), e.g. 0.1. Received: "
+                f"validation_split={self.validation_split!r}"
+            )
+        array_file = self.dataset.lower().endswith(_ARRAY_FILES)
+        for key in ("validation_split", "eval_data"):
+            if getattr(self, key) is not None and not array_file:
+                raise ConfigError(
+                    f"{key} applies to array-file data sets (.npz/.npy), not to "
+                    f"dataset={self.dataset!r}, which has its own splits: use eval_split."
+                )
+        if self.eval_data is not None and not self.eval_data.lower().endswith(_ARRAY_FILES):
+            raise ConfigError(
+                f"eval_data must be a .npz or .npy file. Received: eval_data={self.eval_data!r}"
+            )
 
     def _check_recipe(self) -> None:
         """The optimisation options: schedule, weight averaging, time budget."""

@@ -11,7 +11,19 @@ values in [0, 1] for the built-in data sets:
 
 Array files (`.npz` with key `x` and optional `y`, or `.npy`) are read with
 `allow_pickle=False`. uint8 data is read as grey levels 0..255 and scaled to [0, 1]; any other
-numeric dtype is cast to float32 without scaling.
+numeric dtype is cast to float32 without scaling (`range_warning` says when that looks wrong).
+`.npy` files and uncompressed `.npz` files (`np.savez`) are memory-mapped; a compressed `.npz`
+(`np.savez_compressed`) cannot be and is decompressed into memory.
+
+Two ways to feed training (`as_dataset` takes either):
+
+* in memory: a float32 NumPy array and `make_dataset` (a full random permutation per epoch);
+* streamed: an `ImageStream` (`open_stream` for tfds data sets, `open_array` for array files
+  larger than `IN_MEMORY_BYTES`), read batch by batch through tf.data, so that memory does not
+  grow with the data set. A tfds split with at most `shuffle_buffer` examples is cached as
+  stored (uint8) and fully permuted every epoch; a larger one is read from disk every epoch
+  through a shuffle buffer of `shuffle_buffer` examples, a weaker shuffle than a permutation
+  (an example can only move about `shuffle_buffer` places from its position in the files).
 
 tfds data sets are read from `data_dir` (None: tfds' default, which honours `TFDS_DATA_DIR`
 as it was when tensorflow_datasets was imported). When a data set is not prepared there it is
@@ -24,12 +36,16 @@ Example:
     x = load_images("binarized_mnist", "train", data_dir="../shared/tensorflow_datasets")
     validate_images(x, likelihood="bernoulli")
     ds = make_dataset(x, batch_size=100, seed=0)
+
+    stream = open_stream("mnist", "train[:90%]", data_dir="../shared/tensorflow_datasets")
+    ds = stream.dataset(batch_size=100, seed=0, likelihood="bernoulli")
     ```
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import socket
 import urllib.parse
@@ -48,6 +64,10 @@ from keras_vae.datasets import frey_face as _frey_face  # importing registers `f
 KNOWN_DATASETS = ("binarized_mnist", "mnist", "frey_face")
 ARRAY_EXTENSIONS = (".npz", ".npy")
 _READ_BATCH = 4096  # examples per tfds read batch when loading a whole split
+HEAD_SIZE = 1000  # examples a stream reads up front (checks, pictures, pseudo-inputs)
+SHUFFLE_BUFFER = 60_000  # examples; MNIST-sized splits are cached and fully permuted
+IN_MEMORY_BYTES = 1 << 30  # array files whose float32 images need more are streamed
+DEFAULT_VALIDATION_SPLIT = 0.1  # fraction of an array file held out when no eval file is given
 
 
 class DataValidationError(ValueError):
@@ -56,6 +76,10 @@ class DataValidationError(ValueError):
 
 class DatasetNotFoundError(DataValidationError):
     """Raised when a tfds data set is neither prepared in `data_dir` nor can be prepared."""
+
+
+class DataRangeWarning(UserWarning):
+    """The data's values look wrong for the way they are scaled (see `range_warning`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,12 +238,7 @@ def _load_tfds(
     limit: int | None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Reads a whole tfds split into numpy; prepares it first when allowed and needed."""
-    base = split.split("[", 1)[0]
-    if base not in spec.splits:
-        raise DataValidationError(
-            f"Dataset '{spec.name}' has no split '{split}'. Available splits: "
-            f"{', '.join(spec.splits)}."
-        )
+    _check_split(spec, split)
     # `limit` beyond the split's size keeps the whole split (tfds slicing would refuse it)
     tfds_split = f"{split}[:{limit}]" if limit is not None and "[" not in split else split
     if limit is not None and "[" not in split:
@@ -229,26 +248,7 @@ def _load_tfds(
         except Exception:  # noqa: BLE001 - not prepared yet: the load below reports it
             pass
     # Not batch_size=-1: under tfds.testing.mock_data it aborts the process (std::length_error).
-    kwargs = {"split": tfds_split, "data_dir": data_dir, "batch_size": _READ_BATCH}
-    try:
-        # Fast path, never touches the network; AssertionError when not prepared.
-        data = tfds.load(spec.name, download=False, **kwargs)
-    except AssertionError as err:
-        if not download:
-            raise _not_found(spec, split, data_dir, "download=False") from err
-        if (reason := _offline_reason(spec, manual_dir)) is not None:
-            raise _not_found(spec, split, data_dir, reason) from err
-        prepare = {}
-        if manual_dir is not None:
-            config = tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir))
-            prepare = {"download_config": config}
-        try:
-            data = tfds.load(
-                spec.name, download=True, download_and_prepare_kwargs=prepare, **kwargs
-            )
-        except (OSError, AssertionError, ValueError, NonMatchingChecksumError) as err2:
-            reason = f"preparing it failed with {type(err2).__name__}: {_one_line(err2)}"
-            raise _not_found(spec, split, data_dir, reason) from err2
+    data = _read_tfds(spec, tfds_split, data_dir, manual_dir, download, batch_size=_READ_BATCH)
     batches = list(tfds.as_numpy(data))
     if not batches:
         raise DataValidationError(f"Dataset '{spec.name}' split '{tfds_split}' is empty.")
@@ -261,6 +261,46 @@ def _load_tfds(
     if limit is not None:
         x, y = x[:limit], (None if y is None else y[:limit])
     return x, y
+
+
+def _check_split(spec: DatasetSpec, split: str) -> None:
+    if split.split("[", 1)[0] not in spec.splits:
+        raise DataValidationError(
+            f"Dataset '{spec.name}' has no split '{split}'. Available splits: "
+            f"{', '.join(spec.splits)}."
+        )
+
+
+def _read_tfds(
+    spec: DatasetSpec,
+    split: str,
+    data_dir: str | None,
+    manual_dir: str | None,
+    download: bool,
+    **kwargs,
+) -> tf.data.Dataset:
+    """`tfds.load(spec.name, split=split, **kwargs)`, preparing the data set first when it is
+    missing, allowed to and able to (raw files in `manual_dir`, or a reachable host)."""
+    kwargs = {"split": split, "data_dir": data_dir, **kwargs}
+    try:
+        # Fast path, never touches the network; AssertionError when not prepared.
+        return tfds.load(spec.name, download=False, **kwargs)
+    except AssertionError as err:
+        if not download:
+            raise _not_found(spec, split, data_dir, "download=False") from err
+        if (reason := _offline_reason(spec, manual_dir)) is not None:
+            raise _not_found(spec, split, data_dir, reason) from err
+        prepare = {}
+        if manual_dir is not None:
+            config = tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir))
+            prepare = {"download_config": config}
+        try:
+            return tfds.load(
+                spec.name, download=True, download_and_prepare_kwargs=prepare, **kwargs
+            )
+        except (OSError, AssertionError, ValueError, NonMatchingChecksumError) as err2:
+            reason = f"preparing it failed with {type(err2).__name__}: {_one_line(err2)}"
+            raise _not_found(spec, split, data_dir, reason) from err2
 
 
 def _offline_reason(spec: DatasetSpec, manual_dir: str | None) -> str | None:
@@ -304,29 +344,52 @@ def _one_line(error: BaseException, max_chars: int = 300) -> str:
 
 
 def _load_array_file(path: Path, limit: int | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Reads `x` (and `y`) from a `.npz` or `.npy` file, never unpickling."""
+    """Reads `x` (and `y`) from a `.npz` or `.npy` file into float32 memory, never unpickling."""
+    x, y = open_array_file(path)
+    if limit is not None:
+        x, y = x[:limit], (None if y is None else y[:limit])
+    return _to_float_images(x, str(path)), y
+
+
+_SAFETY = (
+    "holds object arrays, which need pickle and are refused for safety; save plain numeric "
+    "arrays, e.g. np.save(path, images.astype('float32'))."
+)
+
+
+def open_array_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
+    """Opens the images `x` (and labels `y`) of an array file as stored, without copying.
+
+    `.npy` files and the members of uncompressed `.npz` files (`np.savez`) are memory-mapped
+    read-only: the pages are read from disk when used and can be dropped again by the
+    system. A compressed `.npz` (`np.savez_compressed`) cannot be memory-mapped and is
+    decompressed into memory. Nothing is ever unpickled.
+
+    Args:
+        path: A `.npy` file, or a `.npz` file with key `x` (and optional `y`).
+
+    Returns:
+        `(x, y)`: `x` in its stored dtype and shape (an `np.memmap` where possible), `y` an
+        int64 array of one label per image, or None.
+
+    Raises:
+        DataValidationError: For an unreadable file, object arrays, a missing `x`, or a `y`
+            that does not match `x`.
+    """
+    path = Path(path)
     try:
         if path.suffix.lower() == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
-                if "x" not in archive.files:
-                    raise DataValidationError(
-                        f"'{path}' has no array 'x' (found: {archive.files}); save images "
-                        "with np.savez(path, x=images) or np.savez(path, x=images, y=labels)."
-                    )
-                x = archive["x"]
-                y = archive["y"] if "y" in archive.files else None
+            x, y = _open_npz(path)
         else:
-            x, y = np.load(path, allow_pickle=False), None
+            x, y = np.load(path, mmap_mode="r", allow_pickle=False), None
     except ValueError as err:
-        if "pickle" not in str(err):
+        if "pickle" not in str(err) and "Python objects" not in str(err):
             raise DataValidationError(f"Cannot read '{path}': {_one_line(err)}") from err
-        raise DataValidationError(
-            f"'{path}' holds object arrays, which need pickle and are refused for safety; "
-            "save plain numeric arrays, e.g. np.save(path, images.astype('float32'))."
-        ) from err
+        raise DataValidationError(f"'{path}' {_SAFETY}") from err
     except (OSError, zipfile.BadZipFile) as err:
         raise DataValidationError(f"Cannot read '{path}': {_one_line(err)}") from err
-    x = _to_float_images(x, str(path))
+    if x.dtype.hasobject:
+        raise DataValidationError(f"'{path}' {_SAFETY}")
     if y is not None:
         y = np.asarray(y)
         if y.shape[:1] != x.shape[:1]:
@@ -335,9 +398,46 @@ def _load_array_file(path: Path, limit: int | None) -> tuple[np.ndarray, np.ndar
                 f"{x.shape[0]} images; save one label per image."
             )
         y = y.astype(np.int64) if np.issubdtype(y.dtype, np.integer) else y
-    if limit is not None:
-        x, y = x[:limit], (None if y is None else y[:limit])
     return x, y
+
+
+def _open_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    with np.load(path, allow_pickle=False) as archive:
+        if "x" not in archive.files:
+            raise DataValidationError(
+                f"'{path}' has no array 'x' (found: {archive.files}); save images "
+                "with np.savez(path, x=images) or np.savez(path, x=images, y=labels)."
+            )
+        y = archive["y"] if "y" in archive.files else None
+        x = _memmap_npz_member(path, "x.npy")
+        return (archive["x"] if x is None else x), y
+
+
+def _memmap_npz_member(path: Path, member: str) -> np.ndarray | None:
+    """Memory-maps an uncompressed (stored) `.npy` member of a zip archive; None when it is
+    compressed or not a plain array. The member's bytes start after its local file header:
+    30 fixed bytes, then its file name and extra field, whose lengths the header gives."""
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(member)
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    with open(path, "rb") as handle:
+        handle.seek(info.header_offset)
+        local = handle.read(30)
+        name_length = int.from_bytes(local[26:28], "little")
+        extra_length = int.from_bytes(local[28:30], "little")
+        handle.seek(info.header_offset + 30 + name_length + extra_length)
+        version = np.lib.format.read_magic(handle)
+        readers = {(1, 0): np.lib.format.read_array_header_1_0}
+        readers[2, 0] = np.lib.format.read_array_header_2_0
+        if version not in readers:
+            return None
+        shape, fortran, dtype = readers[version](handle)
+        offset = handle.tell()
+    if dtype.hasobject:
+        raise DataValidationError(f"'{path}' {_SAFETY}")
+    order = "F" if fortran else "C"
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order=order)
 
 
 def _to_float_images(x: np.ndarray, name: str) -> np.ndarray:
@@ -467,14 +567,7 @@ def make_dataset(
     Raises:
         DataValidationError: For a bad `batch_size` or unusable `x`.
     """
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, (int, np.integer))
-        or (batch_size < 1)
-    ):
-        raise DataValidationError(
-            f"batch_size must be a positive int. Received: batch_size={batch_size!r}"
-        )
+    _check_batch_size(batch_size)
     x = np.asarray(x)
     likelihood = "bernoulli" if dynamic_binarization else "gaussian"
     validate_images(x, likelihood=likelihood, name="x")
@@ -484,6 +577,403 @@ def make_dataset(
     if repeat:
         ds = ds.repeat()
     ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
+    return _finish(ds, seed, dynamic_binarization)
+
+
+# --- streamed splits -----------------------------------------------------------------------
+
+
+class ImageStream:
+    """A split read batch by batch through tf.data: memory does not grow with its size.
+
+    Subclasses say where raw batches come from (`_raw_batches`); this class turns them into
+    float32 images, checks them and binarizes them. `len(stream)` and `stream.shape` behave
+    like those of the array the split would be in memory; `head` holds its first examples.
+
+    Attributes:
+        name: What to call the split in messages.
+        num_examples: Examples in the split.
+        image_shape: Shape of one image.
+        head: float32 array of the first `HEAD_SIZE` (or fewer) examples.
+        scale: Factor from stored values to the images' values (1/255 for uint8 grey levels).
+        checked: Whether every example was already checked (else every batch is checked in
+            the pipeline; see `dataset`).
+    """
+
+    def __init__(self, name: str, num_examples: int, head: np.ndarray, scale: float, checked):
+        self.name = name
+        self.num_examples = int(num_examples)
+        self.head = head
+        self.image_shape = tuple(head.shape[1:])
+        self.scale = float(scale)
+        self.checked = checked
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.num_examples, *self.image_shape)
+
+    def __len__(self) -> int:
+        return self.num_examples
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, shape={self.shape})"
+
+    def _raw_batches(self, batch_size, shuffle, seed, repeat, drop_remainder) -> tf.data.Dataset:
+        raise NotImplementedError
+
+    def dataset(
+        self,
+        *,
+        batch_size: int,
+        shuffle: bool = True,
+        seed: int | None = None,
+        dynamic_binarization: bool = False,
+        repeat: bool = False,
+        drop_remainder: bool = False,
+        likelihood: str | None = None,
+    ) -> tf.data.Dataset:
+        """The pipeline for `keras.Model.fit`, like `make_dataset`'s, read from the source.
+
+        Args:
+            batch_size, shuffle, seed, dynamic_binarization, repeat, drop_remainder: As for
+                `make_dataset`.
+            likelihood: Check every batch for this likelihood (NaN, Inf, value range; with
+                `dynamic_binarization`, for [0, 1]) unless the whole split was checked when it
+                was opened; a bad batch stops the pipeline with `DataCheckError`'s message.
+
+        Returns:
+            A `tf.data.Dataset` of float32 tensors of shape [batch, *image_shape].
+        """
+        _check_batch_size(batch_size)
+        ds = self._raw_batches(int(batch_size), shuffle, seed, repeat, drop_remainder)
+        scale = self.scale
+        ds = ds.map(lambda b: tf.cast(b, tf.float32) * scale, num_parallel_calls=tf.data.AUTOTUNE)
+        check = "bernoulli" if dynamic_binarization else likelihood
+        if check is not None and not self.checked:
+            ds = ds.map(_batch_checker(check, self.name, self.image_shape))
+        return _finish(ds, seed, dynamic_binarization)
+
+
+class DataCheckError(DataValidationError):
+    """A batch read while training failed the data checks; the message says how to fix it."""
+
+    MARKER = "keras_vae data check: "
+
+
+def _batch_checker(likelihood: str, name: str, image_shape: tuple[int, ...]):
+    """A tf.data map function that checks each batch with `validate_images` (in NumPy) and
+    fails the pipeline with an InvalidArgumentError whose message starts with
+    `DataCheckError.MARKER` (not a Python exception: tf.data would print its traceback)."""
+
+    def problem(batch: np.ndarray) -> bytes:
+        try:
+            validate_images(batch, likelihood=likelihood, name=f"a batch of {name}")
+        except DataValidationError as err:
+            return str(err).replace("(image ", "(image of the batch ").encode()
+        return b""
+
+    def check(batch: tf.Tensor) -> tf.Tensor:
+        message = tf.numpy_function(problem, [batch], tf.string, stateful=False)
+        ok = tf.equal(tf.strings.length(message), 0)
+        with tf.control_dependencies(
+            [tf.debugging.Assert(ok, [DataCheckError.MARKER, message], summarize=1)]
+        ):
+            return tf.ensure_shape(tf.identity(batch), [None, *image_shape])
+
+    return check
+
+
+def data_check_message(error: BaseException) -> str | None:
+    """The one-line message of a failed in-pipeline data check (`DataCheckError`) inside a
+    TensorFlow error, or None when `error` is something else."""
+    text = str(getattr(error, "message", error))
+    if DataCheckError.MARKER not in text:
+        return None
+    return text.split(DataCheckError.MARKER, 1)[1].strip().splitlines()[0].strip("[]' ")
+
+
+class TfdsStream(ImageStream):
+    """A tfds split streamed from its files (see `open_stream`)."""
+
+    def __init__(self, read, num_examples, head, scale, name, shuffle_buffer: int):
+        super().__init__(name, num_examples, head, scale, checked=False)
+        self._read = read
+        self.shuffle_buffer = int(shuffle_buffer)
+
+    @property
+    def cached(self) -> bool:
+        """Whether the split is small enough to cache as stored and permute fully."""
+        return self.num_examples <= self.shuffle_buffer
+
+    def _raw_batches(self, batch_size, shuffle, seed, repeat, drop_remainder):
+        ds = self._read().map(lambda e: e["image"], num_parallel_calls=tf.data.AUTOTUNE)
+        if self.cached:  # at most shuffle_buffer examples, as stored (uint8)
+            ds = ds.cache()
+        if shuffle:
+            buffer = min(self.num_examples, self.shuffle_buffer)
+            ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            ds = ds.repeat()
+        return ds.batch(batch_size, drop_remainder=drop_remainder)
+
+
+class ArrayStream(ImageStream):
+    """An array (e.g. a memory-mapped file) read by batches of indices (see `open_array`).
+
+    Shuffling permutes the indices only (8 bytes per example), so every epoch is a full
+    random permutation however large the array is.
+    """
+
+    def __init__(self, array: np.ndarray, name: str, checked: bool = True):
+        scale = 1.0 / 255.0 if array.dtype == np.uint8 else 1.0
+        head = _to_float_images(np.asarray(array[:HEAD_SIZE]), name)
+        super().__init__(name, len(array), head, scale, checked)
+        self.array = array
+
+    def _raw_batches(self, batch_size, shuffle, seed, repeat, drop_remainder):
+        array, shape = self.array, self.image_shape
+        dtype = np.float32 if array.dtype == np.float64 else array.dtype
+
+        def gather(indices: np.ndarray) -> np.ndarray:
+            batch = np.asarray(array[indices], dtype=dtype)
+            return batch.reshape(len(indices), *shape)
+
+        ds = tf.data.Dataset.range(self.num_examples)
+        if shuffle:
+            ds = ds.shuffle(self.num_examples, seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            ds = ds.repeat()
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        return ds.map(
+            lambda i: tf.ensure_shape(
+                tf.numpy_function(gather, [i], tf.as_dtype(dtype), stateful=False),
+                [None, *shape],
+            )
+        )
+
+
+def open_stream(
+    name: str,
+    split: str = "train",
+    *,
+    data_dir: str | None = None,
+    manual_dir: str | None = None,
+    download: bool = True,
+    limit: int | None = None,
+    shuffle_buffer: int = SHUFFLE_BUFFER,
+) -> TfdsStream:
+    """Opens a tfds split for streaming: nothing but its first `HEAD_SIZE` examples is read.
+
+    The files are read in their stored order (`shuffle_files=False`) and without tfds'
+    automatic in-memory cache, so a seed reproduces every epoch. The number of examples comes
+    from tfds' split information (slices such as `train[:90%]` included).
+
+    Args:
+        name: A tfds name from `KNOWN_DATASETS`.
+        split: A split name or a tfds slice (`train[:90%]`, `test[1000:]`).
+        data_dir, manual_dir, download: As for `load_images`.
+        limit: Keep only the first `limit` examples (`split[:limit]`).
+        shuffle_buffer: Splits with at most this many examples are cached as stored and
+            permuted fully every epoch; larger ones are shuffled through a buffer this size.
+
+    Returns:
+        A `TfdsStream`; its `dataset(...)` gives the batches.
+
+    Raises:
+        DataValidationError, DatasetNotFoundError: As for `load_images`.
+    """
+    if name not in DATASET_SPECS:
+        raise DataValidationError(
+            f"Unknown dataset '{name}': streaming reads the tfds data sets "
+            f"{', '.join(KNOWN_DATASETS)}; open array files with open_array."
+        )
+    spec = DATASET_SPECS[name]
+    _check_split(spec, split)
+    if limit is not None and "[" not in split:
+        split = f"{split}[:{limit}]"
+    options = {"shuffle_files": False, "read_config": tfds.ReadConfig(try_autocache=False)}
+    first = _read_tfds(spec, split, data_dir, manual_dir, download, **options)
+    num_examples = int(first.cardinality())
+    if num_examples < 0:  # unknown: count (only for sources without split information)
+        num_examples = int(first.reduce(np.int64(0), lambda n, _: n + 1))
+    if limit is not None:
+        num_examples = min(num_examples, limit)
+    if num_examples == 0:
+        raise DataValidationError(f"Dataset '{name}' split '{split}' is empty.")
+    head = np.concatenate([b["image"] for b in tfds.as_numpy(first.take(HEAD_SIZE).batch(256))])
+    head = head.astype(np.float32) * np.float32(spec.scale)
+
+    def read() -> tf.data.Dataset:
+        ds = _read_tfds(spec, split, data_dir, manual_dir, False, **options)
+        return ds.take(num_examples)
+
+    return TfdsStream(read, num_examples, head, spec.scale, f"{name} {split}", shuffle_buffer)
+
+
+def open_array(
+    path: str | os.PathLike,
+    part: str = "all",
+    *,
+    validation_split: float | None = None,
+    limit: int | None = None,
+    likelihood: str | None = None,
+    max_in_memory_bytes: int = IN_MEMORY_BYTES,
+) -> np.ndarray | ArrayStream:
+    """One part of an array file: in memory when small, else streamed from the mapped file.
+
+    The held-out part follows Keras' `fit(validation_split=...)`: the last
+    `validation_split` of the file, taken before any shuffling. (Shuffle a file that is
+    ordered, e.g. by class, before saving it.)
+
+    Args:
+        path: A `.npz` (key `x`) or `.npy` file.
+        part: "train" (the file without its last `validation_split`), "validation" (that
+            last part) or "all".
+        validation_split: Fraction in (0, 1) held out at the end of the file; None: none.
+        limit: Keep only the first `limit` examples of the part.
+        likelihood: If given, check the whole part for it (`validate_images`, in chunks).
+        max_in_memory_bytes: Parts whose float32 images need more bytes are streamed.
+
+    Returns:
+        A float32 array, or an `ArrayStream` over the mapped file.
+
+    Raises:
+        DataValidationError: For a bad file, part or split, or data that fail the checks.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataValidationError(f"Array file not found: '{path}'.")
+    x, _ = open_array_file(path)
+    name = f"{path.name} ({part})" if part != "all" else path.name
+    x = split_array(x, part, validation_split, name=path.name)
+    if limit is not None:
+        x = x[:limit]
+    if x.ndim not in (2, 3, 4) or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        _to_float_images(x[:1], name)  # raises the shape/dtype error
+    if likelihood is not None:
+        validate_array(x, likelihood=likelihood, name=name)
+    if math.prod(x.shape) * 4 <= max_in_memory_bytes:
+        return _to_float_images(np.asarray(x), name)
+    return ArrayStream(x if x.ndim != 3 else x[..., np.newaxis], name, checked=bool(likelihood))
+
+
+def split_array(x: np.ndarray, part: str, validation_split: float | None, name: str = "data"):
+    """`x` without its last `validation_split` ("train"), that last part ("validation"), or
+    all of it ("all"); views, never copies. The split point is floor(N (1 - fraction))."""
+    if part == "all":
+        return x
+    if part not in ("train", "validation"):
+        raise DataValidationError(
+            f"part must be 'train', 'validation' or 'all'. Received: part={part!r}"
+        )
+    if not validation_split:
+        if part == "validation":
+            raise DataValidationError(
+                f"{name} has no validation part: give a validation_split in (0, 1)."
+            )
+        return x
+    split_at = math.floor(len(x) * (1.0 - validation_split))
+    if not 0 < split_at < len(x):
+        raise DataValidationError(
+            f"validation_split={validation_split} of {name}'s {len(x)} examples leaves "
+            f"{split_at} for training and {len(x) - split_at} held out; both need at least "
+            "one: choose another fraction or give an eval file."
+        )
+    return x[:split_at] if part == "train" else x[split_at:]
+
+
+def _chunks(x: np.ndarray, size: int = 8192):
+    for start in range(0, len(x), size):
+        yield start, x[start : start + size]
+
+
+def validate_array(x: np.ndarray, *, likelihood: str, name: str = "data") -> None:
+    """`validate_images` on stored images (any dtype, e.g. memory-mapped), chunk by chunk so
+    that memory stays bounded; image indices in errors count from the start of `x`."""
+    if len(x) == 0:
+        raise DataValidationError(f"{name} is empty (shape={x.shape}); pass at least one image.")
+    for start, chunk in _chunks(x):
+        try:
+            validate_images(_to_float_images(np.asarray(chunk), name), likelihood=likelihood,
+                            name=name)  # fmt: skip
+        except DataValidationError as err:
+            if start == 0:
+                raise
+            message = str(err).replace("(image ", f"(image {start} + ")
+            raise DataValidationError(message) from err
+
+
+def value_range(images: np.ndarray | ImageStream) -> tuple[float, float]:
+    """(min, max) of the images' values: exact for arrays (in chunks), over the first
+    `HEAD_SIZE` examples (`head`) for tfds streams, over the whole array for array streams."""
+    if isinstance(images, ArrayStream):
+        lows, highs = zip(*((c.min(), c.max()) for _, c in _chunks(images.array)), strict=True)
+        return float(min(lows)) * images.scale, float(max(highs)) * images.scale
+    if isinstance(images, ImageStream):
+        images = images.head
+    return float(np.min(images)), float(np.max(images))
+
+
+def range_warning(stored: np.ndarray, name: str = "data") -> str | None:
+    """Says when stored values look wrong for their scaling, else None.
+
+    uint8 is read as 8-bit grey levels k/255, so uint8 data whose maximum is below 32 (0/1
+    masks, 4-bit levels) become nearly black images; other dtypes are used as they are, so
+    integers or floats with values up to 255 were probably meant as grey levels.
+
+    Args:
+        stored: The images as stored (any dtype; a memory-mapped file is read in chunks).
+        name: What to call the data.
+    """
+    if len(stored) == 0 or not np.issubdtype(stored.dtype, np.number):
+        return None
+    low = min(float(c.min()) for _, c in _chunks(stored))
+    high = max(float(c.max()) for _, c in _chunks(stored))
+    if stored.dtype == np.uint8 and high < 32:
+        return (
+            f"{name} is uint8 with maximum {high:g}: uint8 is read as 8-bit grey levels and "
+            f"divided by 255 (to at most {high / 255:.3g}); if the values are not 0..255 grey "
+            "levels (e.g. 0/1 binary images), save them as float32 in [0, 1], e.g. "
+            "x.astype('float32') / x.max()."
+        )
+    if stored.dtype != np.uint8 and low >= 0 and 1 < high <= 255:
+        return (
+            f"{name} is {stored.dtype} with values in [{low:g}, {high:g}], used as they are "
+            "(only uint8 is divided by 255); if they are grey levels, save them as uint8 or "
+            "divide by 255."
+        )
+    return None
+
+
+def as_dataset(images: np.ndarray | ImageStream, **options) -> tf.data.Dataset:
+    """`make_dataset` for an array, `ImageStream.dataset` for a stream (same options;
+    `likelihood` only applies to streams, arrays being checked when loaded)."""
+    if isinstance(images, ImageStream):
+        return images.dataset(**options)
+    options.pop("likelihood", None)
+    return make_dataset(images, **options)
+
+
+def first_images(images: np.ndarray | ImageStream, count: int) -> np.ndarray:
+    """The first `count` images (at most `HEAD_SIZE` of a stream) as a float32 array."""
+    if isinstance(images, ImageStream):
+        return images.head[:count]
+    return np.asarray(images[:count], dtype=np.float32)
+
+
+def _check_batch_size(batch_size) -> None:
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or (batch_size < 1)
+    ):
+        raise DataValidationError(
+            f"batch_size must be a positive int. Received: batch_size={batch_size!r}"
+        )
+
+
+def _finish(ds: tf.data.Dataset, seed: int | None, dynamic_binarization: bool) -> tf.data.Dataset:
+    """Binarization (one stateless seed pair per batch), sharding policy and prefetch."""
     if dynamic_binarization:
         # One stateless seed pair per batch, from a stream that restarts differently each
         # epoch (rerandomize_each_iteration) but is reproducible from `seed`.

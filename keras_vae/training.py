@@ -12,6 +12,7 @@ import os
 import re
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -54,30 +55,117 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def resolve_likelihood(config: TrainConfig, images: np.ndarray) -> str:
-    """The configured likelihood, else the dataset's natural one, else from the values."""
+def resolve_likelihood(config: TrainConfig, images) -> str:
+    """The configured likelihood, else the dataset's natural one, else from the values:
+    `bernoulli` for values in [0, 1], `gaussian` otherwise (`data.value_range`: the whole
+    array, or a tfds stream's first `data.HEAD_SIZE` examples)."""
     if config.likelihood:
         return config.likelihood
     natural = data.default_likelihood(config.dataset)
     if natural:
         return natural
-    inside_unit_interval = float(images.min()) >= 0.0 and float(images.max()) <= 1.0
-    return "bernoulli" if inside_unit_interval else "gaussian"
+    low, high = data.value_range(images)
+    return "bernoulli" if low >= 0.0 and high <= 1.0 else "gaussian"
+
+
+def is_array_dataset(config: TrainConfig) -> bool:
+    """Whether the configured dataset is an array file (`.npz`/`.npy`), not a tfds name."""
+    return config.dataset not in data.DATASET_SPECS and config.dataset.lower().endswith(
+        data.ARRAY_EXTENSIONS
+    )
+
+
+def resolve_data(config: TrainConfig) -> TrainConfig:
+    """The config with an array file's held-out part settled (what config.json records).
+
+    An array file's splits are `train` (the file without its last `validation_split`),
+    `validation` (that last part) and `test` (the `eval_data` file). Without `eval_data` the
+    default eval split `test` becomes `validation`, with `validation_split` defaulting to
+    `data.DEFAULT_VALIDATION_SPLIT`, so that held-out metrics never use training images.
+    """
+    if not is_array_dataset(config):
+        return config
+    changes = {}
+    if config.eval_split == "test" and config.eval_data is None:
+        changes["eval_split"] = "validation"
+    if config.validation_split is None and (
+        config.eval_data is None or changes.get("eval_split", config.eval_split) == "validation"
+    ):
+        changes["validation_split"] = data.DEFAULT_VALIDATION_SPLIT
+    return config.replace(**changes) if changes else config
+
+
+def open_split(
+    config: TrainConfig, split: str, likelihood: str | None = None, *, stream: bool = True
+):
+    """One split of the configured data, checked for `likelihood` (default: resolved).
+
+    tfds data sets are streamed (`data.open_stream`) unless `stream` is False; array files
+    give their `train`/`validation` part or the `eval_data` file (`test`), in memory or, when
+    large, streamed from the memory-mapped file (`data.open_array`). `limit` applies to the
+    training split.
+    """
+    limit = config.limit if split == "train" else None
+    if not is_array_dataset(config):
+        return _open_tfds_split(config, split, likelihood, limit, stream)
+    path, part = _array_part(config, split)
+    if part != "validation":  # once per file: train part or eval file
+        _warn_about_range(path)
+    images = data.open_array(
+        path,
+        part,
+        validation_split=config.validation_split,
+        limit=limit,
+        max_in_memory_bytes=data.IN_MEMORY_BYTES if stream else math.inf,
+    )
+    likelihood = likelihood or resolve_likelihood(config, images)
+    if isinstance(images, data.ArrayStream):  # the whole mapped file, chunk by chunk
+        data.validate_array(images.array, likelihood=likelihood, name=images.name)
+        images.checked = True
+    else:
+        data.validate_images(images, likelihood=likelihood, name=f"{Path(path).name} {split}")
+    return images
+
+
+def _open_tfds_split(config: TrainConfig, split: str, likelihood, limit, stream: bool):
+    """A tfds split, streamed or loaded; a stream's first `data.HEAD_SIZE` examples are checked
+    here, the others batch by batch in its pipeline."""
+    options = {"data_dir": config.data_dir, "manual_dir": config.manual_dir, "limit": limit}
+    if stream:
+        options["shuffle_buffer"] = config.shuffle_buffer
+    images = (data.open_stream if stream else data.load_images)(config.dataset, split, **options)
+    data.validate_images(
+        data.first_images(images, len(images)),
+        likelihood=likelihood or resolve_likelihood(config, images),
+        name=f"{config.dataset} {split} split",
+    )
+    return images
+
+
+def _array_part(config: TrainConfig, split: str) -> tuple[str, str]:
+    """(file, part) of an array-file split: train/validation of `dataset`, test = `eval_data`."""
+    if split == "test" and config.eval_data is not None:
+        return config.eval_data, "all"
+    if split in ("train", "validation"):
+        return config.dataset, split
+    test = "test (--eval-data FILE)" if config.eval_data is None else "test"
+    raise data.DataValidationError(
+        f"Array file {config.dataset} has no split {split!r}: its splits are train, "
+        f"validation (the held-out last --validation-split of the file) and {test}."
+    )
+
+
+def _warn_about_range(path: str) -> None:
+    """A `data.DataRangeWarning` when the file's stored values look wrong for their scaling."""
+    stored, _ = data.open_array_file(path)
+    message = data.range_warning(stored, name=Path(path).name)
+    if message is not None:
+        warnings.warn(message, data.DataRangeWarning, stacklevel=3)
 
 
 def load_split(config: TrainConfig, split: str, likelihood: str | None = None) -> np.ndarray:
-    """Loads and validates one split of the configured dataset."""
-    images = data.load_images(
-        config.dataset,
-        split,
-        data_dir=config.data_dir,
-        manual_dir=config.manual_dir,
-        limit=config.limit if split == "train" else None,
-    )
-    data.validate_images(
-        images, likelihood=likelihood or resolve_likelihood(config, images), name=split
-    )
-    return images
+    """Loads and validates one split of the configured dataset into memory (float32)."""
+    return open_split(config, split, likelihood, stream=False)
 
 
 def steps_per_epoch(config: TrainConfig, num_examples: int) -> int:
@@ -162,6 +250,7 @@ def init_prior_from_data(model: VAE, images: np.ndarray, seed: int) -> None:
     if not hasattr(prior, "set_pseudo_inputs"):
         return
     count = prior.num_components
+    images = data.first_images(images, len(images))  # a stream: its first HEAD_SIZE examples
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(images), size=count, replace=count > len(images))
     prior.set_pseudo_inputs(images[chosen])
@@ -174,7 +263,7 @@ def _picture_callbacks(config: TrainConfig, run_dir: Path, x_eval: np.ndarray) -
     if config.image_every:
         found.append(
             ImageGridCallback(
-                x_eval[:8],
+                data.first_images(x_eval, 8),
                 log_dir=log_dir / "images",
                 png_dir=run_dir / runs.IMAGES_DIR,
                 every_n_epochs=config.image_every,
@@ -184,10 +273,10 @@ def _picture_callbacks(config: TrainConfig, run_dir: Path, x_eval: np.ndarray) -
     return found
 
 
-def evaluate_elbo(model: VAE, images: np.ndarray, batch_size: int = EVAL_BATCH_SIZE) -> dict:
+def evaluate_elbo(model: VAE, images, batch_size: int = EVAL_BATCH_SIZE) -> dict:
     """Held-out ELBO, reconstruction and KL, and the objective's other terms (`iwae`), nats
-    per example, averaged over `images`."""
-    dataset = data.make_dataset(images, batch_size=batch_size, shuffle=False)
+    per example, averaged over `images` (an array, or a `data.ImageStream` read once)."""
+    dataset = data.as_dataset(images, batch_size=batch_size, shuffle=False)
     result = model.evaluate(dataset, verbose=0, return_dict=True)
     return {key: float(result[key]) for key in model.objective.metric_names}
 
@@ -199,20 +288,32 @@ def eval_prefix(split: str) -> str:
     return split if split.isidentifier() and split != "train" else "eval"
 
 
-def load_training_data(config: TrainConfig) -> tuple[TrainConfig, np.ndarray, np.ndarray]:
-    """Loads and validates the train and eval splits. Returns them with the config whose
-    likelihood and component counts are resolved (what config.json records)."""
-    x_train = data.load_images(
-        config.dataset,
-        "train",
-        data_dir=config.data_dir,
-        manual_dir=config.manual_dir,
-        limit=config.limit,
-    )
+def load_training_data(config: TrainConfig):
+    """Opens and checks the train and eval splits: tfds data sets as streams, array files in
+    memory or memory-mapped (see `open_split`). Returns them with the config whose
+    likelihood, component counts and held-out part are resolved (what config.json records)."""
+    config = resolve_data(config)
+    x_train = open_split(config, "train")
     likelihood = resolve_likelihood(config, x_train)
-    data.validate_images(x_train, likelihood=likelihood, name=f"{config.dataset} train split")
-    x_eval = load_split(config, config.eval_split, likelihood)
-    return config.replace(likelihood=likelihood).resolved(), x_train, x_eval
+    config = config.replace(likelihood=likelihood).resolved()
+    x_eval = open_split(config, config.eval_split, likelihood)
+    return config, x_train, x_eval
+
+
+def describe_run(config: TrainConfig, x_train, x_eval, output=None) -> str:
+    """The first line a user sees: which model is trained on which data, and where to."""
+    model = (
+        f"a VAE ({config.network} {'-'.join(map(str, config.hidden_units))}, latent "
+        f"{config.latent_dim}, {config.posterior} posterior, {config.prior} prior, "
+        f"{config.likelihood} likelihood, {config.objective})"
+    )
+    how = "streamed" if isinstance(x_train, data.ImageStream) else "in memory"
+    shape = "x".join(map(str, x_train.shape[1:]))
+    where = "" if output is None else f"; run directory {output}"
+    return (
+        f"keras-vae: training {model} on {config.dataset} train ({len(x_train):,} images "
+        f"{shape}, {how}), evaluating on {config.eval_split} ({len(x_eval):,}){where}"
+    )
 
 
 class _Session:
@@ -318,15 +419,18 @@ def _training_callbacks(
 def _fit(session: _Session, model: VAE, config: TrainConfig, x_train, x_eval, **fit_kwargs):
     """`model.fit` on the configured pipelines; a lost worker becomes `WorkerLostError`.
     Returns the Keras history and the wall time in seconds."""
-    train_ds = data.make_dataset(
+    train_ds = data.as_dataset(
         x_train,
         batch_size=config.batch_size,
         shuffle=True,
         seed=config.seed,
         dynamic_binarization=config.dynamic_binarization,
         repeat=config.steps_per_epoch is not None,
+        likelihood=config.likelihood,  # streams check every batch
     )
-    eval_ds = data.make_dataset(x_eval, batch_size=EVAL_BATCH_SIZE, shuffle=False)
+    eval_ds = data.as_dataset(
+        x_eval, batch_size=EVAL_BATCH_SIZE, shuffle=False, likelihood=config.likelihood
+    )
     epochs = config.epochs
     if config.time_budget_minutes and session.backup is not None:
         spent = sum(session.backup.history.get("epoch_seconds", []))
@@ -339,7 +443,7 @@ def _fit(session: _Session, model: VAE, config: TrainConfig, x_train, x_eval, **
             epochs=epochs,
             steps_per_epoch=config.steps_per_epoch,
             validation_data=eval_ds,
-            shuffle=False,  # make_dataset shuffles, with the configured seed
+            shuffle=False,  # the pipelines shuffle, with the configured seed
             **fit_kwargs,
         )
     except (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.AbortedError) as err:
@@ -462,6 +566,7 @@ def _train(session: _Session, config: TrainConfig, output, verbose, overwrite, c
         verbose = 0
     keras.utils.set_random_seed(config.seed)
     config, x_train, x_eval = load_training_data(config)
+    session.progress(describe_run(config, x_train, x_eval, output))
     if output is not None:
         runs.prepare_run_dir(output, config, overwrite=overwrite, write=session.chief)
     distribute.barrier(session.strategy)  # workers read the run directory once it is ready

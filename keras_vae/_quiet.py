@@ -1,0 +1,71 @@
+"""Importing TensorFlow without its C++ start-up log (the library and the CLI start quietly).
+
+TensorFlow writes to file descriptor 2 while its shared libraries load ("WARNING: All log
+messages before absl::InitializeLog() ...", `I0000 ... oneDNN custom operations are on`, the
+CPU-feature note), before any Python logging exists, and later logs C++ messages such as
+`E0000 ... failed call to cuInit` on machines without a GPU. `import_tensorflow()` therefore
+
+* sets `TF_CPP_MIN_LOG_LEVEL=3` (C++ errors and below hidden; Python exceptions still carry
+  TensorFlow's error messages) unless the user set it, and
+* imports TensorFlow with descriptor 2 captured in a temporary file, then writes back every
+  captured line except those start-up messages (so a real error while loading still shows).
+
+`KERAS_VAE_DEBUG=1` (any non-empty value) turns both off and shows everything.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+
+# a glog/absl line (`I0000 00:00:...`), the absl pre-init note, the CPU-feature guard's 2nd line
+_START_UP_LINE = re.compile(
+    rb"^([IW]\d{4} \d\d:\d\d:\S+ +\d+ \S+:\d+\]|WARNING: All log messages before absl::"
+    rb"|To enable the following instructions:)"
+)
+
+
+def debug() -> bool:
+    """Whether KERAS_VAE_DEBUG asks for TensorFlow's own log (and tracebacks)."""
+    return bool(os.environ.get("KERAS_VAE_DEBUG"))
+
+
+def import_tensorflow():
+    """Imports and returns `tensorflow`, without its start-up log unless `debug()`."""
+    if debug() or "tensorflow" in sys.modules:
+        import tensorflow
+
+        return tensorflow
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable descriptor 2 (e.g. some embedded interpreters)
+        import tensorflow
+
+        return tensorflow
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured if not _START_UP_LINE.match(line)]
+            if kept:
+                os.write(2, b"".join(kept))
+    _quiet_python_loggers()
+    return tensorflow
+
+
+def _quiet_python_loggers() -> None:
+    """TensorFlow's and absl's Python loggers: warnings and errors only (no INFO lines)."""
+    import logging
+
+    for name in ("tensorflow", "absl"):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET or logger.level < logging.WARNING:
+            logger.setLevel(logging.WARNING)
