@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_vae import data, runs, training
+from keras_vae import cli, data, runs, training
 from keras_vae.config import TrainConfig
 
 RNG = np.random.default_rng(4)
@@ -299,3 +299,128 @@ def test_a_failing_worker_removes_its_scratch_directory(toy_npz, tmp_path, monke
     with pytest.raises(RuntimeError, match="the worker failed"):
         training.train(_config(toy_npz, jit_compile=False), tmp_path / "run", callbacks=[Fail()])
     assert len(made) == 1 and not made[0].exists()
+
+
+# --- verified backups, full disks, memory -----------------------------------------------------
+
+
+def _digest(path):
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def test_backups_are_kept_verified_and_pruned_after_their_successor(toy_npz, tmp_path):
+    model = training.build_model(_config(toy_npz), (6, 6, 1), "bernoulli")
+    backup = runs.RunBackup(tmp_path / "run", keep=2, progress=lambda m: None)
+    backup.set_model(model)
+    seen = []
+    for epoch in range(3):
+        backup.on_epoch_end(epoch, {"loss": 10.0 - epoch})
+        seen.append(sorted(p.name for p in (tmp_path / "run" / "backup").iterdir()))
+    assert seen[1] == [  # two kept; the oldest goes once the third is committed
+        "epoch-00001.state.json", "epoch-00001.weights.h5",
+        "epoch-00002.state.json", "epoch-00002.weights.h5",
+    ]  # fmt: skip
+    assert [name[:11] for name in seen[2]] == ["epoch-00002"] * 2 + ["epoch-00003"] * 2
+    for epoch in (2, 3):
+        state = json.loads((tmp_path / "run" / f"backup/epoch-{epoch:05d}.state.json").read_text())
+        weights = tmp_path / "run" / "backup" / state["weights"]
+        assert state["sha256"] == _digest(weights)  # against hashlib, not the code's helper
+        assert state["bytes"] == weights.stat().st_size and state["epoch"] == epoch
+        assert state["history"]["loss"] == [10.0, 9.0, 8.0][:epoch]
+    # damage both: one flipped byte (same size), one missing file: nothing to resume from
+    newest = tmp_path / "run" / "backup" / "epoch-00003.weights.h5"
+    content = bytearray(newest.read_bytes())
+    content[len(content) // 2] ^= 0xFF
+    newest.write_bytes(bytes(content))
+    (tmp_path / "run" / "backup" / "epoch-00002.weights.h5").unlink()
+    fresh = training.build_model(_config(toy_npz), (6, 6, 1), "bernoulli")
+    with pytest.raises(runs.RunStateError) as error:
+        runs.RunBackup(tmp_path / "run").restore(fresh)
+    assert str(error.value).count("\n") == 0
+    assert "after epoch 3: epoch-00003.weights.h5 does not match its SHA-256" in str(error.value)
+    assert "after epoch 2: its weights file epoch-00002.weights.h5 is missing" in str(error.value)
+    assert "--overwrite" in str(error.value)
+
+
+def test_a_truncated_newest_backup_resumes_from_the_one_before(toy_npz, tmp_path):
+    config = _config(toy_npz, epochs=3, keep_backups=2, jit_compile=False, image_every=0)
+    run_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):  # at the end of epoch 3, before its backup
+        training.train(config, run_dir, verbose=0, callbacks=[_FailAfterEpoch(2, _crash)])
+    names = sorted(p.name for p in (run_dir / "backup").glob("*.weights.h5"))
+    assert names == ["epoch-00001.weights.h5", "epoch-00002.weights.h5"]
+    newest = run_dir / "backup" / "epoch-00002.weights.h5"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # a power loss
+    messages = []
+    metrics = training.train(config, run_dir, verbose=0, progress=messages.append)
+    resumed = [m for m in messages if "resuming" in m]
+    assert len(resumed) == 1 and "after epoch 1 (verified)" in resumed[0]
+    assert "skipped the backup after epoch 2: epoch-00002.weights.h5 has" in resumed[0]
+    assert "(truncated)" in resumed[0]
+    assert metrics["resumed_from_epoch"] == 1 and metrics["epochs"] == 3
+    history = (run_dir / "history.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in history[1:]] == ["0", "1", "2"]
+    runs.load_run(run_dir)
+
+
+def _error_lines(stderr: str) -> list[str]:
+    """The error lines of the CLI's stderr (warnings about the data may come first)."""
+    return [line for line in stderr.splitlines() if ": error: " in line or "Traceback" in line]
+
+
+def _full_disk_at(call):
+    """A `save_weights` that fails at its `call`-th use as on a full disk: part of the file
+    is written, then ENOSPC."""
+    real, calls = training.VAE.save_weights, []
+
+    def save_weights(model, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) != call:
+            return real(model, path, *args, **kwargs)
+        Path(path).write_bytes(b"\x89HDF\r\n" + b"\0" * 100)
+        raise OSError(28, "No space left on device")
+
+    return save_weights
+
+
+def test_a_full_disk_at_a_backup_is_one_line_and_loses_nothing(toy_npz, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    argv = [
+        "train", "--dataset", str(toy_npz), "--eval-split", "train", "--latent-dim", "2",
+        "--hidden-units", "16", "--epochs", "4", "--batch-size", "32", "--seed", "1",
+        "--output", str(run_dir), "--quiet", "--image-every", "0", "--no-xla",
+    ]  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training.VAE, "save_weights", _full_disk_at(3))
+        assert cli.main(argv) == 1
+    error = _error_lines(capsys.readouterr().err)
+    assert len(error) == 1, error
+    assert error[0].startswith(f"keras-vae train: error: The disk of {run_dir / 'backup'} is full")
+    assert "the backup after epoch 3 needs about" in error[0] and " free; " in error[0]
+    assert "the backup after epoch 2 is intact" in error[0]
+    backups = sorted(p.name for p in (run_dir / "backup").iterdir())
+    assert backups == [f"epoch-0000{e}.{k}" for e in (1, 2) for k in ("state.json", "weights.h5")]
+    for e in (1, 2):
+        state = json.loads((run_dir / "backup" / f"epoch-0000{e}.state.json").read_text())
+        assert state["sha256"] == _digest(run_dir / "backup" / state["weights"])
+    assert cli.main(argv) == 0  # space freed: the same command continues from epoch 2
+    assert "resuming" in capsys.readouterr().out
+    assert json.loads((run_dir / "metrics.json").read_text())["eval_split"] == "train"
+
+
+def test_an_oversized_model_is_one_line(toy_npz, tmp_path, capsys):
+    argv = [
+        "train", "--dataset", str(toy_npz), "--eval-split", "train", "--latent-dim",
+        "2000000000", "--epochs", "1", "--output", str(tmp_path / "run"), "--quiet",
+    ]  # fmt: skip
+    assert cli.main(argv) == 1
+    error = _error_lines(capsys.readouterr().err)
+    assert len(error) == 1, error
+    # the encoder's last layer: 500 hidden units to 2 x 2e9 outputs (loc and scale), float32
+    expected = "could not allocate a [500, 4000000000] float tensor (7.3 TB; "
+    assert error[0].startswith("keras-vae train: error: Out of memory: " + expected)
+    assert "lower --latent-dim (2000000000), --hidden-units (500) or --batch-size" in error[0]
+    left = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert left == [".keras-vae.lock", "config.json"]  # no backup, no model: nothing trained
