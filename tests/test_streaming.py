@@ -1,0 +1,339 @@
+"""Streamed input (keras_vae.data.ImageStream), memory-mapped array files, held-out parts of
+array files, and a quiet start of the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from keras_vae import data, training
+from keras_vae.config import ConfigError, TrainConfig
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+TFDS_DIR = SHARED / "tensorflow_datasets"
+needs_binarized_mnist = pytest.mark.skipif(
+    not (TFDS_DIR / "binarized_mnist").is_dir(), reason=f"no prepared binarized_mnist in {TFDS_DIR}"
+)
+
+
+def _epoch(ds: tf.data.Dataset) -> np.ndarray:
+    return np.concatenate(list(ds.as_numpy_iterator()))
+
+
+def _positions(rows: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Index in `reference` of each row of `rows` (rows are unique random images)."""
+    keys = {r.tobytes(): i for i, r in enumerate(reference)}
+    return np.array([keys[r.tobytes()] for r in rows])
+
+
+# --- tfds streams ---------------------------------------------------------------------------
+
+
+def test_mocked_tfds_stream_equals_the_loaded_split_and_shuffles_reproducibly() -> None:
+    with tfds.testing.mock_data(num_examples=300):
+        whole = data.load_images("mnist", "train")
+        stream = data.open_stream("mnist", "train", shuffle_buffer=1000)
+        assert len(stream) == 300 and stream.shape == (300, 28, 28, 1) and stream.cached
+        np.testing.assert_array_equal(stream.head, whole)
+        in_order = _epoch(stream.dataset(batch_size=64, shuffle=False))
+        assert in_order.dtype == np.float32
+        np.testing.assert_array_equal(in_order, whole)
+
+        ds = stream.dataset(batch_size=64, seed=7, likelihood="bernoulli")
+        first, second = _epoch(ds), _epoch(ds)
+        again = stream.dataset(batch_size=64, seed=7, likelihood="bernoulli")
+        order = _positions(first, whole)
+        assert sorted(order) == list(range(300))  # a permutation of the split
+        assert not np.array_equal(order, _positions(second, whole))  # reshuffled each epoch
+        np.testing.assert_array_equal(_epoch(again), first)  # the seed reproduces the epochs
+        np.testing.assert_array_equal(_epoch(again), second)
+
+
+def test_shuffle_buffer_moves_an_example_at_most_buffer_places_ahead() -> None:
+    buffer = 40
+    with tfds.testing.mock_data(num_examples=400):
+        whole = data.load_images("mnist", "train")
+        stream = data.open_stream("mnist", "train", shuffle_buffer=buffer)
+        assert not stream.cached
+        order = _positions(_epoch(stream.dataset(batch_size=50, seed=1)), whole)
+    assert sorted(order) == list(range(400))
+    # output i is drawn from the buffer of inputs [0, i + buffer): a weaker shuffle
+    assert np.all(order < np.arange(400) + buffer)
+    assert np.abs(order - np.arange(400)).mean() > buffer / 4  # but it does shuffle
+
+
+@needs_binarized_mnist
+def test_tfds_slices_and_limit_of_the_real_data() -> None:
+    stream = data.open_stream("binarized_mnist", "validation[:10%]", data_dir=str(TFDS_DIR))
+    reference = data.load_images("binarized_mnist", "validation", data_dir=str(TFDS_DIR))
+    assert len(stream) == 1000
+    np.testing.assert_array_equal(_epoch(stream.dataset(batch_size=300, shuffle=False)),
+                                  reference[:1000])  # fmt: skip
+    limited = data.open_stream("binarized_mnist", "test", data_dir=str(TFDS_DIR), limit=250)
+    assert len(limited) == 250 and limited.head.shape == (250, 28, 28, 1)
+    binary = _epoch(limited.dataset(batch_size=100, seed=0, dynamic_binarization=True))
+    assert binary.shape == (250, 28, 28, 1) and set(np.unique(binary)) <= {0.0, 1.0}
+
+
+# --- checks in the pipeline -------------------------------------------------------------------
+
+
+def test_a_bad_batch_beyond_the_first_examples_stops_the_pipeline_in_one_line() -> None:
+    images = np.random.default_rng(0).random((data.HEAD_SIZE + 500, 3, 3)).astype(np.float32)
+    images[data.HEAD_SIZE + 200, 1, 1] = np.nan
+    stream = data.ArrayStream(images, "toy", checked=False)
+    assert np.isfinite(stream.head).all()  # the up-front look cannot see it
+    with pytest.raises(tf.errors.InvalidArgumentError) as err:
+        _epoch(stream.dataset(batch_size=100, shuffle=False, likelihood="bernoulli"))
+    message = data.data_check_message(err.value)
+    assert message.startswith("a batch of toy has 1 NaN value(s)"), message
+    assert "repair those images" in message and "\n" not in message
+    images[data.HEAD_SIZE + 200, 1, 1] = 3.0  # out of [0, 1]: refused by binarization
+    grey = data.ArrayStream(images, "grey", checked=False)
+    with pytest.raises(tf.errors.InvalidArgumentError) as err:
+        _epoch(grey.dataset(batch_size=100, dynamic_binarization=True, likelihood="gaussian"))
+    assert "Bernoulli likelihood needs [0, 1]" in data.data_check_message(err.value)
+    assert data.data_check_message(ValueError("something else")) is None
+
+
+# --- array files: memory maps, held-out part, value ranges ----------------------------------
+
+
+def test_npy_and_uncompressed_npz_are_memory_mapped(tmp_path: Path) -> None:
+    x = np.random.default_rng(1).integers(0, 256, (50, 6, 5), dtype=np.uint8)
+    labels = np.arange(50)
+    np.save(tmp_path / "a.npy", x)
+    np.savez(tmp_path / "b.npz", x=x, y=labels)
+    np.savez_compressed(tmp_path / "c.npz", x=x)
+    for name in ("a.npy", "b.npz"):
+        stored, _ = data.open_array_file(tmp_path / name)
+        assert isinstance(stored, np.memmap), name
+        np.testing.assert_array_equal(stored, x)
+    fortran = np.asfortranarray(x)
+    np.savez(tmp_path / "f.npz", x=fortran)
+    np.testing.assert_array_equal(data.open_array_file(tmp_path / "f.npz")[0], x)
+    compressed, _ = data.open_array_file(tmp_path / "c.npz")
+    assert not isinstance(compressed, np.memmap)  # a compressed member cannot be mapped
+    np.testing.assert_array_equal(compressed, x)
+    np.testing.assert_array_equal(data.open_array_file(tmp_path / "b.npz")[1], labels)
+
+
+def test_large_array_file_is_streamed_from_the_map_by_permuted_indices(tmp_path: Path) -> None:
+    x = np.random.default_rng(2).random((1000, 4, 4, 2)).astype(np.float32)
+    np.save(tmp_path / "big.npy", x)
+    small = data.open_array(tmp_path / "big.npy", "train", validation_split=0.1)
+    assert isinstance(small, np.ndarray) and small.shape == (900, 4, 4, 2)
+    stream = data.open_array(
+        tmp_path / "big.npy", "train", validation_split=0.1, max_in_memory_bytes=1000
+    )
+    assert isinstance(stream, data.ArrayStream) and isinstance(stream.array, np.memmap)
+    assert stream.shape == (900, 4, 4, 2)
+    np.testing.assert_array_equal(_epoch(stream.dataset(batch_size=128, shuffle=False)), x[:900])
+    order = _positions(_epoch(stream.dataset(batch_size=128, seed=3)), x)
+    assert sorted(order) == list(range(900))  # a full permutation of the training part
+    held_out = data.open_array(tmp_path / "big.npy", "validation", validation_split=0.1,
+                               max_in_memory_bytes=1000)  # fmt: skip
+    np.testing.assert_array_equal(_epoch(held_out.dataset(batch_size=64, shuffle=False)), x[900:])
+    with pytest.raises(data.DataValidationError, match="leaves 0 for training"):
+        data.split_array(x[:1], "train", 0.5, name="one.npy")
+
+
+@pytest.mark.parametrize(
+    ("stored", "expected"),
+    [
+        (np.array([[0, 16]], np.uint8), "uint8 with maximum 16"),
+        (np.array([[0, 1]], np.uint8), "e.g. 0/1 binary images"),
+        (np.array([[0, 200]], np.int64), "int64 with values in [0, 200], used as they are"),
+        (np.array([[0.0, 255.0]], np.float32), "only uint8 is divided by 255"),
+        (np.array([[0, 255]], np.uint8), None),
+        (np.array([[0.0, 1.0]], np.float32), None),
+        (np.array([[-3.0, 7.5]], np.float64), None),
+    ],
+)
+def test_range_warning(stored: np.ndarray, expected: str | None) -> None:
+    message = data.range_warning(stored, name="d.npz")
+    if expected is None:
+        assert message is None
+    else:
+        assert expected in message and message.startswith("d.npz is ")
+
+
+def test_array_file_metrics_use_a_held_out_part_or_the_eval_file(tmp_path: Path) -> None:
+    x = np.random.default_rng(3).random((100, 5, 5)).astype(np.float32)
+    other = np.random.default_rng(4).random((30, 5, 5)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "other.npy", other)
+    config, train, held_out = training.load_training_data(
+        TrainConfig(dataset=str(tmp_path / "x.npy"))
+    )
+    assert (config.eval_split, config.validation_split) == ("validation", 0.1)
+    np.testing.assert_array_equal(train[..., 0], x[:90])  # Keras' rule: the last 10% held out
+    np.testing.assert_array_equal(held_out[..., 0], x[90:])
+    config, train, test = training.load_training_data(
+        TrainConfig(dataset=str(tmp_path / "x.npy"), eval_data=str(tmp_path / "other.npy"))
+    )
+    assert (config.eval_split, config.validation_split) == ("test", None)
+    assert len(train) == 100
+    np.testing.assert_array_equal(test[..., 0], other)
+    validation = training.load_split(config.replace(validation_split=0.2), "validation")
+    np.testing.assert_array_equal(validation[..., 0], x[80:])
+    with pytest.raises(data.DataValidationError, match="has no split 'test'"):
+        training.load_split(TrainConfig(dataset=str(tmp_path / "x.npy")), "test")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"dataset": "a.npz", "validation_split": 1.0}, "fraction in (0, 1)"),
+        ({"validation_split": 0.1}, "applies to array-file data sets"),
+        ({"eval_data": "b.npz"}, "dataset='binarized_mnist', which has its own splits"),
+        ({"dataset": "a.npz", "eval_data": "b.csv"}, "eval_data must be a .npz or .npy"),
+        ({"shuffle_buffer": 0}, "shuffle_buffer must be a positive int"),
+    ],
+)
+def test_data_options_are_checked(options: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        TrainConfig(**options)
+    assert message in str(err.value)
+
+
+# --- training on a stream ----------------------------------------------------------------------
+
+
+def test_train_streams_a_tfds_data_set_with_a_vamp_prior() -> None:
+    lines = []
+    config = TrainConfig(
+        dataset="mnist", epochs=1, batch_size=50, latent_dim=2, hidden_units=[8],
+        prior="vamp", prior_components=4, jit_compile=False, image_every=0, seed=1,
+        dynamic_binarization=True,
+    )  # fmt: skip
+    with tfds.testing.mock_data(num_examples=120):
+        head = data.load_images("mnist", "train")
+        result = training.train(config, progress=lines.append, verbose=0)
+    assert lines[0].startswith("keras-vae: training a VAE (mlp 8, latent 2, diagonal posterior")
+    assert "on mnist train (120 images 28x28x1, streamed), evaluating on test (120)" in lines[0]
+    assert result["examples_seen"] == 120 and np.isfinite(result["train_elbo"])
+    assert np.isfinite(result["test_elbo"])
+    # pseudo-inputs start from training images (the stream's first examples), then one epoch
+    pseudo = np.array(result["model"].prior.pseudo_inputs)
+    distance = np.abs(pseudo[:, None] - head[None]).mean(axis=(2, 3, 4)).min(axis=1)
+    assert np.all(distance < 0.05)
+
+
+# --- memory: streaming versus loading a large tfds split --------------------------------------
+
+NUM_LARGE, LARGE_SHAPE = 20_000, (64, 64, 3)  # 246 MB as stored, 983 MB as float32
+
+
+class SyntheticImages(tfds.core.GeneratorBasedBuilder):
+    """A tfds builder of random uint8 colour images, to measure memory on a large split."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        image = tfds.features.Tensor(shape=LARGE_SHAPE, dtype=np.uint8)
+        features = tfds.features.FeaturesDict({"image": image})
+        return tfds.core.DatasetInfo(builder=self, features=features, disable_shuffling=True)
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples(NUM_LARGE)}
+
+    def _generate_examples(self, count: int):
+        rng = np.random.default_rng(0)
+        for start in range(0, count, 500):
+            for i, image in enumerate(rng.integers(0, 256, (500, *LARGE_SHAPE), np.uint8)):
+                yield start + i, {"image": image}
+
+
+SYNTHETIC_SPEC = data.DatasetSpec(
+    name="synthetic_images", image_shape=LARGE_SHAPE, likelihood="gaussian", splits=("train",),
+    scale=1 / 255, raw_files=(), source_url="",
+)  # fmt: skip
+
+_MEASURE = """
+import json, sys
+sys.path.insert(0, {tests!r})
+from keras_vae import data
+from test_streaming import SYNTHETIC_SPEC
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) // 1024  # MiB
+
+data.DATASET_SPECS[SYNTHETIC_SPEC.name] = SYNTHETIC_SPEC
+warm = data.open_stream("synthetic_images", "train", data_dir={data_dir!r}, limit=600)
+sum(len(b) for b in warm.dataset(batch_size=100, seed=0, likelihood="gaussian"))
+base = status("VmHWM:")
+if sys.argv[1] == "stream":
+    stream = data.open_stream("synthetic_images", "train", data_dir={data_dir!r},
+                              shuffle_buffer=1000)
+    count = sum(len(b) for b in stream.dataset(batch_size=100, seed=0, likelihood="gaussian"))
+else:
+    count = len(data.load_images("synthetic_images", "train", data_dir={data_dir!r}))
+print(json.dumps({{"count": count, "base_mib": base, "peak_mib": status("VmHWM:")}}))
+"""
+
+
+@pytest.mark.slow
+def test_streaming_memory_stays_bounded_where_loading_grows_with_the_split(tmp_path) -> None:
+    SyntheticImages(data_dir=str(tmp_path)).download_and_prepare()
+    script = _MEASURE.format(tests=str(Path(__file__).parent), data_dir=str(tmp_path))
+    growth = {}
+    for mode in ("stream", "load"):
+        done = subprocess.run(
+            [sys.executable, "-c", script, mode], capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        measured = json.loads(done.stdout.strip().splitlines()[-1])
+        assert measured["count"] == NUM_LARGE
+        growth[mode] = measured["peak_mib"] - measured["base_mib"]
+    float32_mib = NUM_LARGE * np.prod(LARGE_SHAPE) * 4 / 2**20  # 938 MiB
+    assert growth["load"] > float32_mib, growth  # the whole split in memory, at least
+    assert growth["stream"] < 150, growth  # a 1,000-image buffer (12 MB) and the pipeline
+
+
+# --- a quiet, clear start ------------------------------------------------------------------------
+
+
+def test_cli_starts_quietly_and_first_says_what_trains_on_what(tmp_path: Path) -> None:
+    x = (np.random.default_rng(5).random((80, 4, 4)) > 0.5).astype(np.uint8)  # 0/1 as uint8
+    np.savez(tmp_path / "masks.npz", x=x)
+    argv = [
+        "train", "--dataset", str(tmp_path / "masks.npz"), "--latent-dim", "2",
+        "--hidden-units", "8", "--epochs", "1", "--batch-size", "16", "--no-xla",
+        "--image-every", "0", "--output", str(tmp_path / "run"),
+    ]  # fmt: skip
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("KERAS_VAE_DEBUG", "TF_CPP_MIN_LOG_LEVEL")
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "keras_vae.cli", *argv],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines() + done.stderr.splitlines()
+    logged = [line for line in lines if line[:1] in "IWEF" and line[1:5] == "0000"]
+    assert not logged and "absl::InitializeLog" not in done.stderr, logged or done.stderr
+    assert done.stdout.splitlines()[0].startswith(
+        "keras-vae: training a VAE (mlp 8, latent 2, diagonal posterior, standard prior, "
+        "bernoulli likelihood, elbo) on "
+    )
+    assert (
+        "masks.npz train (72 images 4x4x1, in memory), evaluating on validation (8)"
+        in (done.stdout.splitlines()[0])
+    )
+    warnings = [line for line in done.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1, done.stderr
+    assert warnings[0].startswith("keras-vae train: warning: masks.npz is uint8 with maximum 1")
+    assert "validation ELBO" in done.stdout
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["eval_split"] == "validation" and "validation_elbo" in metrics
