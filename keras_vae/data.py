@@ -64,7 +64,8 @@ from keras_vae.datasets import frey_face as _frey_face  # importing registers `f
 KNOWN_DATASETS = ("binarized_mnist", "mnist", "frey_face")
 ARRAY_EXTENSIONS = (".npz", ".npy")
 _READ_BATCH = 4096  # examples per tfds read batch when loading a whole split
-HEAD_SIZE = 1000  # examples a stream reads up front (checks, pictures, pseudo-inputs)
+HEAD_SIZE = 1000  # examples a stream reads up front (checks, pictures, pseudo-inputs) ...
+HEAD_BYTES = 32 << 20  # ... at most this many bytes of them as float32
 SHUFFLE_BUFFER = 60_000  # examples; MNIST-sized splits are cached and fully permuted
 IN_MEMORY_BYTES = 1 << 30  # array files whose float32 images need more are streamed
 DEFAULT_VALIDATION_SPLIT = 0.1  # fraction of an array file held out when no eval file is given
@@ -594,7 +595,8 @@ class ImageStream:
         name: What to call the split in messages.
         num_examples: Examples in the split.
         image_shape: Shape of one image.
-        head: float32 array of the first `HEAD_SIZE` (or fewer) examples.
+        head: float32 array of the first `head_size(image_shape)` examples (`HEAD_SIZE`, or
+            fewer for large images).
         scale: Factor from stored values to the images' values (1/255 for uint8 grey levels).
         checked: Whether every example was already checked (else every batch is checked in
             the pipeline; see `dataset`).
@@ -726,7 +728,7 @@ class ArrayStream(ImageStream):
 
     def __init__(self, array: np.ndarray, name: str, checked: bool = True):
         scale = 1.0 / 255.0 if array.dtype == np.uint8 else 1.0
-        head = _to_float_images(np.asarray(array[:HEAD_SIZE]), name)
+        head = _to_float_images(np.asarray(array[: head_size(array.shape[1:])]), name)
         super().__init__(name, len(array), head, scale, checked)
         self.array = array
 
@@ -752,6 +754,12 @@ class ArrayStream(ImageStream):
         )
 
 
+def head_size(image_shape) -> int:
+    """Examples a stream keeps up front: `HEAD_SIZE`, fewer for images so large that they
+    would need more than `HEAD_BYTES` as float32 (at least one)."""
+    return max(1, min(HEAD_SIZE, HEAD_BYTES // (4 * math.prod(image_shape))))
+
+
 def open_stream(
     name: str,
     split: str = "train",
@@ -762,7 +770,7 @@ def open_stream(
     limit: int | None = None,
     shuffle_buffer: int = SHUFFLE_BUFFER,
 ) -> TfdsStream:
-    """Opens a tfds split for streaming: nothing but its first `HEAD_SIZE` examples is read.
+    """Opens a tfds split for streaming: nothing but its first examples (`head_size`) is read.
 
     The files are read in their stored order (`shuffle_files=False`) and without tfds'
     automatic in-memory cache, so a seed reproduces every epoch. The number of examples comes
@@ -800,7 +808,8 @@ def open_stream(
         num_examples = min(num_examples, limit)
     if num_examples == 0:
         raise DataValidationError(f"Dataset '{name}' split '{split}' is empty.")
-    head = np.concatenate([b["image"] for b in tfds.as_numpy(first.take(HEAD_SIZE).batch(256))])
+    count = head_size(first.element_spec["image"].shape)
+    head = np.concatenate([b["image"] for b in tfds.as_numpy(first.take(count).batch(64))])
     head = head.astype(np.float32) * np.float32(spec.scale)
 
     def read() -> tf.data.Dataset:
@@ -905,7 +914,7 @@ def validate_array(x: np.ndarray, *, likelihood: str, name: str = "data") -> Non
 
 def value_range(images: np.ndarray | ImageStream) -> tuple[float, float]:
     """(min, max) of the images' values: exact for arrays (in chunks), over the first
-    `HEAD_SIZE` examples (`head`) for tfds streams, over the whole array for array streams."""
+    examples (`head`) for tfds streams, over the whole array for array streams."""
     if isinstance(images, ArrayStream):
         lows, highs = zip(*((c.min(), c.max()) for _, c in _chunks(images.array)), strict=True)
         return float(min(lows)) * images.scale, float(max(highs)) * images.scale
@@ -955,7 +964,7 @@ def as_dataset(images: np.ndarray | ImageStream, **options) -> tf.data.Dataset:
 
 
 def first_images(images: np.ndarray | ImageStream, count: int) -> np.ndarray:
-    """The first `count` images (at most `HEAD_SIZE` of a stream) as a float32 array."""
+    """The first `count` images (at most a stream's `head`) as a float32 array."""
     if isinstance(images, ImageStream):
         return images.head[:count]
     return np.asarray(images[:count], dtype=np.float32)

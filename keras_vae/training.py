@@ -58,7 +58,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 def resolve_likelihood(config: TrainConfig, images) -> str:
     """The configured likelihood, else the dataset's natural one, else from the values:
     `bernoulli` for values in [0, 1], `gaussian` otherwise (`data.value_range`: the whole
-    array, or a tfds stream's first `data.HEAD_SIZE` examples)."""
+    array, or a tfds stream's first examples, its `head`)."""
     if config.likelihood:
         return config.likelihood
     natural = data.default_likelihood(config.dataset)
@@ -128,7 +128,7 @@ def open_split(
 
 
 def _open_tfds_split(config: TrainConfig, split: str, likelihood, limit, stream: bool):
-    """A tfds split, streamed or loaded; a stream's first `data.HEAD_SIZE` examples are checked
+    """A tfds split, streamed or loaded; a stream's first examples (`head`) are checked
     here, the others batch by batch in its pipeline."""
     options = {"data_dir": config.data_dir, "manual_dir": config.manual_dir, "limit": limit}
     if stream:
@@ -250,7 +250,7 @@ def init_prior_from_data(model: VAE, images: np.ndarray, seed: int) -> None:
     if not hasattr(prior, "set_pseudo_inputs"):
         return
     count = prior.num_components
-    images = data.first_images(images, len(images))  # a stream: its first HEAD_SIZE examples
+    images = data.first_images(images, len(images))  # a stream: its first examples (head)
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(images), size=count, replace=count > len(images))
     prior.set_pseudo_inputs(images[chosen])
