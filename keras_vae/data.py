@@ -377,7 +377,9 @@ def open_array_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | N
         DataValidationError: For an unreadable file, object arrays, a missing `x`, or a `y`
             that does not match `x`.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataValidationError(f"Array file not found: '{path}'.")
     try:
         if path.suffix.lower() == ".npz":
             x, y = _open_npz(path)

@@ -80,17 +80,18 @@ def resolve_data(config: TrainConfig) -> TrainConfig:
 
     An array file's splits are `train` (the file without its last `validation_split`),
     `validation` (that last part) and `test` (the `eval_data` file). Without `eval_data` the
-    default eval split `test` becomes `validation`, with `validation_split` defaulting to
-    `data.DEFAULT_VALIDATION_SPLIT`, so that held-out metrics never use training images.
+    default eval split `test` becomes `validation`, and evaluating on `validation` makes
+    `validation_split` default to `data.DEFAULT_VALIDATION_SPLIT`, so that held-out metrics
+    never use training images. (`eval_split="train"` asks for metrics on the training images:
+    then the whole file trains unless `validation_split` is given.)
     """
     if not is_array_dataset(config):
         return config
     changes = {}
     if config.eval_split == "test" and config.eval_data is None:
         changes["eval_split"] = "validation"
-    if config.validation_split is None and (
-        config.eval_data is None or changes.get("eval_split", config.eval_split) == "validation"
-    ):
+    eval_split = changes.get("eval_split", config.eval_split)
+    if config.validation_split is None and eval_split == "validation":
         changes["validation_split"] = data.DEFAULT_VALIDATION_SPLIT
     return config.replace(**changes) if changes else config
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keras_vae import cli, runs, training
+from keras_vae import cli, data, runs, training
 from keras_vae.config import TrainConfig
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -103,6 +103,9 @@ def test_unknown_option_lists_the_valid_ones(capsys):
         (["train", "--gradient-estimator", "dreg"], "applies only to objective='iwae'"),
         (["train", "--objective", "iwae", "--free-bits", "0.5"], "free_bits=0.5 applies only"),
         (["train", "--likelihood", "bernoulli", "--likelihood-components", "3"], "has none"),
+        (["train", "--dataset", "a.npz", "--validation-split", "1.5"], "fraction in (0, 1)"),
+        (["train", "--eval-data", "b.npz"], "eval_data applies to array-file data sets"),
+        (["train", "--dataset", "missing.npy"], "Array file not found: 'missing.npy'"),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(argv, message, capsys, tmp_path):
@@ -309,3 +312,39 @@ def test_several_parts_at_once_with_xla(tmp_path, capsys):
     argv = ["train", *BINARIZED_MNIST, "--prior", "mixture", "--output", str(tmp_path / "run")]
     assert cli.main(argv) == 2
     assert "differs in:" in capsys.readouterr().err
+
+
+def test_a_batch_failing_the_streamed_checks_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    images = np.random.default_rng(0).random((1200, 2, 2)).astype(np.float32)
+    images[1100, 0, 0] = np.inf  # beyond the first examples that a stream checks up front
+
+    def train_on_a_bad_stream(config, **kwargs):
+        stream = data.ArrayStream(images, "toy.npy train", checked=False)
+        list(stream.dataset(batch_size=100, likelihood="gaussian"))
+
+    monkeypatch.setattr(training, "train", train_on_a_bad_stream)
+    assert cli.main(["train", "--output", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("keras-vae train: error: a batch of toy.npy train has 1 Inf value(s)")
+    assert "\n" not in err and "Traceback" not in err
+
+
+def test_array_file_with_an_eval_file_and_a_validation_part(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    np.save(tmp_path / "train.npy", rng.uniform(size=(60, 3, 3)).astype("float32"))
+    np.save(tmp_path / "test.npy", rng.uniform(size=(20, 3, 3)).astype("float32"))
+    run_dir = tmp_path / "run"
+    argv = [
+        "--no-xla", "--dataset", str(tmp_path / "train.npy"), "--eval-data",
+        str(tmp_path / "test.npy"), "--validation-split", "0.25", "--eval-split", "validation",
+        "--latent-dim", "2", "--hidden-units", "4", "--epochs", "1", "--batch-size", "15",
+        "--image-every", "0", "--quiet", "--output", str(run_dir),
+    ]  # fmt: skip
+    assert cli.main(["train", *argv]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "train.npy train (45 images 3x3x1, in memory), evaluating on validation (15)" in first
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["examples_seen"] == 45 and "validation_elbo" in metrics
+    assert cli.main(["evaluate", str(run_dir), "--split", "test", "--importance-samples", "5",
+                     "--json"]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["num_examples"] == 20

@@ -183,6 +183,10 @@ def test_array_file_metrics_use_a_held_out_part_or_the_eval_file(tmp_path: Path)
     assert (config.eval_split, config.validation_split) == ("test", None)
     assert len(train) == 100
     np.testing.assert_array_equal(test[..., 0], other)
+    config, train, _ = training.load_training_data(
+        TrainConfig(dataset=str(tmp_path / "x.npy"), eval_split="train")
+    )
+    assert config.validation_split is None and len(train) == 100  # asked for: no hold-out
     validation = training.load_split(config.replace(validation_split=0.2), "validation")
     np.testing.assert_array_equal(validation[..., 0], x[80:])
     with pytest.raises(data.DataValidationError, match="has no split 'test'"):
