@@ -182,7 +182,7 @@ def _run_train(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     output = args.output or _default_output(config)
     verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)  # 2: a line per epoch
-    progress = lambda line: print(line, flush=True)  # noqa: E731 - first: what trains on what
+    progress = _PROGRESS.print  # first: what trains on what, then any data warnings
     metrics = training.train(
         config, output=output, verbose=verbose, overwrite=args.overwrite, progress=progress
     )
@@ -253,13 +253,42 @@ def _run_plot(args: argparse.Namespace) -> int:
     return plotting.run_cli(args)
 
 
+class _Progress:
+    """Prints progress lines; data warnings raised before the first line (while the data are
+    opened) wait for it, so that the first line says what trains on what."""
+
+    def __init__(self):
+        self.started = False
+        self.waiting: list[str] = []
+
+    def print(self, line: str) -> None:
+        print(line, flush=True)
+        self.started = True
+        self.print_waiting()
+
+    def print_waiting(self) -> None:
+        """Prints the waiting warnings (a failed start: they may say why)."""
+        for warning in self.waiting:
+            print(warning, file=sys.stderr, flush=True)
+        self.waiting.clear()
+
+    def warn(self, line: str) -> None:
+        if self.started:
+            print(line, file=sys.stderr, flush=True)
+        else:
+            self.waiting.append(line)
+
+
+_PROGRESS = _Progress()
+
+
 def _show_warning(command: str, default):
     """`warnings.showwarning` that prints keras_vae's data warnings as one plain line."""
 
     def show(message, category, filename, lineno, file=None, line=None):
         if not issubclass(category, data.DataRangeWarning):
             return default(message, category, filename, lineno, file, line)
-        print(f"keras-vae {command}: warning: {message}", file=sys.stderr, flush=True)
+        _PROGRESS.warn(f"keras-vae {command}: warning: {message}")
 
     return show
 
@@ -278,11 +307,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # reported by the subcommand, so that its valid options are listed
         commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    _PROGRESS.started = args.command != "train"  # train's first line: what trains on what
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning(args.command, warnings.showwarning)
             return _COMMANDS[args.command](args)
     except (ConfigError, ValueError, FileExistsError, FileNotFoundError) as error:
+        _PROGRESS.print_waiting()
         if os.environ.get("KERAS_VAE_DEBUG"):
             raise
         message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
@@ -310,6 +341,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"keras-vae {args.command}: error: {message}", file=sys.stderr)
         return 1
+    finally:
+        _PROGRESS.print_waiting()  # never lost, whatever stopped the command
 
 
 if __name__ == "__main__":

@@ -782,7 +782,7 @@ def open_stream(
         name: A tfds name from `KNOWN_DATASETS`.
         split: A split name or a tfds slice (`train[:90%]`, `test[1000:]`).
         data_dir, manual_dir, download: As for `load_images`.
-        limit: Keep only the first `limit` examples (`split[:limit]`).
+        limit: Keep only the first `limit` examples (all when the split has fewer).
         shuffle_buffer: Splits with at most this many examples are cached as stored and
             permuted fully every epoch; larger ones are shuffled through a buffer this size.
 
@@ -799,8 +799,6 @@ def open_stream(
         )
     spec = DATASET_SPECS[name]
     _check_split(spec, split)
-    if limit is not None and "[" not in split:
-        split = f"{split}[:{limit}]"
     options = {"shuffle_files": False, "read_config": tfds.ReadConfig(try_autocache=False)}
     first = _read_tfds(spec, split, data_dir, manual_dir, download, **options)
     num_examples = int(first.cardinality())
@@ -810,11 +808,11 @@ def open_stream(
         num_examples = min(num_examples, limit)
     if num_examples == 0:
         raise DataValidationError(f"Dataset '{name}' split '{split}' is empty.")
-    count = head_size(first.element_spec["image"].shape)
+    count = min(num_examples, head_size(first.element_spec["image"].shape))
     head = np.concatenate([b["image"] for b in tfds.as_numpy(first.take(count).batch(64))])
     head = head.astype(np.float32) * np.float32(spec.scale)
 
-    def read() -> tf.data.Dataset:
+    def read() -> tf.data.Dataset:  # `limit`: the first examples, as `split[:limit]` would
         ds = _read_tfds(spec, split, data_dir, manual_dir, False, **options)
         return ds.take(num_examples)
 
