@@ -125,18 +125,35 @@ class FullCovariancePosterior(Posterior):
         size = self.latent_dim
         self.projection = keras.layers.Dense(size + size * (size + 1) // 2, name="projection")
         self._tril_index = _tril_indices(size)
-        self._diagonal = np.eye(size, dtype=bool)
+        self._loc_mask = (np.arange(self.projection.units) < size).astype(np.float32)
+        self._diagonal = np.eye(size, dtype=np.float32)
+        self._below_diagonal = np.tril(np.ones((size, size), np.float32), -1)
 
     def parameters(self, features: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Returns `{"loc": mu [..., D], "scale_tril": L [..., D, D]}`."""
+        """Returns `{"loc": mu [..., D], "scale_tril": L [..., D, D]}`.
+
+        With [mu, e] = W h + b and E the entries e placed row-major into the lower triangle
+        (zeros above), L = E * (strictly lower mask) + (softplus(E) + min_scale) * I.
+
+        Quantization-friendly: every step that changes the range of values is a product or
+        a sum, which an int8 converter gives its own scale. Slices, gathers, reshapes and
+        `tf.where` must keep the scale of their input; on the raw projection they would tie
+        mu to the narrower range of L (or of its entries) and clip mu. Multiplying by 0/1
+        masks first, and by the diagonal masks instead of `tf.where`, is exact in float.
+        """
         size = self.latent_dim
         raw = self.projection(features)
-        loc, entries = raw[..., :size], raw[..., size:]
+        loc_mask = tf.constant(self._loc_mask, raw.dtype)
+        loc = (raw * loc_mask)[..., :size]
+        entries = (raw * (1 - loc_mask))[..., size:]
         padded = tf.concat([entries, tf.zeros_like(entries[..., :1])], axis=-1)
         tril = tf.gather(padded, self._tril_index, axis=-1)
         tril = tf.reshape(tril, tf.concat([tf.shape(raw)[:-1], [size, size]], axis=0))
         positive = floored_softplus(tril, self.min_scale)
-        return {"loc": loc, "scale_tril": tf.where(self._diagonal, positive, tril)}
+        below, diagonal = (
+            tf.constant(m, raw.dtype) for m in (self._below_diagonal, self._diagonal)
+        )
+        return {"loc": loc, "scale_tril": tril * below + positive * diagonal}
 
     @staticmethod
     def distribution(loc: tf.Tensor, scale_tril: tf.Tensor) -> tfd.Distribution:

@@ -664,6 +664,35 @@ def test_full_covariance_posterior_exports_its_cholesky_factor(tmp_path):
     np.testing.assert_allclose(np.cov(z.T), tril @ tril.T, atol=0.1 * np.abs(tril @ tril.T).max())
 
 
+def test_int8_full_covariance_encoder_keeps_loc_outside_the_range_of_l(tmp_path):
+    """Regression: in the int8 encoder the slices, gather and tf.where that build L from the
+    projection shared one scale with loc, the scale of L's narrower range, so loc was clipped
+    (a max error of 6.7 for loc in [-2.7, 7.6] and L in [-0.9, 0.9])."""
+    images = _images("bernoulli", 400)
+    representative, check = images[:300], images[300:]
+    model = _family_model(posterior="full")
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    model.fit(representative, epochs=1, batch_size=100, verbose=0)
+    # Trained models put posterior means several prior deviations out, with L entries below 1.
+    bias = model.posterior.projection.bias
+    bias.assign(bias.numpy() + np.where(np.arange(bias.shape[0]) < LATENT, 4.0, 0.0))
+    q = model.encode(check)
+    loc, tril = q.mean().numpy(), q.scale.to_dense().numpy()
+    assert loc.max() > tril.max() + 1.0  # one scale, of L's range, would clip loc by > 1
+    report = export.export_vae(
+        model, tmp_path, quantize=["int8"], scorer=False, representative_images=representative,
+        check_images=check, progress=None,
+    )  # fmt: skip
+    (encoder,) = [a for a in report["artefacts"] if a["path"] == "encoder.int8.tflite"]
+    assert set(encoder["signatures"]) == {"serving_default", "encode_sample"}
+    lite = Interpreter(str(tmp_path / "encoder.int8.tflite"), num_threads=2)
+    got = lite.get_signature_runner("serving_default")(x=check)
+    # int8 steps of the calibrated ranges, a few of them accumulated; not a clipped range
+    np.testing.assert_allclose(got["loc"], loc, atol=0.03 * np.ptp(loc))
+    np.testing.assert_allclose(got["scale_tril"], tril, atol=0.1 * np.ptp(tril))
+    assert np.all(np.triu(got["scale_tril"], 1) == 0)
+
+
 def _moments(model):
     prior = model.prior_distribution()  # TFP's own moments of the learned prior
     return prior.mean().numpy(), prior.variance().numpy()

@@ -76,6 +76,28 @@ def test_full_scale_tril_is_lower_triangular_with_positive_diagonal():
     assert np.abs(np.tril(tril, k=-1)).max() > 1.0  # the entries below are free
 
 
+def test_full_parameters_place_the_projection_exactly():
+    """loc and the entries below the diagonal are the projection's numbers, bit for bit (the
+    0/1 masks that keep int8 conversion from clipping loc change no value), row by row."""
+    head = _full_head(latent_dim=4, spread=3.0)
+    bias = RNG.choice([-1e3, -5.0, 0.0, 5.0, 1e3], size=head.projection.bias.shape)
+    head.projection.bias.assign(bias.astype("float32"))
+    h = _features(6)
+    raw = head.projection(h).numpy()
+    params = head.parameters(h)
+    np.testing.assert_array_equal(params["loc"].numpy(), raw[:, :4])
+    expected = np.zeros((6, 4, 4), "float32")
+    rows, cols = np.tril_indices(4)  # row-major: L00, L10, L11, L20, ...
+    expected[:, rows, cols] = raw[:, 4:]
+    tril = params["scale_tril"].numpy()
+    np.testing.assert_array_equal(np.tril(tril, -1), np.tril(expected, -1))
+    np.testing.assert_array_equal(np.triu(tril, 1), 0.0)
+    softplus = np.logaddexp(0.0, np.diagonal(expected, axis1=-2, axis2=-1).astype("float64"))
+    np.testing.assert_allclose(
+        np.diagonal(tril, axis1=-2, axis2=-1), softplus + head.min_scale, rtol=1e-6
+    )
+
+
 def test_full_log_prob_matches_scipy_multivariate_normal():
     head = _full_head()
     h = _features(4)
