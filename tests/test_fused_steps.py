@@ -1,0 +1,49 @@
+"""Fused steps (`ExactReplicaTrainer.make_train_function`): k steps in one XLA computation
+train exactly as Keras' own loop of one XLA computation per step."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_vae import mlp_vae
+
+# 2,230 examples in batches of 100: 22 full batches and a short one of 30, so that with
+# steps_per_execution 10 an epoch has two fused executions and one that ends early
+X = (np.random.default_rng(0).uniform(size=(2230, 6, 5, 1)) > 0.5).astype("float32")
+
+
+def _train(fuse_steps: bool, steps_per_execution: int = 10, objective=None, epochs: int = 2):
+    keras.utils.set_random_seed(0)
+    model = mlp_vae((6, 5, 1), latent_dim=3, hidden_units=[16], seed=1, objective=objective)
+    model.fuse_steps = fuse_steps
+    model.compile(keras.optimizers.Adam(1e-2), steps_per_execution=steps_per_execution)
+    history = model.fit(X, batch_size=100, epochs=epochs, shuffle=False, verbose=0).history
+    return model, history
+
+
+@pytest.mark.parametrize("objective", [None, "iwae"])
+def test_fused_steps_train_exactly_like_keras_step_loop(objective):
+    from keras_vae.objectives import IWAE
+
+    make = (lambda: IWAE(3)) if objective else (lambda: None)
+    fused, fused_history = _train(True, objective=make())
+    plain, plain_history = _train(False, objective=make())
+    assert fused._fuses_steps() and not plain._fuses_steps()
+    assert int(fused.optimizer.iterations) == int(plain.optimizer.iterations) == 46
+    for a, b in zip(fused.get_weights(), plain.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert fused_history == plain_history
+    assert np.all(np.isfinite(fused_history["loss"]))
+
+
+def test_fused_steps_only_with_xla_and_several_steps_per_execution():
+    model = mlp_vae((6, 5, 1), latent_dim=3, hidden_units=[16], seed=1)
+    model.compile(keras.optimizers.Adam(1e-2), jit_compile=False, steps_per_execution=10)
+    assert not model._fuses_steps()
+    model.compile(keras.optimizers.Adam(1e-2), steps_per_execution=1)
+    assert not model._fuses_steps()
+    model.compile(keras.optimizers.Adam(1e-2), steps_per_execution=4)
+    assert model._fuses_steps()
+    # other inputs than a dataset iterator go to Keras' own function
+    logs = model.train_on_batch(X[:100], return_dict=True)
+    assert np.isfinite(logs["loss"])
