@@ -149,6 +149,7 @@ MIRRORED_VQVAE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_mirrored_training_equals_one_device_including_the_codebook():
     """EMA codebook under the replica's XLA, the codebook loss without XLA; restarts in both."""
     completed = subprocess.run([sys.executable, "-c", MIRRORED_VQVAE],
