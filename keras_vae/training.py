@@ -297,8 +297,9 @@ def load_training_data(config: TrainConfig):
     x_train = open_split(config, "train")
     likelihood = resolve_likelihood(config, x_train)
     config = config.replace(likelihood=likelihood).resolved()
-    x_eval = open_split(config, config.eval_split, likelihood)
-    return config, x_train, x_eval
+    if config.eval_split == "train":  # the same images (and limit): not opened twice
+        return config, x_train, x_train
+    return config, x_train, open_split(config, config.eval_split, likelihood)
 
 
 def describe_run(config: TrainConfig, x_train, x_eval, output=None) -> str:
