@@ -1,21 +1,26 @@
-"""Training throughput of the AEVB paper's MNIST model, with XLA on and off, on one device
-and under MirroredStrategy / MultiWorkerMirroredStrategy.
+"""Training throughput of the AEVB paper's MNIST model: keras_vae next to a JAX + optax jit
+loop, PyTorch eager and torch.compile of the same model, measured in the same rounds.
 
 Model: `mlp_vae((28, 28, 1), latent_dim=20, hidden_units=500)` (784-500-20, tanh, Bernoulli
-decoder), batch 100, Adam(1e-3), trained with `VAE.fit` (the model's own `train_step`) on the
-real static binarized MNIST read through `keras_vae.data`.
+decoder), batch 100 (`--batch-size`), Adam(1e-3), trained with `VAE.fit` (the model's own
+`train_step`) on the real static binarized MNIST read through `keras_vae.data`.
 
-Every setting (XLA off/on x `steps_per_execution`) gets its own model and a warm-up `fit`
-(tracing, XLA compilation) that is not timed. Then, in several rounds, each setting runs one
-timed `fit`; the rounds interleave the settings so that load changes on a shared machine hit
-all of them alike. A callback timestamps every execution of the train function; the first
-execution of each `fit` (iterator start-up, shuffle-buffer fill) is left out. The result per
-setting is the median over the rounds (and the best round).
+Every keras_vae setting (XLA off/on x `steps_per_execution`, and the default setting with
+Keras' own step loop, `fuse_steps=False`, for comparison) gets its own model and an untimed
+warm-up `fit` (tracing, XLA compilation). The reference loops (`jax_reference.py`,
+`torch_reference.py` eager and `--compile`) run in their own processes, warm up there, and
+then wait for requests (`_serve.py`). In several rounds, each keras_vae setting runs one timed
+`fit` and each reference the same number of steps, one after the other, so that load changes
+on a shared machine hit all of them alike. A callback timestamps every execution of the train
+function; the first execution of each `fit` (iterator start-up, shuffle-buffer fill) is left
+out. The result per row is the median over the rounds (and the best round), with the process's
+CPU time per example (all threads; steadier than wall time when other jobs share the cores)
+and the ratio to the JAX loop of the same round set.
 
 The table also shows the achieved GFLOP/s (`flops_per_example`, counted by hand) as a fraction
-of the machine's float32 matmul peak (`measure_matmul_peak`), the rate of the input pipeline
-alone, and a plain PyTorch eager loop of the same model (`benchmarks/torch_reference.py`, run
-in a subprocess when torch is importable).
+of the machine's float32 matmul peak (`measure_matmul_peak`) and the rate of the input
+pipeline alone. A missing reference framework (`pip install -e '.[bench]'`) is reported in
+the table, not fatal.
 
 Distributed rows (`benchmarks/strategy_throughput.py`, fresh processes): MirroredStrategy over
 2 logical CPU devices with XLA on and off, and 2 local MultiWorkerMirroredStrategy workers on
@@ -24,9 +29,9 @@ On one 2-core machine these rows measure the strategies' overhead, not a speed-u
 replicas share the same cores.
 
 Usage (from the repository root):
-    python benchmarks/throughput.py                    # full run, a few minutes on 2 cores
+    python benchmarks/throughput.py --json             # full run, several minutes on 2 cores
     python benchmarks/throughput.py --quick            # smoke run
-    python benchmarks/throughput.py --steps 1500 --json
+    python benchmarks/throughput.py --batch-size 1000 --no-distributed
 """
 
 from __future__ import annotations
@@ -102,16 +107,21 @@ def flops_per_example(
     }
 
 
-def measure_matmul_peak(n: int = 2048, repeats: int = 10) -> float:
-    """Single-precision matmul peak in GFLOP/s: the best of `repeats` n x n `tf.matmul`s."""
+def measure_matmul_peak(n: int = 2048, repeats: int = 10, cpu: bool = False) -> float:
+    """Single-precision matmul peak in GFLOP/s: the best of `repeats` n x n `tf.matmul`s.
+
+    With `cpu`, GFLOP per CPU-second of the process (all threads) instead of per second of
+    wall time: on a machine shared with other jobs this one barely depends on the load.
+    """
+    clock = time.process_time if cpu else time.perf_counter
     a = tf.random.normal((n, n), dtype=tf.float32)
     b = tf.random.normal((n, n), dtype=tf.float32)
     tf.matmul(a, b).numpy()  # warm-up (thread pool, kernels)
     best = float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         tf.matmul(a, b).numpy()
-        best = min(best, time.perf_counter() - start)
+        best = min(best, clock() - start)
     return 2.0 * n**3 / best / 1e9
 
 
@@ -139,12 +149,15 @@ class ExecutionTimer(keras.callbacks.Callback):
         return (last_steps - first_steps) * batch_size / (last_time - first_time)
 
 
-def compiled_vae(jit_compile: bool, steps_per_execution: int, seed: int = 0) -> keras_vae.VAE:
+def compiled_vae(
+    jit_compile: bool, steps_per_execution: int, seed: int = 0, fuse_steps: bool = True
+) -> keras_vae.VAE:
     """A fresh paper MNIST model, compiled for one benchmark setting."""
     keras.utils.set_random_seed(seed)
     vae = keras_vae.mlp_vae(
         IMAGE_SHAPE, latent_dim=LATENT_DIM, hidden_units=HIDDEN_UNITS, seed=seed
     )
+    vae.fuse_steps = fuse_steps
     vae.compile(
         optimizer=keras.optimizers.Adam(LEARNING_RATE),
         jit_compile=jit_compile,
@@ -153,57 +166,127 @@ def compiled_vae(jit_compile: bool, steps_per_execution: int, seed: int = 0) -> 
     return vae
 
 
-def timed_fit(vae: keras_vae.VAE, dataset: tf.data.Dataset, steps: int) -> float:
+def timed_fit(
+    vae: keras_vae.VAE, dataset: tf.data.Dataset, steps: int, batch_size: int = BATCH_SIZE
+) -> float:
     """Steady-state examples/s of one `vae.fit` of `steps` steps (see `ExecutionTimer`)."""
     timer = ExecutionTimer()
     vae.fit(dataset, epochs=1, steps_per_epoch=steps, callbacks=[timer], shuffle=False, verbose=0)
-    return timer.examples_per_s(BATCH_SIZE)
+    return timer.examples_per_s(batch_size)
 
 
-def benchmark_settings(
-    dataset: tf.data.Dataset,
-    settings: list[tuple[bool, int]],
-    steps: int,
-    rounds: int,
-) -> list[dict]:
-    """Examples/s of `VAE.fit` for every `(jit_compile, steps_per_execution)` setting.
+class KerasSetting:
+    """One keras_vae row: a warmed-up model; `run(steps)` -> (examples/s, CPU s)."""
 
-    Every setting gets its own model, warmed up by a first `fit` (tracing, XLA compilation).
-    Then `rounds` rounds each run one timed `fit` per setting, so that the settings are
-    measured interleaved in time and a load change on a shared machine hits them alike. A
-    round has about `steps / rounds` steps, a whole number of executions and at least three.
-    The result per setting is the median over the rounds (and the best round).
-    """
-    models, per_round, rates = [], [], []
-    for jit, spe in settings:
-        vae = compiled_vae(jit, spe)
-        n = max(3 * spe, -(-max(1, steps // rounds) // spe) * spe)
+    def __init__(self, dataset, batch_size, jit: bool, spe: int, fuse: bool = True):
+        loop = "" if fuse or not (jit and spe > 1) else ", Keras' step loop (fuse_steps=False)"
+        self.name = f"keras_vae XLA {'on' if jit else 'off'}, steps_per_execution={spe}{loop}"
+        self.config = {"jit_compile": jit, "steps_per_execution": spe, "fuse_steps": fuse}
+        self.dataset, self.batch_size, self.spe = dataset, batch_size, spe
+        self.vae = compiled_vae(jit, spe, fuse_steps=fuse)
         start = time.perf_counter()
-        vae.fit(dataset, epochs=1, steps_per_epoch=2 * spe, shuffle=False, verbose=0)
-        print(f"  warm-up XLA {'on ' if jit else 'off'} steps_per_execution={spe}: "
-              f"{time.perf_counter() - start:.1f} s", flush=True)  # fmt: skip
-        models.append(vae)
-        per_round.append(n)
-        rates.append([])
+        self.vae.fit(dataset, epochs=1, steps_per_epoch=2 * spe, shuffle=False, verbose=0)
+        self.warmup_s = time.perf_counter() - start
+
+    def run(self, steps: int) -> tuple[float, float]:
+        steps = max(3 * self.spe, -(-steps // self.spe) * self.spe)  # whole executions
+        cpu = time.process_time()
+        rate = timed_fit(self.vae, self.dataset, steps, self.batch_size)
+        return rate, (time.process_time() - cpu) / (steps * self.batch_size)
+
+
+class Reference:
+    """A reference loop in its own process (`_serve.py`); `run(steps)` -> (examples/s, CPU s).
+
+    `start` launches it (warm-up and compilation run there, overlapping other warm-ups);
+    `wait_ready` reads its first line. `error` holds why it is unavailable, if it is.
+    """
+
+    def __init__(self, name: str, script: str, extra: list[str], module: str):
+        self.name, self.error, self.meta, self.process = name, None, {}, None
+        self.batch_size = None
+        self._command = [sys.executable, str(Path(__file__).resolve().with_name(script)), *extra]
+        self._module = module
+
+    def start(self, data_path: Path, batch_size: int, threads: int) -> None:
+        if importlib.util.find_spec(self._module) is None:
+            self.error = "not installed (pip install -e '.[bench]')"
+            return
+        self.batch_size = batch_size
+        command = [*self._command, "--serve", "--data", str(data_path),
+                   "--batch-size", str(batch_size)]  # fmt: skip
+        if self._module == "torch":  # JAX's CPU client uses one thread per core by itself
+            command += ["--threads", str(threads)]
+        # libgomp threads spin-wait at barriers; on a loaded machine a spinning thread whose
+        # partner was descheduled wastes whole time slices (measured: 20x slower with 2
+        # threads). PASSIVE makes waiting threads sleep, as TensorFlow's pool does.
+        env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=env,
+        )  # fmt: skip
+
+    def _answer(self) -> dict | None:
+        line = self.process.stdout.readline()
+        if line.startswith("{"):
+            return json.loads(line)
+        self.error = "failed: " + (self.process.stderr.read().strip().splitlines() or ["?"])[-1]
+        return None
+
+    def wait_ready(self) -> None:
+        if self.process is not None and self.error is None:
+            self.meta = self._answer() or {}
+
+    @property
+    def available(self) -> bool:
+        return self.process is not None and self.error is None
+
+    def run(self, steps: int) -> tuple[float, float] | None:
+        self.process.stdin.write(f"{steps}\n")
+        self.process.stdin.flush()
+        answer = self._answer()
+        if answer is None:
+            return None
+        return answer["examples_per_s"], answer["cpu_s"] / (steps * self.batch_size)
+
+    def close(self) -> None:
+        if self.process is not None:
+            self.process.stdin.close()
+            self.process.wait(timeout=60)
+
+
+REFERENCES = (
+    ("JAX + optax, jax.jit step", "jax_reference.py", [], "jax"),
+    ("PyTorch eager", "torch_reference.py", [], "torch"),
+    ("PyTorch torch.compile", "torch_reference.py", ["--compile"], "torch"),
+)
+
+
+def measure_rounds(rows: list, steps: int, rounds: int) -> list[float]:
+    """Runs every row once per round, in order, `rounds` times; stores `rates` and `cpu`.
+
+    Returns the matmul peak measured after every round (under load a single measurement can
+    be far below the machine's; the table uses the best of all).
+    """
+    peaks = []
+    for row in rows:
+        row.rates, row.cpu = [], []
     for index in range(rounds):
-        for vae, n, setting_rates in zip(models, per_round, rates, strict=True):
-            setting_rates.append(timed_fit(vae, dataset, n))
-        summary = ", ".join(f"{r[-1]:,.0f}" for r in rates)
-        print(f"  round {index + 1}/{rounds} examples/s: {summary}", flush=True)
-    return [
-        {
-            "setting": f"keras_vae XLA {'on' if jit else 'off'}, steps_per_execution={spe}",
-            "jit_compile": jit,
-            "steps_per_execution": spe,
-            "examples_per_s": statistics.median(setting_rates),
-            "best_examples_per_s": max(setting_rates),
-            "rounds": setting_rates,
-        }
-        for (jit, spe), setting_rates in zip(settings, rates, strict=True)
-    ]
+        for row in rows:
+            if isinstance(row, Reference) and not row.available:
+                continue
+            result = row.run(steps)
+            if result is not None:
+                row.rates.append(result[0])
+                row.cpu.append(result[1])
+        summary = ", ".join(f"{r.rates[-1]:,.0f}" for r in rows if r.rates)
+        peaks.append(measure_matmul_peak(repeats=5))
+        print(f"  round {index + 1}/{rounds} examples/s: {summary} (load "
+              f"{os.getloadavg()[0]:.1f}, matmul {peaks[-1]:.0f} GFLOP/s)", flush=True)  # fmt: skip
+    return peaks
 
 
-def time_input_pipeline(dataset: tf.data.Dataset, steps: int) -> float:
+def time_input_pipeline(dataset: tf.data.Dataset, steps: int, batch_size: int) -> float:
     """Examples/s of iterating the input pipeline alone (no model), after a warm-up."""
     iterator = iter(dataset)
     for _ in range(20):
@@ -211,30 +294,7 @@ def time_input_pipeline(dataset: tf.data.Dataset, steps: int) -> float:
     start = time.perf_counter()
     for _ in range(steps):
         next(iterator)
-    return steps * BATCH_SIZE / (time.perf_counter() - start)
-
-
-def run_torch_reference(images: np.ndarray, steps: int, threads: int) -> dict | None:
-    """Runs `torch_reference.py` in a subprocess on the same data; None if torch is missing."""
-    if importlib.util.find_spec("torch") is None:
-        return None
-    script = Path(__file__).resolve().with_name("torch_reference.py")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "train.npy"
-        np.save(path, (images.reshape(len(images), -1) > 0.5).astype(np.uint8))
-        command = [
-            sys.executable, str(script), "--data", str(path), "--steps", str(steps),
-            "--threads", str(threads), "--batch-size", str(BATCH_SIZE), "--json",
-        ]  # fmt: skip
-        # libgomp threads spin-wait at barriers; on a loaded machine a spinning thread whose
-        # partner was descheduled wastes whole time slices (measured: 20x slower with 2
-        # threads). PASSIVE makes waiting threads sleep, as TensorFlow's pool does.
-        env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
-        result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
-    if result.returncode != 0:
-        print(f"torch reference failed:\n{result.stderr[-2000:]}", file=sys.stderr)
-        return {"error": result.stderr.strip().splitlines()[-1:] or ["unknown"]}
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return steps * batch_size / (time.perf_counter() - start)
 
 
 def _last_json_line(text: str) -> dict | None:
@@ -289,19 +349,64 @@ def intra_op_threads() -> int:
     return configured or len(os.sched_getaffinity(0))
 
 
+def summarise(row, flops: dict, peak: float, cpu_peak: float) -> dict:
+    """The row's median and best rate, CPU time per example, GFLOP/s and share of peak."""
+    if not getattr(row, "rates", None):
+        return {"setting": row.name, "error": getattr(row, "error", None) or "no result"}
+    rate = statistics.median(row.rates)
+    gflops = rate * flops["total_flops"] / 1e9
+    return {
+        "setting": row.name,
+        "examples_per_s": rate,
+        "best_examples_per_s": max(row.rates),
+        "rounds": row.rates,
+        "cpu_us_per_example": 1e6 * statistics.median(row.cpu),
+        "gflops": gflops,
+        "fraction_of_peak": gflops / peak,
+        # FLOPs per CPU-second over the matmul's FLOPs per CPU-second: the share of the
+        # machine's matmul rate that the step's CPU time achieves, robust to other jobs' load
+        "fraction_of_cpu_peak": flops["total_flops"] / statistics.median(row.cpu) / 1e9 / cpu_peak,
+        **getattr(row, "config", {}),
+        **getattr(row, "meta", {}),
+    }
+
+
+def print_table(results: list[dict], jax_row: dict | None) -> None:
+    jax_rate = (jax_row or {}).get("examples_per_s")
+    jax_cpu = (jax_row or {}).get("cpu_us_per_example")
+    print("| setting | examples/s (median) | best round | vs JAX | CPU us/example | "
+          "JAX CPU / this | GFLOP/s | % of matmul peak | % of matmul rate per CPU-s |")  # fmt: skip
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for row in results:
+        rate = row.get("examples_per_s")
+        if rate is None:
+            print(f"| {row['setting']} | {row.get('error', 'failed')} | | | | | | | |")
+            continue
+        versus = f"{rate / jax_rate:.2f}" if jax_rate else ""
+        cpu = row.get("cpu_us_per_example")
+        cpu_versus = f"{jax_cpu / cpu:.2f}" if jax_cpu and cpu else ""
+        cpu_text = f"{cpu:.1f}" if cpu else ""
+        share = row.get("fraction_of_cpu_peak")
+        cpu_share = f"{100 * share:.0f}" if share else ""
+        print(f"| {row['setting']} | {rate:,.0f} | {row['best_examples_per_s']:,.0f} | {versus} | "
+              f"{cpu_text} | {cpu_versus} | {row['gflops']:.1f} | "
+              f"{100 * row['fraction_of_peak']:.0f} | {cpu_share} |")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=default_data_dir(), help="TFDS data dir")
-    parser.add_argument("--steps", type=int, default=1000, help="timed steps per setting")
-    parser.add_argument("--rounds", type=int, default=5, help="timed fits per setting")
+    parser.add_argument("--steps", type=int, default=1000, help="timed steps per row")
+    parser.add_argument("--rounds", type=int, default=5, help="timed runs per row")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     parser.add_argument(
         "--steps-per-execution",
         type=int,
         nargs="+",
         metavar="N",
-        help="values to try (default 1 10 50; --quick: 1 10)",
+        help="values to try (default 1 10 50; --quick: 10)",
     )
-    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+    parser.add_argument("--no-references", action="store_true", help="skip JAX and PyTorch")
     parser.add_argument(
         "--no-distributed",
         action="store_true",
@@ -314,90 +419,117 @@ def main(argv: list[str] | None = None) -> None:
     # "retracing" although no function is traced twice (checked: repeated fits take no time).
     tf.get_logger().setLevel("ERROR")
     if args.quick:
-        args.steps, args.rounds = 60, 2
+        args.steps, args.rounds, args.no_distributed = 100, 3, True
     if not args.steps_per_execution:
-        args.steps_per_execution = [1, 10] if args.quick else [1, 10, 50]
+        args.steps_per_execution = [10] if args.quick else [1, 10, 50]
+    batch = args.batch_size
 
     threads = intra_op_threads()
     print(
         f"TensorFlow {tf.__version__}, Keras {keras.__version__}, keras_vae "
         f"{keras_vae.__version__}; {threads} intra-op threads, "
         f"{tf.config.threading.get_inter_op_parallelism_threads() or 'default'} inter-op, "
-        f"{os.cpu_count()} CPUs"
+        f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}"
     )
     flops = flops_per_example()
     print(
-        f"Model 784-500-20 (tanh, Bernoulli), batch {BATCH_SIZE}, Adam; "
+        f"Model 784-500-20 (tanh, Bernoulli), batch {batch}, Adam; "
         f"{flops['total_flops'] / 1e6:.2f} MFLOP per training example "
         f"(forward {flops['forward_macs']:,} + backward {flops['backward_macs']:,} MACs)"
     )
-    peak = measure_matmul_peak()
-    print(f"float32 matmul peak (2048x2048 tf.matmul): {peak:.1f} GFLOP/s")
+    peak, cpu_peak = measure_matmul_peak(), measure_matmul_peak(cpu=True)
+    print(f"float32 matmul peak (2048x2048 tf.matmul): {peak:.1f} GFLOP/s, "
+          f"{cpu_peak:.1f} GFLOP per CPU-second")  # fmt: skip
 
     images = kv_data.load_images("binarized_mnist", split="train", data_dir=args.data_dir)
     dataset = kv_data.make_dataset(
-        images, batch_size=BATCH_SIZE, shuffle=True, seed=0, repeat=True, drop_remainder=True
+        images, batch_size=batch, shuffle=True, seed=0, repeat=True, drop_remainder=True
     )
-    pipeline_rate = time_input_pipeline(dataset, steps=max(args.steps, 200))
+    pipeline_rate = time_input_pipeline(dataset, max(args.steps, 200), batch)
 
-    settings = [(jit, spe) for jit in (False, True) for spe in args.steps_per_execution]
-    rows = benchmark_settings(dataset, settings, args.steps, args.rounds)
+    references = [] if args.no_references else [Reference(*r) for r in REFERENCES]
+    with tempfile.TemporaryDirectory() as tmp:
+        data_path = Path(tmp) / "train.npy"
+        np.save(data_path, (images.reshape(len(images), -1) > 0.5).astype(np.uint8))
+        for reference in references:
+            reference.start(data_path, batch, threads)
+        settings = [(jit, spe, True) for jit in (False, True) for spe in args.steps_per_execution]
+        if 10 in args.steps_per_execution:
+            settings.append((True, 10, False))  # the default setting before fused steps
+        rows = []
+        for jit, spe, fuse in settings:
+            rows.append(KerasSetting(dataset, batch, jit, spe, fuse))
+            print(f"  warm-up {rows[-1].name}: {rows[-1].warmup_s:.1f} s", flush=True)
+        for reference in references:
+            reference.wait_ready()
+        peak = max([peak, *measure_rounds(rows + references, args.steps, args.rounds)])
+        for reference in references:
+            reference.close()
 
-    torch_result = None if args.no_torch else run_torch_reference(images, args.steps, threads)
     distributed = []
     if not args.no_distributed:
         per_round = max(30, args.steps // 3)
-        distributed = run_distributed_rows(args.data_dir, per_round, 3 if not args.quick else 1)
-    best = max(rows, key=lambda r: r["examples_per_s"])
-    torch_rate = (torch_result or {}).get("examples_per_s")
-
-    def gflops(rate: float) -> float:
-        return rate * flops["total_flops"] / 1e9
-
-    print()
-    print("| setting | examples/s (median) | best round | GFLOP/s | % of matmul peak |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    for row in rows:
-        rate = row["examples_per_s"]
-        print(f"| {row['setting']} | {rate:,.0f} | {row['best_examples_per_s']:,.0f} | "
-              f"{gflops(rate):.1f} | {100 * gflops(rate) / peak:.0f} |")  # fmt: skip
-    if torch_rate is not None:
-        name = f"PyTorch {torch_result['torch_version']} eager, {torch_result['threads']} threads"
-        print(f"| {name} | {torch_rate:,.0f} | | {gflops(torch_rate):.1f} | "
-              f"{100 * gflops(torch_rate) / peak:.0f} |")  # fmt: skip
-    elif args.no_torch:
-        print("| PyTorch eager | skipped | | | |")
-    else:
-        status = "failed" if torch_result else "not installed"
-        print(f"| PyTorch eager | {status} | | | |")
+        distributed = run_distributed_rows(args.data_dir, per_round, 3)
+    results = [summarise(row, flops, peak, cpu_peak) for row in rows]
+    reference_results = [summarise(row, flops, peak, cpu_peak) for row in references]
+    jax_row = next((r for r in reference_results if r["setting"].startswith("JAX")), None)
     for row in distributed:
-        rate = row.get("examples_per_s")
-        if rate is None:
-            print(f"| {row['setting']} | failed | | | |")
-            continue
-        print(f"| {row['setting']} | {rate:,.0f} | {row['best_examples_per_s']:,.0f} | "
-              f"{gflops(rate):.1f} | {100 * gflops(rate) / peak:.0f} |")  # fmt: skip
-    print(f"| input pipeline alone (make_dataset) | {pipeline_rate:,.0f} | | | |")
-    print(f"| float32 matmul peak, 2048x2048 | | | {peak:.1f} | 100 |")
-    ratio = best["examples_per_s"] / torch_rate if torch_rate else None
+        if "examples_per_s" in row:
+            row.update(gflops=row["examples_per_s"] * flops["total_flops"] / 1e9)
+            row.update(fraction_of_peak=row["gflops"] / peak)
     print()
-    print(f"Best keras_vae setting: {best['setting']}, {best['examples_per_s']:,.0f} examples/s")
-    if ratio is not None:
-        print(f"Ratio keras_vae (best) / PyTorch eager: {ratio:.2f}")
+    print_table(results + reference_results + distributed, jax_row)
+    print(f"| input pipeline alone (make_dataset) | {pipeline_rate:,.0f} | | | | | | | |")
+    print(f"| float32 matmul peak, 2048x2048 (best of the run) | | | | | | {peak:.1f} | 100 | "
+          f"100 ({cpu_peak:.1f} GFLOP per CPU-s) |")  # fmt: skip
+
+    default = next(
+        (r for r in results if r.get("jit_compile") and r.get("steps_per_execution") == 10
+         and r.get("fuse_steps")), max(results, key=lambda r: r["examples_per_s"]),
+    )  # fmt: skip
+
+    def ratio(name: str, key: str = "examples_per_s") -> float | None:
+        other = next((r for r in reference_results if r["setting"].startswith(name)), {})
+        if other.get(key) is None:
+            return None
+        if key == "cpu_us_per_example":  # less CPU per example is faster
+            return other[key] / default[key]
+        return default[key] / other[key]
+
+    ratios = {
+        "ratio_vs_jax": ratio("JAX"),
+        "ratio_vs_torch_compile": ratio("PyTorch torch.compile"),
+        "ratio_vs_torch": ratio("PyTorch eager"),
+        "cpu_ratio_vs_jax": ratio("JAX", "cpu_us_per_example"),
+        "cpu_ratio_vs_torch_compile": ratio("PyTorch torch.compile", "cpu_us_per_example"),
+    }
+    print()
+    print(f"keras_vae default ({default['setting']}): {default['examples_per_s']:,.0f} examples/s"
+          f", {100 * default['fraction_of_peak']:.0f}% of the matmul peak "
+          f"({100 * default['fraction_of_cpu_peak']:.0f}% per CPU-second); load average "
+          f"{os.getloadavg()[0]:.1f}")  # fmt: skip
+    for key, value in ratios.items():
+        if value is not None:
+            print(f"  {key}: {value:.2f}")
 
     if args.json:
         summary = {
-            "examples_per_s": best["examples_per_s"],
-            "setting": best["setting"],
-            "gflops": gflops(best["examples_per_s"]),
+            "examples_per_s": default["examples_per_s"],
+            "setting": default["setting"],
+            **ratios,
+            "batch_size": batch,
+            "gflops": default["gflops"],
             "peak_gflops": peak,
-            "fraction_of_peak": gflops(best["examples_per_s"]) / peak,
+            "fraction_of_peak": default["fraction_of_peak"],
+            "cpu_peak_gflops_per_cpu_s": cpu_peak,
+            "fraction_of_cpu_peak": default["fraction_of_cpu_peak"],
+            "cpu_us_per_example": default["cpu_us_per_example"],
             "flops_per_example": flops["total_flops"],
-            "torch_examples_per_s": torch_rate,
-            "ratio_vs_torch": ratio,
             "input_pipeline_examples_per_s": pipeline_rate,
-            "results": rows,
+            "results": results,
+            "references": reference_results,
             "distributed": distributed,
+            "loadavg": os.getloadavg(),
             "tf_version": tf.__version__,
             "keras_version": keras.__version__,
             "threads": threads,

@@ -1,0 +1,102 @@
+"""Start-up of `keras-vae train`: time from the process start to the first training step.
+
+Runs the CLI's own `keras_vae.training.train` on the default configuration (binarized MNIST,
+784-500-20, XLA, steps_per_execution 10) in a fresh Python process and timestamps its phases:
+
+    python + imports     interpreter start to `import keras_vae.cli` done (TensorFlow, Keras,
+                         TFP, the package; what `keras-vae train` imports before it parses)
+    data                 loading and checking the training and eval images (`describe_run`)
+    model                building and compiling the model (`on_train_begin`)
+    first execution      tracing the train function, XLA compilation and the first k steps
+                         (the first `on_train_batch_end`)
+
+The run stops there (no run directory is written). Each phase is the median over `--repeats`
+fresh processes.
+
+Usage:
+    python benchmarks/startup.py [--repeats 3] [--data-dir DIR] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PHASES = ("python + imports", "data", "model", "first execution")
+
+
+class _FirstExecutionDone(Exception):
+    pass
+
+
+def _child(data_dir: str) -> None:
+    """One timed start-up in this process; prints one JSON line of phase end times."""
+    start = float(os.environ["KV_STARTUP_T0"])
+    marks = {}
+    import keras  # noqa: F401  (part of what the CLI imports)
+
+    from keras_vae import cli  # noqa: F401
+    from keras_vae.config import TrainConfig
+    from keras_vae.training import train
+
+    marks["python + imports"] = time.time() - start
+
+    class Marks(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            marks["model"] = time.time() - start
+
+        def on_train_batch_end(self, batch, logs=None):
+            marks["first execution"] = time.time() - start
+            raise _FirstExecutionDone
+
+    def progress(message):
+        marks.setdefault("data", time.time() - start)
+
+    try:
+        train(TrainConfig(data_dir=data_dir), progress=progress, verbose=0, callbacks=[Marks()])
+    except _FirstExecutionDone:
+        pass
+    print(json.dumps(marks), flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    shared = REPO_ROOT.parent / "shared" / "tensorflow_datasets"
+    parser.add_argument("--data-dir", default=os.environ.get("TFDS_DATA_DIR") or str(shared))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="last line: one JSON object")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        _child(args.data_dir)
+        return
+    runs = []
+    for _ in range(args.repeats):
+        env = {**os.environ, "KV_STARTUP_T0": repr(time.time()), "TF_CPP_MIN_LOG_LEVEL": "2"}
+        command = [sys.executable, __file__, "--child", "--data-dir", args.data_dir]
+        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if not lines:
+            sys.exit(f"start-up run failed:\n{done.stderr[-2000:]}")
+        runs.append(json.loads(lines[-1]))
+        print("  " + ", ".join(f"{k} {v:.1f} s" for k, v in runs[-1].items()), flush=True)
+    ends = {phase: statistics.median(run[phase] for run in runs) for phase in PHASES}
+    previous = 0.0
+    print("| phase | seconds (median) | ends at |\n| --- | ---: | ---: |")
+    for phase, end in ends.items():
+        print(f"| {phase} | {end - previous:.1f} | {end:.1f} |")
+        previous = end
+    print(f"load average {os.getloadavg()[0]:.1f}")
+    if args.json:
+        print(json.dumps({"phase_ends_s": ends, "runs": runs, "loadavg": os.getloadavg()}))
+
+
+if __name__ == "__main__":
+    main()
