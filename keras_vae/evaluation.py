@@ -14,8 +14,10 @@
 
   a lower bound of log p(x) in expectation that tightens as K grows; p(z) is the model's own
   prior (`model.prior_distribution()`: a mixture, a VampPrior, ...). The K samples are drawn
-  in chunks and combined with a running log-sum-exp, so memory stays bounded for K = 5,000;
-  each chunk is one XLA-compiled call. For a model trained with the IWAE objective this NLL is
+  in chunks inside one compiled call per batch (a `tf.while_loop` with a running log-sum-exp),
+  so memory stays bounded for K = 5,000; the encoder runs once per batch, the decoder once per
+  chunk on all its samples, and the likelihood head's own `log_likelihood` (for Bernoulli a
+  direct x l - softplus(l) formula, not TFP) is XLA-compiled. For a model trained with the IWAE objective this NLL is
   the metric to compare.
 * bits/dim: NLL / (D ln 2), D = number of pixels.
 * Active units (Burda et al.): latent u is active when Cov_x(E_q[z_u|x]) > 0.01.
@@ -26,9 +28,10 @@
 from __future__ import annotations
 
 import math
+import sys
+import time
 from typing import Any
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -37,30 +40,67 @@ from keras_vae.model import VAE
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 CLOSED_FORM, MONTE_CARLO = "closed_form", "monte_carlo"
+DEFAULT_CHUNK_SIZE = 50  # samples per loop step: 50 x 100 examples = 5,000 decoded rows
 
 
-def _chunk_fn(model: VAE, jit_compile: bool):
-    """A compiled f(x, seed, num_samples) -> dict of per-example results for one chunk.
-
-    Keys: `log_sum_w` (log sum_k w_k), `sum_log_w` and `sum_log_likelihood` (sums over the
-    chunk's samples), `posterior_mean` `[B, latent_dim]`, and, where the prior has them, the
-    closed-form `kl` `[B]` and `kl_per_dim` `[B, latent_dim]`.
+def _sample_chunk(model: VAE, x, parameters, q, prior, log_likelihood, seed, size: int):
+    """log w `[size, B]` and log p(x|z) `[size, B]` for `size` fresh samples z ~ q(z|x) per
+    example: the decoder runs once on all `size * B` samples as one `[size * B, latent]` batch.
     """
+    batch = tf.shape(x)[0]
+    shape = tf.stack([size, batch, model.posterior.noise_size])
+    z = model.posterior.reparameterize(parameters, tf.random.stateless_normal(shape, seed))
+    features = model.decoder(tf.reshape(z, [-1, model.latent_dim]))
+    unflatten = lambda v: tf.reshape(v, tf.concat([[size, batch], tf.shape(v)[1:]], 0))  # noqa: E731
+    params = {k: unflatten(v) for k, v in model.likelihood.parameters(features).items()}
+    log_px_z = log_likelihood(params, x)
+    return objectives.log_importance_weights(log_px_z, q, prior, z), log_px_z
 
-    def chunk(x, seed, num_samples):
+
+def _batch_fn(model: VAE, num_samples: int, chunk_size: int, jit_compile: bool):
+    """A compiled f(x, seed) -> dict of per-example results over all K samples of a batch.
+
+    The encoder (and a VampPrior's pseudo-inputs) run once per batch; a `tf.while_loop` draws
+    the K samples `chunk_size` at a time (chunk i from `fold_in(seed, i)`) and keeps a running
+    log-sum-exp, so memory is bounded by `chunk_size x B` samples and the host sees one call
+    per batch. Keys: `log_sum_w` (log sum_k w_k), `sum_log_w` and `sum_log_likelihood` (sums
+    over the K samples), `posterior_mean` `[B, latent_dim]`, and, where the prior has them,
+    the closed-form `kl` `[B]` and `kl_per_dim` `[B, latent_dim]`.
+    """
+    full_chunks, rest = divmod(num_samples, chunk_size)
+    log_likelihood = model.likelihood.log_likelihood
+    if jit_compile:  # XLA fuses the elementwise log-likelihood; the matmuls stay in TF
+        log_likelihood = tf.function(log_likelihood, jit_compile=True)
+
+    def run(x, seed):
         parameters = model.encode_parameters(x)
         q = model.posterior.distribution(**parameters)
         prior = model.prior_distribution()
-        shape = tf.stack([num_samples, tf.shape(x)[0], model.posterior.noise_size])
-        z = model.posterior.reparameterize(parameters, tf.random.stateless_normal(shape, seed))
-        log_likelihood = model.decode(z).log_prob(x)
-        log_w = objectives.log_importance_weights(log_likelihood, q, prior, z)
-        outputs = {
-            "log_sum_w": tf.reduce_logsumexp(log_w, axis=0),
-            "sum_log_w": tf.reduce_sum(log_w, axis=0),
-            "sum_log_likelihood": tf.reduce_sum(log_likelihood, axis=0),
-            "posterior_mean": q.mean(),
-        }
+
+        def step(index, size, totals):
+            log_w, log_px_z = _sample_chunk(
+                model, x, parameters, q, prior, log_likelihood,
+                tf.random.experimental.stateless_fold_in(seed, index), size,
+            )  # fmt: skip
+            log_sum = tf.reduce_logsumexp(tf.stack([totals[0], tf.reduce_logsumexp(log_w, 0)]), 0)
+            return (
+                log_sum,
+                totals[1] + tf.reduce_sum(log_w, 0),
+                totals[2] + tf.reduce_sum(log_px_z, 0),
+            )
+
+        batch = tf.shape(x)[0]
+        totals = (tf.fill([batch], -np.inf), tf.zeros([batch]), tf.zeros([batch]))
+        _, totals = tf.while_loop(
+            lambda i, _: i < full_chunks,
+            lambda i, t: (i + 1, step(i, chunk_size, t)),
+            (tf.constant(0), totals),
+            parallel_iterations=2,  # the next chunk may start while this one finishes
+        )
+        if rest:
+            totals = step(full_chunks, rest, totals)
+        outputs = dict(zip(("log_sum_w", "sum_log_w", "sum_log_likelihood"), totals, strict=True))
+        outputs["posterior_mean"] = q.mean()
         for name, value in (
             ("kl", model.prior.kl(q, model)), ("kl_per_dim", model.prior.kl_per_dim(q, model))
         ):  # fmt: skip
@@ -68,41 +108,72 @@ def _chunk_fn(model: VAE, jit_compile: bool):
                 outputs[name] = value
         return outputs
 
-    return tf.function(chunk, jit_compile=jit_compile, reduce_retracing=True)
+    return tf.function(run, reduce_retracing=True)
 
 
-def _chunk_sizes(num_samples: int, chunk_size: int) -> list[int]:
-    sizes = [chunk_size] * (num_samples // chunk_size)
-    return sizes + ([num_samples % chunk_size] if num_samples % chunk_size else [])
-
-
-def _batch_results(
-    fn, x: tf.Tensor, chunks: list[int], rng: np.random.Generator
-) -> tuple[dict, bool]:
-    """All K samples for one batch, chunk by chunk: (per-example NumPy arrays, whether the KL
-    is in closed form)."""
-    num_samples = sum(chunks)
-    log_sum = tf.fill([x.shape[0]], tf.constant(-np.inf, tf.float32))
-    sum_log_w = sum_log_likelihood = tf.zeros([x.shape[0]])
-    for size in chunks:
-        seed = tf.constant(rng.integers(0, 2**31 - 1, size=2), tf.int32)
-        out = fn(x, seed, size)
-        log_sum = tf.experimental.numpy.logaddexp(log_sum, out["log_sum_w"])
-        sum_log_w += out["sum_log_w"]
-        sum_log_likelihood += out["sum_log_likelihood"]
+def _batch_results(outputs: dict, num_samples: int) -> tuple[dict, bool]:
+    """Per-example NumPy results of one batch and whether its KL is in closed form."""
+    sum_log_likelihood = outputs["sum_log_likelihood"]
     reconstruction = sum_log_likelihood / num_samples
     # sum_k log w_k = sum_k log p(x|z_k) - sum_k [log q(z_k|x) - log p(z_k)]
-    kl = out.get("kl", (sum_log_likelihood - sum_log_w) / num_samples)
+    kl = outputs.get("kl", (sum_log_likelihood - outputs["sum_log_w"]) / num_samples)
     results = {
-        "log_px": log_sum - math.log(num_samples),
+        "log_px": outputs["log_sum_w"] - math.log(num_samples),
         "elbo": reconstruction - kl,
         "reconstruction": reconstruction,
         "kl": kl,
-        "posterior_mean": out["posterior_mean"],
+        "posterior_mean": outputs["posterior_mean"],
     }
-    if "kl_per_dim" in out:
-        results["kl_per_dim"] = out["kl_per_dim"]
-    return {key: np.asarray(value) for key, value in results.items()}, "kl" in out
+    if "kl_per_dim" in outputs:
+        results["kl_per_dim"] = outputs["kl_per_dim"]
+    return {key: np.asarray(value) for key, value in results.items()}, "kl" in outputs
+
+
+class _Progress:
+    """One progress line: examples done, rate, time left, running NLL.
+
+    The rate leaves out the first batch (it includes tracing); on a terminal the line is
+    redrawn in place, otherwise a new line is printed at most every `interval` seconds.
+    """
+
+    def __init__(self, total: int, num_samples: int, stream=None, interval: float = 30.0):
+        self.total, self.done, self.stream = total, 0, stream or sys.stdout
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.interval = 0.0 if self.tty else interval
+        self.start = self.first = time.perf_counter()
+        self.first_count = 0
+        self.last_print = -math.inf
+        self.sum_log_px = 0.0
+        print(f"importance sampling log p(x) with K={num_samples} samples per example, "
+              f"{total} examples", file=self.stream, flush=True)  # fmt: skip
+
+    def update(self, log_px: np.ndarray) -> None:
+        now = time.perf_counter()
+        if self.done == 0:
+            self.first, self.first_count = now, len(log_px)
+        self.done += len(log_px)
+        self.sum_log_px += float(np.sum(log_px, dtype=np.float64))
+        finished = self.done >= self.total
+        if not finished and now - self.last_print < self.interval:
+            return
+        self.last_print = now
+        timed = self.done - self.first_count
+        rate = timed / (now - self.first) if timed and now > self.first else self.done / (
+            now - self.start)  # fmt: skip
+        left = (self.total - self.done) / rate if rate > 0 else math.inf
+        text = (f"{self.done}/{self.total} examples, {rate:.1f} examples/s, "
+                f"{_clock(now - self.start)} elapsed, {_clock(left)} left, "
+                f"NLL so far {-self.sum_log_px / self.done:.2f} nats")  # fmt: skip
+        end = "\n" if finished or not self.tty else ""
+        print(("\r" if self.tty else "") + text, end=end, file=self.stream, flush=True)
+
+
+def _clock(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}" if minutes >= 60 else (
+        f"{minutes}:{seconds:02d}")  # fmt: skip
 
 
 def importance_sampled_log_likelihood(
@@ -111,7 +182,7 @@ def importance_sampled_log_likelihood(
     num_samples: int = 5000,
     *,
     batch_size: int = 100,
-    chunk_size: int = 500,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
     seed: int = 0,
     jit_compile: bool = True,
     verbose: int = 1,
@@ -122,12 +193,13 @@ def importance_sampled_log_likelihood(
         model: A trained VAE (any posterior, prior, likelihood and objective).
         images: `[N, *image_shape]` float32.
         num_samples: K, importance samples per example.
-        batch_size: Examples per call.
-        chunk_size: Samples per call; K is drawn in ceil(K / chunk_size) calls. Memory grows
-            with batch_size x chunk_size x pixels.
-        seed: Seed of the importance samples.
-        jit_compile: Compile each call with XLA.
-        verbose: 1 shows a progress bar, 0 is silent.
+        batch_size: Examples per compiled call (one progress update each).
+        chunk_size: Samples per example drawn in one step of the call's loop; each step
+            decodes `chunk_size x batch_size` latents in one batch, which bounds the memory.
+        seed: Seed of the importance samples; the same seed, batch and chunk sizes give the
+            same numbers.
+        jit_compile: Compile the per-sample log-likelihood with XLA (the matmuls run in TF).
+        verbose: 1 prints a progress line (examples done, rate, time left), 0 is silent.
 
     Returns:
         A dict of arrays over the N examples: `log_px` (the estimate of log p(x)), `elbo`
@@ -144,19 +216,19 @@ def importance_sampled_log_likelihood(
     images = np.asarray(images, dtype=np.float32)
     if not model.built:
         model.build((None, *images.shape[1:]))
-    fn = _chunk_fn(model, jit_compile)
+    fn = _batch_fn(model, num_samples, min(chunk_size, num_samples), jit_compile)
     rng = np.random.default_rng(seed)
-    chunks = _chunk_sizes(num_samples, chunk_size)
     outputs: dict[str, list] = {}
     closed_form = False
-    progress = keras.utils.Progbar(len(images), unit_name="example") if verbose else None
+    progress = _Progress(len(images), num_samples) if verbose else None
     for start in range(0, len(images), batch_size):
         x = tf.constant(images[start : start + batch_size])
-        batch, closed_form = _batch_results(fn, x, chunks, rng)
+        batch_seed = tf.constant(rng.integers(0, 2**31 - 1, size=2), tf.int32)
+        batch, closed_form = _batch_results(fn(x, batch_seed), num_samples)
         for key, value in batch.items():
             outputs.setdefault(key, []).append(value)
         if progress is not None:
-            progress.add(int(x.shape[0]))
+            progress.update(batch["log_px"])
     result: dict[str, Any] = {key: np.concatenate(value) for key, value in outputs.items()}
     result.setdefault("kl_per_dim", None)
     result["kl_method"] = CLOSED_FORM if closed_form else MONTE_CARLO
@@ -179,7 +251,7 @@ def evaluate(
     importance_samples: int = 1000,
     *,
     batch_size: int = 100,
-    chunk_size: int = 500,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
     seed: int = 0,
     verbose: int = 1,
 ) -> dict[str, Any]:
@@ -197,7 +269,7 @@ def evaluate(
         images,
         importance_samples,
         batch_size=batch_size,
-        chunk_size=min(chunk_size, importance_samples),
+        chunk_size=chunk_size,
         seed=seed,
         verbose=verbose,
     )

@@ -21,7 +21,7 @@ from scipy import special, stats
 
 import keras_vae
 from keras_vae import VAE, evaluation, objectives
-from keras_vae.likelihoods import GaussianLikelihood
+from keras_vae.likelihoods import BernoulliLikelihood, GaussianLikelihood
 from keras_vae.posteriors import DiagonalGaussianPosterior, FullCovariancePosterior
 from keras_vae.priors import MixturePrior, VampPrior
 
@@ -271,3 +271,99 @@ def test_models_built_from_other_parts_and_iwae_evaluate_to_finite_json(
     json.dumps(report, allow_nan=False)
     assert report["kl_per_dim"] is None and report["kl_method"] == "monte_carlo"
     assert report["nll"] < -report["elbo"]  # log p(x) estimate above the ELBO on average
+
+
+@pytest.mark.parametrize("event_shape", [(4, 4, 1), (3, 3, 1)])  # groups of 16 and of 1 pixel
+def test_bernoulli_log_likelihood_matches_scipy(event_shape):
+    head = BernoulliLikelihood(event_shape)
+    logits = RNG.normal(scale=6.0, size=(5, 3, *event_shape)).astype("float32")
+    logits[0, 0].flat[:2] = [40.0, -40.0]  # saturated pixels
+    x = RNG.integers(0, 2, size=(3, *event_shape)).astype("float32")
+    x[1].flat[0] = 0.3  # the formula also holds between 0 and 1
+    expected = np.sum(
+        x * special.log_expit(logits.astype(np.float64))
+        + (1 - x) * special.log_expit(-logits.astype(np.float64)),
+        axis=(2, 3, 4),
+    )
+    got = head.log_likelihood({"logits": logits}, x).numpy()
+    assert got.shape == (5, 3)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+    tfp_value = head.distribution(logits=logits).log_prob(np.round(x)).numpy()
+    got_binary = head.log_likelihood({"logits": logits}, np.round(x)).numpy()
+    np.testing.assert_allclose(got_binary, tfp_value, rtol=1e-5, atol=1e-4)
+
+
+def _numpy_log_px(model, x, k, rng):
+    """The importance-sampled log p(x) of a one-hidden-layer Bernoulli `mlp_vae`, in NumPy
+    (float64) from the model's weights: log 1/K sum_k p(x|z_k) p(z_k) / q(z_k|x)."""
+    w = [np.asarray(v, np.float64) for v in model.get_weights()]
+    enc_w, enc_b, post_w, post_b, dec_w, dec_b, out_w, out_b = w
+    flat = x.reshape(len(x), -1).astype(np.float64)
+    loc, raw = np.split(np.tanh(flat @ enc_w + enc_b) @ post_w + post_b, 2, axis=1)
+    scale = np.logaddexp(0.0, raw) + 1e-4
+    z = loc + scale * rng.normal(size=(k, *loc.shape))
+    logits = np.tanh(z @ dec_w + dec_b) @ out_w + out_b
+    log_px_z = np.sum(
+        flat * special.log_expit(logits) + (1 - flat) * special.log_expit(-logits), -1
+    )
+    log_pz = stats.norm.logpdf(z).sum(-1)
+    log_qz = stats.norm.logpdf(z, loc, scale).sum(-1)
+    return special.logsumexp(log_px_z + log_pz - log_qz, axis=0) - math.log(k)
+
+
+def test_bernoulli_estimate_agrees_with_a_numpy_importance_sampler():
+    model = keras_vae.mlp_vae((3, 3, 1), latent_dim=2, hidden_units=6, seed=1)
+    model.build((None, 3, 3, 1))
+    assert len(model.get_weights()) == 8  # the layout _numpy_log_px reads
+    # a weak encoder with scales near 1 (softplus(0.5413) = 1), wider than p(z|x): light-tailed
+    # weights, so K = 3000 pins each example's log p(x); a decoder strong enough that log p(x)
+    # differs between examples (standard deviation ~0.6 nats)
+    weights = model.get_weights()
+    weights = [0.4 * w for w in weights[:4]] + [2.0 * w for w in weights[4:]]
+    weights[3][2:] += 0.5413
+    model.set_weights(weights)
+    x = RNG.integers(0, 2, size=(40, 3, 3, 1)).astype("float32")
+    got = _estimate(model, x, 3000, chunk_size=64, batch_size=16)["log_px"]
+    expected = _numpy_log_px(model, x, 3000, np.random.default_rng(0))
+    difference = got - expected  # the same examples: Monte Carlo error only
+    stderr = difference.std(ddof=1) / math.sqrt(len(x))
+    assert abs(difference.mean()) < 4 * stderr + 1e-3
+    assert expected.std() > 0.3
+    np.testing.assert_allclose(got, expected, atol=0.25)
+
+
+def test_chunk_and_batch_sizes_change_the_estimate_only_by_monte_carlo_error():
+    x = _data(W_MIXED, 90)
+    model = _linear_gaussian_vae(W_MIXED, "full", cov=1.5**2 * _posterior_cov(W_MIXED))
+    exact = _exact_log_px(W_MIXED, x)
+    results = {
+        (chunk, batch): _estimate(model, x, 1000, chunk_size=chunk, batch_size=batch)
+        for chunk, batch in ((7, 90), (64, 32), (1000, 50), (5000, 90))  # 1000 % 7: a rest chunk
+    }
+    for result in results.values():
+        np.testing.assert_allclose(result["log_px"], exact, atol=0.1)
+        assert result["log_px"].mean() == pytest.approx(exact.mean(), abs=0.01)
+        np.testing.assert_allclose(result["kl"], results[(7, 90)]["kl"], rtol=1e-5)  # closed form
+        assert result["elbo"].mean() == pytest.approx(results[(7, 90)]["elbo"].mean(), abs=0.02)
+    assert not np.array_equal(results[(7, 90)]["log_px"], results[(64, 32)]["log_px"])
+
+
+def test_a_seed_gives_identical_results_and_another_seed_others():
+    prior = _mixture_prior(np.array([0.5, 0.5]), np.array([[-1.0, 0.0], [1.0, 0.5]]),
+                           np.full((2, 2), 0.7))  # fmt: skip
+    model = _linear_gaussian_vae(W_MIXED, "full", cov=2 * _posterior_cov(W_MIXED), prior=prior)
+    x = _data(W_MIXED, 30)
+    first, again, other = (_estimate(model, x, 200, chunk_size=30, seed=s) for s in (3, 3, 4))
+    for key in ("log_px", "elbo", "kl", "reconstruction"):
+        np.testing.assert_array_equal(first[key], again[key])
+    assert not np.array_equal(first["log_px"], other["log_px"])
+
+
+def test_progress_line_reports_rate_and_time_left(capsys):
+    model = _linear_gaussian_vae(W_ORTHOGONAL)
+    evaluation.importance_sampled_log_likelihood(
+        model, _data(W_ORTHOGONAL, 30), 20, batch_size=10, verbose=1
+    )
+    out = capsys.readouterr().out
+    assert "K=20 samples per example, 30 examples" in out
+    assert "30/30 examples" in out and "examples/s" in out and "left" in out
