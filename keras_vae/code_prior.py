@@ -209,6 +209,16 @@ class CodePrior(ExactReplicaTrainer):
             self.network.build((None, *self.code_shape))
         self.built = True
 
+    @property
+    def trainable_variables(self):
+        """The network's only: the VQ-VAE is frozen (also a loaded one, whose layers Keras
+        rebuilds with trainable weights whatever its `trainable` flag)."""
+        return self.network.trainable_variables
+
+    @property
+    def trainable_weights(self):
+        return self.trainable_variables
+
     # ------------------------------------------------------------------------ the model
     def log_prob(self, codes: tf.Tensor) -> tf.Tensor:
         """log p_prior(z) in nats for int codes `[B, h, w]`: `[B]`."""

@@ -119,6 +119,19 @@ def test_keras_round_trip_keeps_the_prior_and_the_frozen_vqvae(tmp_path):
     codes = np.random.default_rng(3).integers(0, 8, size=(2, 3, 3))
     restored = run_saving_test(prior, codes, lambda p, c: p.log_prob(c), directory=tmp_path)
     assert isinstance(restored, CodePrior) and restored.vqvae.trainable is False
+    network = [v.path for v in restored.network.trainable_variables]
+    assert [v.path for v in restored.trainable_variables] == network  # the VQ-VAE stays frozen
+
+
+def test_a_prior_over_a_loaded_vqvae_trains_only_its_network(tmp_path):
+    model = vqvae((12, 12, 1), 8, 4, filters=[8, 8], seed=1)
+    model.build((None, 12, 12, 1))
+    model.save(tmp_path / "vqvae.keras")
+    loaded = keras.saving.load_model(tmp_path / "vqvae.keras")  # built by the loader
+    prior = code_prior(loaded, channels=8, num_layers=2, hidden_units=8)
+    prior.build()
+    names = [v.path for v in prior.network.trainable_variables]
+    assert [v.path for v in prior.trainable_variables] == names
 
 
 def test_mismatched_codebook_is_refused():
