@@ -430,6 +430,8 @@ class RunBackup(keras.callbacks.Callback):
         done = len(self.history.get("loss", []))
         variables = [*self.model.weights, *getattr(self.model.optimizer, "variables", [])]
         needed = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
+        written = [p.stat().st_size for p in self.write_dir.glob("epoch-*.weights.h5")]
+        needed = max([needed, *written])  # a committed backup: the size with HDF5's overhead
         kept = f"the backup after epoch {done} is intact" if done else "no earlier backup exists"
         return ResourceError(
             f"The disk of {self.write_dir} is full: the backup after epoch {epoch} needs "
