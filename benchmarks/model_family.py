@@ -84,7 +84,9 @@ def train_row(row: str, args, x_train, x_valid, out: Path) -> None:
     train_ds = data.make_dataset(x_train, batch_size=args.batch_size, shuffle=True, seed=args.seed)
     valid_ds = data.make_dataset(x_valid, batch_size=1000, shuffle=False)
     start = time.perf_counter()
-    history = model.fit(train_ds, epochs=args.epochs, validation_data=valid_ds, verbose=2)
+    history = model.fit(
+        train_ds, epochs=args.epochs, validation_data=valid_ds, shuffle=False, verbose=2
+    )
     wall = time.perf_counter() - start
     out.mkdir(parents=True, exist_ok=True)
     runs.save_model(model, out / "model.keras")
