@@ -17,8 +17,8 @@
   in chunks inside one compiled call per batch (a `tf.while_loop` with a running log-sum-exp),
   so memory stays bounded for K = 5,000; the encoder runs once per batch, the decoder once per
   chunk on all its samples, and the likelihood head's own `log_likelihood` (for Bernoulli a
-  direct x l - softplus(l) formula, not TFP) is XLA-compiled. For a model trained with the IWAE objective this NLL is
-  the metric to compare.
+  direct x l - softplus(l) formula, not TFP) is XLA-compiled. For a model trained with the
+  IWAE objective this NLL is the metric to compare.
 * bits/dim: NLL / (D ln 2), D = number of pixels.
 * Active units (Burda et al.): latent u is active when Cov_x(E_q[z_u|x]) > 0.01.
 * Per-dimension KL: E_x[KL(q(z_u|x) || p(z_u))], nats, where q and p factorise
