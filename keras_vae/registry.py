@@ -36,6 +36,11 @@ def register(kind: str, name: str):
     return decorate
 
 
+def unregister(kind: str, name: str) -> None:
+    """Removes the part registered as `kind`/`name` (a test's or a notebook's own part)."""
+    _PARTS[kind].pop(name, None)
+
+
 def names(kind: str) -> tuple[str, ...]:
     """The registered names of `kind`, in registration order."""
     _import_parts()
