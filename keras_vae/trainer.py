@@ -205,7 +205,17 @@ class ExactReplicaTrainer(keras.Model):
         else:
             loss, terms, gradients = self._loss_and_gradients(x, share, noise, step)
         self.optimizer.apply(gradients, self.trainable_variables)
+        self.after_update(terms, seed, position)
         return self._step_outputs(self._update_metrics(loss, terms))
+
+    def after_update(self, terms: dict, seed: tf.Tensor, position) -> None:
+        """Hook run after the optimizer's update in each train step (nothing by default).
+
+        Args:
+            terms: The step's terms from `compute_objective`.
+            seed: The step's `[2]` seed, the same on every replica.
+            position: `(offset, B)` of this replica's examples in the global batch.
+        """
 
     # ------------------------------------------------------------------- fused steps
     def _fuses_steps(self) -> bool:

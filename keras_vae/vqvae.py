@@ -284,25 +284,10 @@ class VQVAE(ExactReplicaTrainer):
             terms["codebook"] = codebook
         return tf.reduce_mean(per_example), terms
 
-    def train_step(self, data):
-        """The trainer's step (see `ExactReplicaTrainer.train_step`), then the codebook
-        update from the step's codes, all-reduced over the replicas."""
-        x = self._unpack(data)
-        if not self.built:
-            self.build(x.shape)
-        seed = self._stateless_seed(fold_in_replica=False)  # the same on every replica
-        position = self._batch_position(x)
-        noise = self.standard_noise(x, seed, position=position)
-        share = tf.cast(tf.shape(x)[0], tf.float32) / tf.cast(position[1], tf.float32)
-        step = tf.convert_to_tensor(self._training_step_count())
-        if self.xla == "replica":
-            loss, terms, gradients = self._replica_loss_and_gradients(x, share, noise, step)
-        else:
-            loss, terms, gradients = self._loss_and_gradients(x, share, noise, step)
-        self.optimizer.apply(gradients, self.trainable_variables)
+    def after_update(self, terms, seed, position):
+        """The codebook update from the step's codes, all-reduced over the replicas."""
         restart_seed = tf.random.experimental.stateless_fold_in(seed, 1)
         self.quantizer.update(terms["latents"], terms["codes"], restart_seed, *position)
-        return self._step_outputs(self._update_metrics(loss, terms))
 
     def _update_metrics(self, loss, terms: dict) -> dict:
         for metric in self.code_metrics:
