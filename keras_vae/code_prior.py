@@ -179,6 +179,8 @@ class CodePrior(ExactReplicaTrainer):
         >>> prior.bits_per_dim(test_images)      # the bound on -log2 p(x) per dimension
     """
 
+    _PARTS = ("vqvae", "network")
+
     def __init__(self, vqvae: VQVAE, network: GatedPixelCNN | None = None,
                  seed: int | None = None, **kwargs):  # fmt: skip
         if not isinstance(vqvae, VQVAE):
@@ -283,23 +285,6 @@ class CodePrior(ExactReplicaTrainer):
             self.build()
         terms = self.bound_terms(x)
         return tf.reduce_mean(terms["code_nll"]), terms
-
-    # ------------------------------------------------------------------- serialization
-    def get_config(self):
-        config = super().get_config()
-        config.update({
-            "vqvae": keras.saving.serialize_keras_object(self.vqvae),
-            "network": keras.saving.serialize_keras_object(self.network),
-            "seed": self.seed,
-        })  # fmt: skip
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for name in ("vqvae", "network"):
-            config[name] = keras.saving.deserialize_keras_object(config[name])
-        return cls(**config)
 
 
 def code_prior(vqvae: VQVAE, channels: int = 64, num_layers: int = 6, kernel_size: int = 3,

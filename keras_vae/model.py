@@ -17,8 +17,6 @@ from keras_vae import objectives, registry
 from keras_vae.priors import StandardNormalPrior
 from keras_vae.trainer import ExactReplicaTrainer
 
-_PARTS = ("encoder", "posterior", "decoder", "likelihood", "prior", "objective")
-
 
 @keras.saving.register_keras_serializable(package=registry.PACKAGE)
 class VAE(ExactReplicaTrainer):
@@ -52,6 +50,8 @@ class VAE(ExactReplicaTrainer):
         >>> q = vae.encode(x)            # tfd distribution over z
         >>> images = vae.sample(16)      # E[x|z], z ~ p(z)
     """
+
+    _PARTS = ("encoder", "posterior", "decoder", "likelihood", "prior", "objective")
 
     def __init__(
         self,
@@ -180,22 +180,6 @@ class VAE(ExactReplicaTrainer):
 
     def predict_step(self, data):
         return self(self._unpack(data), training=False)
-
-    # ------------------------------------------------------------------- serialization
-    def get_config(self):
-        config = super().get_config()
-        for name in _PARTS:
-            config[name] = keras.saving.serialize_keras_object(getattr(self, name))
-        config["seed"] = self.seed
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for name in _PARTS:
-            if name in config:
-                config[name] = keras.saving.deserialize_keras_object(config[name])
-        return cls(**config)
 
 
 def mlp_vae(

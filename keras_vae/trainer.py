@@ -46,6 +46,10 @@ class ExactReplicaTrainer(keras.Model):
         **kwargs: Standard `keras.Model` arguments.
     """
 
+    #: Names of the attributes holding the model's nested layers: `get_config` serializes
+    #: them (with `seed`) and `from_config` deserializes them before calling the constructor.
+    _PARTS: tuple[str, ...] = ()
+
     def __init__(self, metric_names=("elbo",), seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -80,6 +84,22 @@ class ExactReplicaTrainer(keras.Model):
         self.xla = distribute.resolve_xla(jit_compile, self.distribute_strategy)
         self._compiled_replica_step = None  # made on first use
         super().compile(optimizer=optimizer, jit_compile=self.xla == "step", **kwargs)
+
+    # ------------------------------------------------------------------- serialization
+    def get_config(self):
+        config = super().get_config()
+        for name in self._PARTS:
+            config[name] = keras.saving.serialize_keras_object(getattr(self, name))
+        config["seed"] = self.seed
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for name in cls._PARTS:
+            if name in config:
+                config[name] = keras.saving.deserialize_keras_object(config[name])
+        return cls(**config)
 
     def get_compile_config(self):
         if not self.compiled:
