@@ -94,6 +94,18 @@ _TRAIN_OPTIONS = (
     ("--cpu-replicas", "cpu_replicas", int, "split the CPU into N logical devices"),
     ("--limit", "limit", int, "use only the first N training examples"),
     ("--keep-backups", "keep_backups", int, "verified per-epoch backups kept (newest resumed)"),
+    ("--model", "model", str, "vae, vqvae, or vqvae-prior (needs --vqvae-run)"),
+    ("--codebook-size", "codebook_size", int, "vqvae: K, the number of codes"),
+    ("--code-dim", "code_dim", int, "vqvae: D, the size of each code"),
+    ("--commitment-weight", "commitment_weight", float, "vqvae: beta of the commitment loss"),
+    ("--codebook-update", "codebook_update", str, "vqvae: ema, or loss (a trained codebook)"),
+    ("--codebook-decay", "codebook_decay", float, "vqvae: decay of the EMA codebook"),
+    ("--restart-threshold", "restart_threshold", float, "vqvae: restart rarer codes (0: off)"),
+    ("--conv-kernel-size", "conv_kernel_size", int, "conv, vqvae: side k of the k x k kernels"),
+    ("--vqvae-run", "vqvae_run", str, "vqvae-prior: run directory of the trained VQ-VAE"),
+    ("--prior-channels", "prior_channels", int, "vqvae-prior: PixelCNN channels"),
+    ("--prior-layers", "prior_layers", int, "vqvae-prior: gated PixelCNN layers"),
+    ("--prior-hidden-units", "prior_hidden_units", int, "vqvae-prior: units before the logits"),
 )
 
 
@@ -107,6 +119,11 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
     train.add_argument(
         "--hidden-units", dest="hidden_units", type=int, nargs="+",
         default=argparse.SUPPRESS, help="hidden layer sizes, e.g. 500 (paper) or 500 500",
+    )  # fmt: skip
+    train.add_argument(
+        "--conv-filters", dest="conv_filters", type=int, nargs="+", default=argparse.SUPPRESS,
+        help="conv, vqvae: channels of each stride-2 conv level (depth: their count), e.g. "
+        "32 64 (a 7x7 map for 28x28)",
     )  # fmt: skip
     train.add_argument(
         "--xla", dest="jit_compile", action=argparse.BooleanOptionalAction,
@@ -167,6 +184,7 @@ def train_config(argv: Sequence[str]) -> TrainConfig:
 
 _CONFIG_KEYS = {key for _, key, _, _ in _TRAIN_OPTIONS} | {
     "hidden_units",
+    "conv_filters",
     "jit_compile",
     "dynamic_binarization",
 }
@@ -187,13 +205,19 @@ def _run_train(args: argparse.Namespace) -> int:
         config, output=output, verbose=verbose, overwrite=args.overwrite, progress=progress
     )
     split = metrics["eval_split"]  # an array file's default is its held-out part
-    eval_elbo = metrics[f"{training.eval_prefix(split)}_elbo"]
-    print(
-        f"train ELBO {metrics['train_elbo']:.2f} nats/example; "
-        f"{split} ELBO {eval_elbo:.2f} nats/example "
-        f"({metrics['epochs']} epochs, {metrics['train_seconds']:.0f} s, "
-        f"{metrics['train_examples_per_s']:.0f} examples/s)"
-    )
+    if config.model != "vae":  # the VQ-VAE family
+        from keras_vae.vq_training import summary_line
+
+        line = summary_line(metrics)
+    else:
+        eval_elbo = metrics[f"{training.eval_prefix(split)}_elbo"]
+        line = (
+            f"train ELBO {metrics['train_elbo']:.2f} nats/example; "
+            f"{split} ELBO {eval_elbo:.2f} nats/example "
+            f"({metrics['epochs']} epochs, {metrics['train_seconds']:.0f} s, "
+            f"{metrics['train_examples_per_s']:.0f} examples/s)"
+        )
+    print(line)
     if not metrics["chief"]:
         print(f"the chief worker writes the run files to {output}")
         return 0
@@ -206,6 +230,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from keras_vae import evaluation, runs, training
 
     model, config = runs.load_run(args.run_dir)
+    if config.model != "vae":
+        from keras_vae import vq_training
+
+        return vq_training.run_evaluate(args, model, config)
     split = args.split or config.eval_split
     images = training.load_split(config, split, model_likelihood(model))
     if args.limit is not None:
@@ -242,13 +270,19 @@ def model_likelihood(model) -> str:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from keras_vae import export
+    from keras_vae import export, vq_training
+
+    if vq_training.run_model(args.run_dir) != "vae":
+        return vq_training.run_export(args)
 
     return export.run_cli(args)
 
 
 def _run_plot(args: argparse.Namespace) -> int:
-    from keras_vae import plotting
+    from keras_vae import plotting, runs, vq_training
+
+    if vq_training.run_model(args.run_dir) != "vae":
+        return vq_training.run_plot(args, *runs.load_run(args.run_dir))
 
     return plotting.run_cli(args)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -26,6 +27,21 @@ _OBJECTIVE_OPTIONS = {
     "elbo": {"beta": 1.0, "kl_warmup_epochs": 0, "kl_cycle_epochs": 0, "free_bits": 0.0},
     "iwae": {"gradient_estimator": "standard"},
 }
+
+
+MODELS = ("vae", "vqvae", "vqvae-prior")
+CODEBOOK_UPDATES = ("ema", "loss")  # keras_vae.quantizers.CODEBOOK_UPDATES (it imports TF)
+# options that only some models take (the others' are refused); the rest are shared
+_MODEL_OPTIONS = {
+    "vae": ("posterior", "prior", "prior_components", "objective", "gradient_estimator",
+            "latent_dim", "hidden_units", "network", "samples", "beta", "kl_warmup_epochs",
+            "kl_cycle_epochs", "free_bits"),
+    "vqvae": ("codebook_size", "code_dim", "commitment_weight", "codebook_update",
+              "codebook_decay", "restart_threshold"),
+    "vqvae-prior": ("vqvae_run", "prior_channels", "prior_layers", "prior_hidden_units"),
+    # the prior's bodies are its VQ-VAE's
+    ("vae", "vqvae"): ("activation", "conv_filters", "conv_kernel_size"),
+}  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -101,6 +117,27 @@ class TrainConfig:
             every this many epochs (and after the last); 0 turns them off.
         keep_backups: Verified per-epoch backups kept in the run directory while training
             (the newest intact one is resumed); a rerun may change it.
+        model: `vae` (the default), `vqvae` (`keras_vae.vqvae`: a grid of discrete codes) or
+            `vqvae-prior` (a gated PixelCNN over the codes of the frozen VQ-VAE of
+            `vqvae_run`, trained on that run's data). Options of another model are refused.
+        codebook_size: VQ-VAE: K, the number of codes.
+        code_dim: VQ-VAE: D, the size of each code.
+        commitment_weight: VQ-VAE: beta of the commitment loss ||z_e - sg(z_q)||^2.
+        codebook_update: VQ-VAE: `ema` (moving averages of the assigned encoder outputs) or
+            `loss` (a trainable codebook and the codebook loss).
+        codebook_decay: VQ-VAE: g of the EMA codebook and of the usage counts.
+        restart_threshold: VQ-VAE: restart codes whose moving count of assignments per step
+            falls below this (0: never).
+        conv_filters: Channels of the convolutional bodies' stride-2 levels, the depth being
+            their count (`network="conv"` and the VQ-VAE's encoder; the decoders mirror
+            them): L levels give a ceil(H/2^L) x ceil(W/2^L) map, so at most
+            ceil(log2(max(H, W))) levels. `hidden_units` are a conv VAE's dense layers between.
+        conv_kernel_size: Side k of those convolutions' k x k kernels.
+        vqvae_run: VQ-VAE prior: the run directory of the trained VQ-VAE; its data settings
+            (dataset, splits, likelihood) are the prior's.
+        prior_channels: VQ-VAE prior: channels of the gated PixelCNN's stacks.
+        prior_layers: VQ-VAE prior: gated layers.
+        prior_hidden_units: VQ-VAE prior: units of the 1x1 layer before the logits.
     """
 
     dataset: str = "binarized_mnist"
@@ -144,6 +181,19 @@ class TrainConfig:
     image_every: int = 5
     early_stopping: int | None = None
     keep_backups: int = 3
+    model: str = "vae"
+    codebook_size: int = 256
+    code_dim: int = 16
+    commitment_weight: float = 0.25
+    codebook_update: str = "ema"
+    codebook_decay: float = 0.99
+    restart_threshold: float = 0.1
+    conv_filters: list[int] = dataclasses.field(default_factory=lambda: [32, 64])
+    conv_kernel_size: int = 3
+    vqvae_run: str | None = None
+    prior_channels: int = 64
+    prior_layers: int = 6
+    prior_hidden_units: int = 128
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -181,6 +231,7 @@ class TrainConfig:
         _check_choice("strategy", self.strategy, STRATEGIES)
         self._check_data()
         self._check_recipe()
+        self._check_model_options()
         self._check_parts()
         self._check_objective_options()
 
@@ -238,6 +289,39 @@ class TrainConfig:
                         f"{key} applies to a {kind} with components ({', '.join(takes)}); "
                         f"{kind}={name!r} has none. Remove {key} or choose such a {kind}."
                     )
+
+    def _check_model_options(self) -> None:
+        """The VQ-VAE's values, and options of another model than the chosen one refused."""
+        _check_choice("model", self.model, MODELS)
+        _check_choice("codebook_update", self.codebook_update, CODEBOOK_UPDATES)
+        for name in ("codebook_size", "code_dim", "prior_channels", "prior_layers",
+                     "prior_hidden_units", "conv_kernel_size"):  # fmt: skip
+            _check_positive(name, getattr(self, name))
+        if not self.conv_filters or min(self.conv_filters) < 1:
+            raise ConfigError(
+                "conv_filters must be a non-empty list of positive ints, for example [32, 64]. "
+                f"Received: conv_filters={self.conv_filters!r}"
+            )
+        for name, value in (("codebook_decay", self.codebook_decay),
+                            ("restart_threshold", self.restart_threshold),
+                            ("commitment_weight", self.commitment_weight)):  # fmt: skip
+            if not 0 <= value < (math.inf if name == "commitment_weight" else 1):
+                allowed = ">= 0" if name == "commitment_weight" else "in [0, 1)"
+                raise ConfigError(f"{name} must be {allowed}. Received: {name}={value!r}")
+        for owners, keys in _MODEL_OPTIONS.items():
+            owners = (owners,) if isinstance(owners, str) else owners
+            given = [f"{k}={getattr(self, k)!r}" for k in keys if getattr(self, k) != _default(k)]
+            if self.model not in owners and given:
+                verb, them = ("applies", "it") if len(given) == 1 else ("apply", "them")
+                raise ConfigError(
+                    f"{', '.join(given)} {verb} only to model={' or '.join(map(repr, owners))}, "
+                    f"not to model={self.model!r}; remove {them} or choose --model {owners[0]}."
+                )
+        if self.model == "vqvae-prior" and self.vqvae_run is None:
+            raise ConfigError(
+                "model='vqvae-prior' needs vqvae_run, the run directory of a trained VQ-VAE "
+                "(--vqvae-run RUN_DIR)."
+            )
 
     def _check_objective_options(self) -> None:
         """Options of another objective than the chosen one are refused, not ignored."""
@@ -331,6 +415,13 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ConfigError(f"Cannot parse config file {path}: {first_line}") from None
     raise ConfigError(f"Config file {path} must end in .json, .yaml or .yml.")
+
+
+def _default(name: str) -> Any:
+    """The default value of the TrainConfig field `name`."""
+    field = next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
+    factory = field.default_factory
+    return factory() if factory is not dataclasses.MISSING else field.default
 
 
 @typing.no_type_check

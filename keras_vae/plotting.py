@@ -227,7 +227,12 @@ def grid_figure(grid: np.ndarray, title: str | None = None) -> Figure:
     return fig
 
 
-def reconstruction_figure(inputs: np.ndarray, outputs: np.ndarray, title: str) -> Figure:
+def reconstruction_figure(
+    inputs: np.ndarray,
+    outputs: np.ndarray,
+    title: str,
+    label: str = "reconstruction E[x|z], z = E[z|x]",
+) -> Figure:
     """Inputs in the top panel, their reconstructions in the bottom one (precomputed arrays)."""
     num_cols = min(len(inputs), 16)
     top = tile_images(inputs, num_cols=num_cols)
@@ -237,12 +242,10 @@ def reconstruction_figure(inputs: np.ndarray, outputs: np.ndarray, title: str) -
     total = 2 * (panel + _TITLE_INCHES) + _TITLE_INCHES
     fig = _new_figure(width, total)
     fig.suptitle(title, y=1.0 - 0.1 * _TITLE_INCHES / total, va="top")
-    for row, (grid, label) in enumerate(
-        ((top, "input x"), (bottom, "reconstruction E[x|z], z = E[z|x]"))
-    ):
+    for row, (grid, name) in enumerate(((top, "input x"), (bottom, label))):
         bottom_edge = (1 - row) * (panel + _TITLE_INCHES)
         ax = fig.add_axes((0.0, bottom_edge / total, 1.0, panel / total))
-        _show(ax, grid, label, fontsize=9)
+        _show(ax, grid, name, fontsize=9)
     return fig
 
 
@@ -595,7 +598,10 @@ def write_png(array: np.ndarray, path: str | os.PathLike) -> Path:
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the options of `keras-vae plot` to `parser`."""
     parser.add_argument("run_dir", type=Path, help="run directory written by `keras-vae train`")
-    parser.add_argument("--kind", required=True, choices=KINDS, help="which picture")
+    parser.add_argument(
+        "--kind", required=True, choices=(*KINDS, "codebook"),
+        help="which picture (codebook: the code usage of a VQ-VAE run)",
+    )  # fmt: skip
     parser.add_argument("--output", type=Path, required=True, help="PNG file to write")
     parser.add_argument(
         "--num",

@@ -85,9 +85,11 @@ def save_model(model: keras.Model, path: str | Path) -> None:
         model.save(tmp)
 
 
-def load_model(path: str | Path) -> keras.Model:
-    """Loads a `.keras` file with `safe_mode=True`; a damaged file gets a one-line error."""
+def load_model(path: str | Path, compile: bool = True) -> keras.Model:
+    """Loads a `.keras` file with `safe_mode=True`; a damaged file gets a one-line error.
+    `compile=False` leaves out the optimizer (a model used frozen inside another)."""
     import keras_vae  # noqa: F401 - registers the serializable classes
+    import keras_vae.code_prior  # noqa: F401 - and the VQ-VAE family's
 
     path = Path(path)
     if not path.is_file():
@@ -98,7 +100,7 @@ def load_model(path: str | Path) -> keras.Model:
             "it from a backup."
         )
     try:
-        return keras.saving.load_model(path, safe_mode=True)
+        return keras.saving.load_model(path, safe_mode=True, compile=compile)
     except Exception as error:  # noqa: BLE001 - any load failure becomes one line
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise RunDirectoryError(

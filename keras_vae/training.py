@@ -217,6 +217,10 @@ def build_model(
     and compiled (call inside a strategy scope). `epoch_steps` converts a KL schedule given
     in epochs into optimizer steps (see `steps_per_epoch`)."""
     config = config.replace(likelihood=likelihood).resolved()
+    if config.model != "vae":  # the VQ-VAE family (keras_vae.vq_training)
+        from keras_vae import vq_training
+
+        return compile_model(vq_training.build_model(config, image_shape), config, epoch_steps)
     parts = {"posterior": config.posterior, "prior": config.prior}
     if config.prior_components is not None:  # None: a prior without components
         parts["prior_components"] = config.prior_components
@@ -231,9 +235,16 @@ def build_model(
         seed=config.seed,
         objective=make_objective(config, epoch_steps),
         network=config.network,
+        network_options=config.network_options(),
         **parts,
     )
-    model.build((None, *image_shape))
+    return compile_model(model, config, epoch_steps)
+
+
+def compile_model(model, config: TrainConfig, epoch_steps: int | None = None):
+    """Builds `model` for the configured images and compiles it with the configured
+    optimizer, XLA and steps per execution; returns it."""
+    model.build((None, *model.image_shape))
     model.compile(
         optimizer=make_optimizer(config, epoch_steps),
         jit_compile=config.jit_compile,
@@ -247,7 +258,7 @@ def build_model(
 def init_prior_from_data(model: VAE, images: np.ndarray, seed: int) -> None:
     """Starts a prior with pseudo-inputs (the VampPrior) from K training examples chosen at
     random with `seed` (with replacement when K exceeds the examples); others are unchanged."""
-    prior = model.prior
+    prior = getattr(model, "prior", None)  # (the VQ-VAE family has none)
     if not hasattr(prior, "set_pseudo_inputs"):
         return
     count = prior.num_components
@@ -262,8 +273,10 @@ def _picture_callbacks(config: TrainConfig, run_dir: Path, x_eval: np.ndarray) -
     log_dir = run_dir / runs.TENSORBOARD_DIR
     found = [keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False)]
     if config.image_every:
+        from keras_vae.vq_training import PictureCallback
+
         found.append(
-            ImageGridCallback(
+            (ImageGridCallback if config.model == "vae" else PictureCallback)(
                 data.first_images(x_eval, 8),
                 log_dir=log_dir / "images",
                 png_dir=run_dir / runs.IMAGES_DIR,
@@ -279,7 +292,8 @@ def evaluate_elbo(model: VAE, images, batch_size: int = EVAL_BATCH_SIZE) -> dict
     per example, averaged over `images` (an array, or a `data.ImageStream` read once)."""
     dataset = data.as_dataset(images, batch_size=batch_size, shuffle=False)
     result = model.evaluate(dataset, verbose=0, return_dict=True)
-    return {key: float(result[key]) for key in model.objective.metric_names}
+    names = model.objective.metric_names if hasattr(model, "objective") else result  # VQ: all
+    return {key: float(result[key]) for key in names}
 
 
 def eval_prefix(split: str) -> str:
@@ -293,8 +307,14 @@ def load_training_data(config: TrainConfig):
     """Opens and checks the train and eval splits: tfds data sets as streams, array files in
     memory or memory-mapped (see `open_split`). Returns them with the config whose
     likelihood, component counts and held-out part are resolved (what config.json records)."""
-    config = resolve_data(config)
+    from keras_vae.vq_training import resolve_prior_data
+
+    config = resolve_data(resolve_prior_data(config))
     x_train = open_split(config, "train")
+    if config.network == "conv":  # before any run file: too many levels for these images
+        from keras_vae.networks import check_levels
+
+        check_levels(x_train.shape[1:], len(config.conv_filters))
     likelihood = resolve_likelihood(config, x_train)
     config = config.replace(likelihood=likelihood).resolved()
     if config.eval_split == "train":  # the same images (and limit): not opened twice
@@ -304,11 +324,19 @@ def load_training_data(config: TrainConfig):
 
 def describe_run(config: TrainConfig, x_train, x_eval, output=None) -> str:
     """The first line a user sees: which model is trained on which data, and where to."""
+    body = f"{config.network} {'-'.join(map(str, config.hidden_units))}"
+    if config.network == "conv":  # e.g. conv 32-64 (3x3) + 500
+        size, filters = config.conv_kernel_size, "-".join(map(str, config.conv_filters))
+        body = f"conv {filters} ({size}x{size}) + {body.split()[1]}"
     model = (
-        f"a VAE ({config.network} {'-'.join(map(str, config.hidden_units))}, latent "
+        f"a VAE ({body}, latent "
         f"{config.latent_dim}, {config.posterior} posterior, {config.prior} prior, "
         f"{config.likelihood} likelihood, {config.objective})"
     )
+    if config.model != "vae":
+        from keras_vae.vq_training import describe_model
+
+        model = describe_model(config)
     how = "streamed" if isinstance(x_train, data.ImageStream) else "in memory"
     shape = "x".join(map(str, x_train.shape[1:]))
     where = "" if output is None else f"; run directory {output}"
@@ -403,10 +431,11 @@ def _training_callbacks(
         callbacks.append(TrainingTimeBudget(config.time_budget_minutes * 60.0, spent=spent))
     if config.early_stopping:
         # (its patience counter is not part of the backup: a resumed run starts counting anew)
+        vae = config.model == "vae"  # the VQ-VAE family: the held-out loss
         callbacks.append(
             keras.callbacks.EarlyStopping(
-                monitor="val_elbo",
-                mode="max",
+                monitor="val_elbo" if vae else "val_loss",
+                mode="max" if vae else "min",
                 patience=config.early_stopping,
                 restore_best_weights=True,
             )
@@ -492,12 +521,17 @@ def _final_metrics(
     metrics = {"unit": "nats per example", "eval_split": config.eval_split}
     for name, images in (("train", x_train), (prefix, x_eval)):
         metrics.update({f"{name}_{k}": v for k, v in evaluate_elbo(model, images).items()})
+    if config.model != "vae":
+        from keras_vae import vq_training
+
+        vq_training.add_bits_per_dim(metrics, model)
+        metrics.update(vq_training.run_facts(config, model))
+    else:
+        metrics.update({"objective": config.objective, "posterior": config.posterior,
+                        "prior": config.prior})  # fmt: skip
     metrics.update(
         {
             "likelihood": config.likelihood,
-            "objective": config.objective,
-            "posterior": config.posterior,
-            "prior": config.prior,
             "examples_seen": examples_seen,
             "replicas": session.strategy.num_replicas_in_sync,
             "strategy": distribute.strategy_name(session.strategy),
