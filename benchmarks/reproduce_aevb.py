@@ -130,9 +130,7 @@ def _load_state(state: Path) -> tuple[keras_vae.VAE | None, list[dict]]:
     rows_path, model_path = state / "rows.csv", state / "model.keras"
     if not (rows_path.is_file() and model_path.is_file()):
         return None, []
-    with rows_path.open(newline="") as handle:
-        rows = [_typed(row) for row in csv.DictReader(handle)]
-    return keras.saving.load_model(model_path), rows
+    return keras.saving.load_model(model_path), read_results(rows_path)
 
 
 def _save_state(state: Path, vae: keras_vae.VAE, rows: list[dict]) -> None:
@@ -257,6 +255,15 @@ def plot_figure2(rows: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    fig = figure2(rows)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def figure2(rows: list[dict], title: str | None = None):
+    """A matplotlib figure of the rows: one panel per data set, train solid, test dashed."""
+    import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
     datasets = [key for key in EXPERIMENTS if any(r["dataset"] == key for r in rows)]
@@ -281,9 +288,16 @@ def plot_figure2(rows: list[dict], path: Path) -> None:
         ax.set_title(EXPERIMENTS[key].title)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(handles=handles, fontsize="small", loc="lower right")
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
+
+
+def read_results(path: Path) -> list[dict]:
+    """The rows of a `results.csv`, with numbers as numbers."""
+    with Path(path).open(newline="") as handle:
+        return [_typed(row) for row in csv.DictReader(handle)]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
