@@ -192,6 +192,28 @@ def _restore_leading(tensor: tf.Tensor, leading: tf.Tensor, event_ndims: int) ->
     return tf.reshape(tensor, tf.concat([leading, tf.shape(tensor)[-event_ndims:]], axis=0))
 
 
+def max_levels(image_shape: Sequence[int]) -> int:
+    """The most stride-2 levels that `[H, W, ...]` images allow: L with 2^(L-1) < max(H, W).
+
+    Level l sees ceil(S / 2^(l-1)) pixels along a side of S; past L the longer side is down to
+    one pixel and a further level (a 1 x 1 map in, 1 x 1 out) adds weights, not resolution.
+    """
+    longest = max(image_shape[:2])
+    return (longest - 1).bit_length()
+
+
+def check_levels(image_shape: Sequence[int], levels: int) -> None:
+    """A one-line ValueError when `levels` stride-2 levels are too many for the images."""
+    allowed = max_levels(image_shape)
+    if levels > allowed:
+        size = "x".join(map(str, image_shape[:2]))
+        raise ValueError(
+            f"{size} images allow at most {allowed} stride-2 conv levels (the longer side is "
+            f"1 pixel after {allowed}); give fewer filters (--conv-filters). Received: "
+            f"{levels} levels"
+        )
+
+
 @registry.register("network", "conv")
 class ConvEncoder(keras.layers.Layer):
     """Convolutional encoder body: images `[..., H, W, C]` -> features `[..., F]`.
@@ -239,9 +261,12 @@ class ConvEncoder(keras.layers.Layer):
         ]
 
     @classmethod
-    def pair(cls, image_shape, hidden_units=(), activation="relu", filters=(32, 64), **options):
+    def pair(
+        cls, image_shape, hidden_units=(), activation="relu", filters=(32, 64), kernel_size=3,
+        **options,
+    ):  # fmt: skip
         """A `ConvEncoder` and the mirror `ConvDecoder` (filters and hidden units reversed)
-        for images of `image_shape` `[H, W, C]`."""
+        for images of `image_shape` `[H, W, C]`; see `check_levels` for the deepest allowed."""
         image_shape = tuple(image_shape)
         if len(image_shape) != 3:
             raise ValueError(
@@ -250,9 +275,11 @@ class ConvEncoder(keras.layers.Layer):
             )
         units = _check_units("hidden_units", hidden_units, allow_empty=True)
         filters = _check_units("filters", filters)
-        encoder = cls(filters, units, activation=activation, name="encoder", **options)
-        decoder = ConvDecoder(image_shape[:2], filters[::-1], units[::-1],
-                              activation=activation, name="decoder", **options)  # fmt: skip
+        check_levels(image_shape, len(filters))
+        options = {"kernel_size": kernel_size, "activation": activation, **options}
+        encoder = cls(filters, units, name="encoder", **options)
+        decoder = ConvDecoder(image_shape[:2], filters[::-1], units[::-1], name="decoder",
+                              **options)  # fmt: skip
         return encoder, decoder
 
     def _image_shape(self, input_shape) -> tuple[int, int, int]:
