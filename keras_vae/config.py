@@ -23,6 +23,9 @@ from keras_vae.objectives import GRADIENT_ESTIMATORS
 LR_SCHEDULES = ("constant", "cosine")
 _ARRAY_FILES = (".npz", ".npy")  # keras_vae.data.ARRAY_EXTENSIONS (data imports TensorFlow)
 
+# options of one network family: config key -> argument of the family's `pair`
+NETWORK_OPTIONS = {"conv": {"conv_filters": "filters", "conv_kernel_size": "kernel_size"}}
+
 _OBJECTIVE_OPTIONS = {
     "elbo": {"beta": 1.0, "kl_warmup_epochs": 0, "kl_cycle_epochs": 0, "free_bits": 0.0},
     "iwae": {"gradient_estimator": "standard"},
@@ -39,7 +42,7 @@ _MODEL_OPTIONS = {
     "vqvae": ("codebook_size", "code_dim", "commitment_weight", "codebook_update",
               "codebook_decay", "restart_threshold"),
     "vqvae-prior": ("vqvae_run", "prior_channels", "prior_layers", "prior_hidden_units"),
-    # the prior's bodies are its VQ-VAE's
+    # the prior's bodies are its VQ-VAE's; a VAE's conv options need network="conv"
     ("vae", "vqvae"): ("activation", "conv_filters", "conv_kernel_size"),
 }  # fmt: skip
 
@@ -80,7 +83,8 @@ class TrainConfig:
         latent_dim: Size of z.
         hidden_units: Hidden layer sizes of the encoder and decoder MLPs.
         network: A registered network family of encoder and decoder bodies (`mlp`, the
-            paper's; `gated_mlp`, Dauphin et al. 2017, the VampPrior paper's).
+            paper's; `gated_mlp`, Dauphin et al. 2017, the VampPrior paper's; `conv`, strided
+            convolutions for `[H, W, C]` images of any size).
         activation: Hidden activation (the paper: tanh).
         epochs: Passes over the training data (or of `steps_per_epoch` steps).
         steps_per_epoch: Steps per epoch; None means one pass over the training split.
@@ -233,6 +237,7 @@ class TrainConfig:
         self._check_recipe()
         self._check_model_options()
         self._check_parts()
+        self._check_network_options()
         self._check_objective_options()
 
     def _check_data(self) -> None:
@@ -322,6 +327,24 @@ class TrainConfig:
                 "model='vqvae-prior' needs vqvae_run, the run directory of a trained VQ-VAE "
                 "(--vqvae-run RUN_DIR)."
             )
+
+    def _check_network_options(self) -> None:
+        """A VAE's options of another network family than the chosen one are refused."""
+        for network, options in NETWORK_OPTIONS.items():
+            given = [f"{k}={getattr(self, k)!r}" for k in options
+                     if getattr(self, k) != _default(k)]  # fmt: skip
+            if given and self.model == "vae" and self.network != network:
+                verb, them = ("applies", "it") if len(given) == 1 else ("apply", "them")
+                raise ConfigError(
+                    f"{', '.join(given)} {verb} only to network={network!r}, not to "
+                    f"network={self.network!r}; add --network {network} or remove {them}."
+                )
+
+    def network_options(self) -> dict[str, Any]:
+        """The extra arguments of the network family's `pair` (`keras_vae.mlp_vae`'s
+        `network_options`), e.g. `{"filters": [32, 64], "kernel_size": 3}` for `conv`."""
+        options = NETWORK_OPTIONS.get(self.network, {})
+        return {argument: getattr(self, key) for key, argument in options.items()}
 
     def _check_objective_options(self) -> None:
         """Options of another objective than the chosen one are refused, not ignored."""

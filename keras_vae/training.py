@@ -235,6 +235,7 @@ def build_model(
         seed=config.seed,
         objective=make_objective(config, epoch_steps),
         network=config.network,
+        network_options=config.network_options(),
         **parts,
     )
     return compile_model(model, config, epoch_steps)
@@ -310,6 +311,10 @@ def load_training_data(config: TrainConfig):
 
     config = resolve_data(resolve_prior_data(config))
     x_train = open_split(config, "train")
+    if config.network == "conv":  # before any run file: too many levels for these images
+        from keras_vae.networks import check_levels
+
+        check_levels(x_train.shape[1:], len(config.conv_filters))
     likelihood = resolve_likelihood(config, x_train)
     config = config.replace(likelihood=likelihood).resolved()
     if config.eval_split == "train":  # the same images (and limit): not opened twice
@@ -319,8 +324,12 @@ def load_training_data(config: TrainConfig):
 
 def describe_run(config: TrainConfig, x_train, x_eval, output=None) -> str:
     """The first line a user sees: which model is trained on which data, and where to."""
+    body = f"{config.network} {'-'.join(map(str, config.hidden_units))}"
+    if config.network == "conv":  # e.g. conv 32-64 (3x3) + 500
+        size, filters = config.conv_kernel_size, "-".join(map(str, config.conv_filters))
+        body = f"conv {filters} ({size}x{size}) + {body.split()[1]}"
     model = (
-        f"a VAE ({config.network} {'-'.join(map(str, config.hidden_units))}, latent "
+        f"a VAE ({body}, latent "
         f"{config.latent_dim}, {config.posterior} posterior, {config.prior} prior, "
         f"{config.likelihood} likelihood, {config.objective})"
     )

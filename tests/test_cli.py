@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
@@ -106,6 +107,9 @@ def test_unknown_option_lists_the_valid_ones(capsys):
         (["train", "--dataset", "a.npz", "--validation-split", "1.5"], "fraction in (0, 1)"),
         (["train", "--eval-data", "b.npz"], "eval_data applies to array-file data sets"),
         (["train", "--dataset", "missing.npy"], "Array file not found: 'missing.npy'"),
+        (["train", "--conv-filters", "8", "16"], "conv_filters=[8, 16] applies only to network="),
+        (["train", "--network", "conv", "--conv-kernel-size", "0"], "conv_kernel_size must be"),
+        (["train", "--network", "conv", "--conv-filters", "8", "0"], "conv_filters must be a"),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(argv, message, capsys, tmp_path):
@@ -348,3 +352,116 @@ def test_array_file_with_an_eval_file_and_a_validation_part(tmp_path, capsys):
     assert cli.main(["evaluate", str(run_dir), "--split", "test", "--importance-samples", "5",
                      "--json"]) == 0  # fmt: skip
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["num_examples"] == 20
+
+
+# --- convolutional networks (--network conv) end to end -----------------------------------
+
+
+def _noisy_template_npz(path, shape, count=120, seed=0):
+    """`count` 8-bit images [count, *shape]: noisy copies of one random template."""
+    rng = np.random.default_rng(seed)
+    noisy = rng.random(shape) + 0.1 * rng.normal(size=(count, *shape))
+    np.savez(path, x=np.round(np.clip(noisy, 0.0, 1.0) * 255).astype("uint8"))
+    return path
+
+
+def _conv_argv(npz, run_dir, *options):
+    return [
+        "train", "--dataset", str(npz), "--network", "conv", "--hidden-units", "16",
+        "--activation", "relu", "--latent-dim", "3", "--epochs", "2", "--steps-per-epoch", "3",
+        "--batch-size", "20", "--image-every", "0", "--seed", "4", "--quiet", *options,
+        "--output", str(run_dir),
+    ]  # fmt: skip
+
+
+def _evaluate_plot_and_export(run_dir, tmp_path, capsys):
+    """`keras-vae evaluate`, `plot` and `export` (float and int8 TFLite) of a conv run; the
+    exported decoder SavedModel against the Keras model, loaded with TensorFlow alone."""
+    import tensorflow as tf
+
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(run_dir), "--limit", "10", "--importance-samples", "10",
+                     "--json"]) == 0  # fmt: skip
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert np.isfinite(result["elbo"]) and result["nll"] <= -result["elbo"] + 1.0
+    for kind in ("samples", "reconstructions"):
+        assert cli.main(["plot", str(run_dir), "--kind", kind, "--output",
+                         str(tmp_path / f"{kind}.png")]) == 0  # fmt: skip
+        assert (tmp_path / f"{kind}.png").stat().st_size > 0
+    output = tmp_path / "export"
+    assert cli.main(["export", str(run_dir), "--output", str(output), "--quantize", "none",
+                     "int8", "--no-scorer"]) == 0  # fmt: skip
+    report = json.loads((output / "export_report.json").read_text())
+    written = {(a["part"], a["kind"], a["quantization"]) for a in report["artefacts"]}
+    for part in ("encoder", "decoder"):
+        for kind, quantization in (("saved_model", "none"), ("tflite", "none"), ("tflite", "int8")):
+            assert (part, kind, quantization) in written
+    for artefact in report["artefacts"]:  # the self-checks ran and passed
+        assert artefact["checked_error"] <= artefact["bound"], artefact["path"]
+    model, _ = runs.load_run(run_dir)
+    z = np.random.default_rng(1).normal(size=(4, 3)).astype("float32")
+    decoder = tf.saved_model.load(str(output / "decoder" / "1"))
+    mean = decoder.signatures["serving_default"](z=tf.constant(z))["mean"].numpy()
+    np.testing.assert_allclose(mean, model.decode(z).mean().numpy(), atol=1e-5)
+    return model, result
+
+
+def test_conv_vae_on_colour_images_resumes_evaluates_plots_and_exports(tmp_path, capsys):
+    """32x32x3, the discretised logistic, XLA: a run killed after its first epoch resumes with
+    its conv settings, and a rerun with other filters is refused."""
+    npz = _noisy_template_npz(tmp_path / "colour.npz", (32, 32, 3))
+    run_dir = tmp_path / "run"
+    argv = _conv_argv(npz, run_dir, "--likelihood", "logistic", "--conv-filters", "8", "16")
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:  # after the first epoch's backup, before the second's
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        training.train(cli.train_config(argv[1:]), run_dir, verbose=0, callbacks=[Crash()])
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert (saved["network"], saved["conv_filters"], saved["conv_kernel_size"]) == (
+        "conv", [8, 16], 3,
+    )  # fmt: skip
+    assert cli.main([*argv[:-2], "--conv-filters", "8", "32", "--output", str(run_dir)]) == 2
+    assert "differs in: conv_filters" in capsys.readouterr().err
+    assert cli.main(argv) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["resumed_from_epoch"] == 1 and metrics["epochs"] == 2
+    assert metrics["xla"] == "step" and metrics["likelihood"] == "logistic"
+    model, _ = _evaluate_plot_and_export(run_dir, tmp_path, capsys)
+    assert model.encoder.filters == (8, 16) and model.decoder.filters == (16, 8)
+    assert model.decoder.output_size == (32, 32) and model.likelihood.spatial
+
+
+def test_conv_vae_on_frey_sized_images_under_mirrored_strategy(tmp_path, capsys):
+    """28x20x1 (Frey Face's size) with the Gaussian likelihood, 3 levels of 5x5 kernels, on 2
+    logical CPU replicas with the replica's math under XLA (a fresh process: the devices
+    must be set up before TensorFlow starts)."""
+    npz = _noisy_template_npz(tmp_path / "frey_sized.npz", (28, 20))
+    run_dir = tmp_path / "run"
+    argv = _conv_argv(npz, run_dir, "--likelihood", "gaussian", "--conv-filters", "4", "8",
+                      "8", "--conv-kernel-size", "5", "--strategy", "mirrored",
+                      "--cpu-replicas", "2")  # fmt: skip
+    completed = subprocess.run(
+        [sys.executable, "-m", "keras_vae.cli", *argv], capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert (metrics["replicas"], metrics["xla"]) == (2, "replica")
+    assert np.isfinite(metrics["train_elbo"]) and np.isfinite(metrics["validation_elbo"])
+    model, _ = _evaluate_plot_and_export(run_dir, tmp_path, capsys)
+    assert model.image_shape == (28, 20, 1) and model.decoder.base_size == (4, 3)
+    assert model.encoder.conv_layers[0].kernel.shape == (5, 5, 1, 4)
+
+
+def test_too_many_conv_levels_for_the_images_is_a_one_line_error(tmp_path, capsys):
+    np.save(tmp_path / "small.npy", np.zeros((16, 6, 5), "float32"))
+    argv = _conv_argv(tmp_path / "small.npy", tmp_path / "run", "--conv-filters", "4", "4", "4",
+                      "4")  # fmt: skip
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "6x5 images allow at most 3 stride-2 conv levels" in err and "\n" not in err
+    assert not (tmp_path / "run" / "config.json").exists()
