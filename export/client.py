@@ -11,6 +11,9 @@ as float32 arrays, and otherwise results are nested lists.
     client.sample(16)              # {"z": [16, latent_dim], "mean": [16, *image_shape]}
     client.score(images)           # {"elbo": [n], "log_likelihood": [n]}, nats
 
+`VQServingClient` does the same for a VQ-VAE export (codes, decoded codes, prior samples and
+log-probabilities).
+
 Each call has a `build_*_request` twin that returns `(url, body)` without sending anything.
 Batched inputs go in TF Serving's row format (`"instances"`); `sample` takes a scalar, which
 only the columnar format (`"inputs"`) can carry. Both response formats are parsed: rows
@@ -191,6 +194,63 @@ class VAEServingClient:
         """Per image, in nats: `{"elbo": [n], "log_likelihood": [n]}` (higher is more
         typical of the training data; the lowest are the anomalies)."""
         return self._call(self.build_score_request(x))
+
+
+class VQServingClient(VAEServingClient):
+    """REST client for a VQ-VAE export (`keras-vae export` of a `--model vqvae` or
+    `vqvae-prior` run), served under `models.vqvae.config`'s names.
+
+        client = VQServingClient("http://localhost:8501")
+        client.encode(images)        # {"codes": int [n, h, w], "latents": [n, h, w, D]}
+        client.decode(codes)         # {"mean": [n, *image_shape], **likelihood parameters}
+        client.sample(16)            # {"codes": [16, h, w], "images": [16, *image_shape]}
+        client.log_prob(codes)       # {"log_prob": [n]}, nats, log p_prior(codes)
+
+    Args:
+        base_url: The REST endpoint.
+        encoder_name, decoder_name, prior_name: Model names in the serving config.
+        version, timeout: As in `VAEServingClient`.
+    """
+
+    def __init__(self, base_url: str = "http://localhost:8501", encoder_name: str = "vq_encoder",
+                 decoder_name: str = "vq_decoder", prior_name: str = "vq_prior",
+                 version: int | None = None, timeout: float = 30.0):  # fmt: skip
+        super().__init__(base_url, encoder_name, decoder_name, version, timeout)
+        self.prior_name = prior_name
+
+    def build_decode_request(self, codes: Any) -> tuple[str, dict]:
+        """Request of decoder `serving_default`: int codes `[n, h, w]`."""
+        return self.predict_url(self.decoder_name), {
+            "signature_name": "serving_default",
+            "instances": _to_list(codes),
+        }
+
+    def build_sample_request(self, num_samples: int) -> tuple[str, dict]:
+        """Request of prior `serving_default`: a scalar, so the columnar `inputs` format."""
+        url, body = super().build_sample_request(num_samples)
+        return self.predict_url(self.prior_name), {**body, "signature_name": "serving_default"}
+
+    def build_log_prob_request(self, codes: Any) -> tuple[str, dict]:
+        """Request of prior `log_prob`: int codes `[n, h, w]`."""
+        return self.predict_url(self.prior_name), {
+            "signature_name": "log_prob",
+            "instances": _to_list(codes),
+        }
+
+    def sample(self, num_samples: int) -> dict[str, Any]:
+        """Codes drawn from the prior by ancestral sampling, and their images E[x|z_q]."""
+        return self._call(self.build_sample_request(num_samples))
+
+    def log_prob(self, codes: Any) -> dict[str, Any]:
+        """log p_prior(codes) in nats, `{"log_prob": [n]}`."""
+        return self._call(self.build_log_prob_request(codes))
+
+    def encode_sample(self, x: Any) -> dict[str, Any]:
+        raise ServingError("a VQ-VAE encoder is deterministic: use encode(x)")
+
+    def score(self, x: Any) -> dict[str, Any]:
+        raise ServingError("a VQ-VAE export has no scorer: the prior's log_prob(codes) plus the "
+                           "decoder's log p(x|codes) bound log p(x)")  # fmt: skip
 
 
 if __name__ == "__main__":  # python export/client.py [base_url]: sample 2 images

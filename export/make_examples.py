@@ -2,6 +2,7 @@
 
     python export/make_examples.py export/mnist --dataset binarized_mnist \
         --data-dir ../shared/tensorflow_datasets
+    python export/make_examples.py export/vq ...    # a VQ-VAE export: the vq_*.json files
 
 The request bodies are built by `export/client.py`, exactly as the client sends them. Each is
 then executed here, in-process, against the exported SavedModel: the JSON inputs are turned
@@ -108,6 +109,31 @@ def write_examples(export_dir: Path, images: np.ndarray, output: Path) -> list[P
     if (export_dir / "scorer").is_dir():
         scorer = tf.saved_model.load(str(_latest(export_dir / "scorer")))
         requests["score"] = (scorer, client.build_score_request(x))
+    return _write(requests, client, output)
+
+
+def write_vq_examples(export_dir: Path, images: np.ndarray, output: Path) -> list[Path]:
+    """Writes `vq_<name>.request.json` and `.response.json` for a VQ-VAE export: vq_encode
+    (x -> codes, latents), vq_decode (codes -> mean), and with a prior vq_sample
+    (num_samples -> codes, images) and vq_log_prob (codes -> log p_prior)."""
+    client = _load_client().VQServingClient()
+    encoder = tf.saved_model.load(str(_latest(export_dir / "encoder")))
+    decoder = tf.saved_model.load(str(_latest(export_dir / "decoder")))
+    x = images[:1]
+    codes = np.asarray(predict_in_process(encoder, client.build_encode_request(x)[1])
+                       ["predictions"][0]["codes"], np.int32)[None]  # fmt: skip
+    requests = {
+        "vq_encode": (encoder, client.build_encode_request(x)),
+        "vq_decode": (decoder, client.build_decode_request(codes)),
+    }
+    if (export_dir / "prior").is_dir():
+        prior = tf.saved_model.load(str(_latest(export_dir / "prior")))
+        requests["vq_sample"] = (prior, client.build_sample_request(1))
+        requests["vq_log_prob"] = (prior, client.build_log_prob_request(codes))
+    return _write(requests, client, output)
+
+
+def _write(requests: dict, client, output: Path) -> list[Path]:
     output.mkdir(parents=True, exist_ok=True)
     written = []
     for name, (loaded, (url, body)) in requests.items():
@@ -118,6 +144,12 @@ def write_examples(export_dir: Path, images: np.ndarray, output: Path) -> list[P
             written.append(path)
         print(f"{name:<14} POST {url.replace(client.base_url, '')}")
     return written
+
+
+def is_vq_export(export_dir: Path) -> bool:
+    """Whether `export_dir` holds a VQ-VAE export (its report names a codebook)."""
+    report = export_dir / "export_report.json"
+    return report.is_file() and "codebook_size" in json.loads(report.read_text())["model"]
 
 
 def _latest(base: Path) -> Path:
@@ -142,7 +174,8 @@ def main() -> None:
         from keras_vae.data import load_images
 
         images = load_images(args.dataset, args.split, data_dir=args.data_dir, limit=1)
-    for path in write_examples(args.export_dir, images, args.output):
+    write = write_vq_examples if is_vq_export(args.export_dir) else write_examples
+    for path in write(args.export_dir, images, args.output):
         print(f"wrote {path} ({path.stat().st_size / 1e3:.1f} kB)")
 
 

@@ -7,7 +7,9 @@ codebook, the Bernoulli log-likelihood and the perplexity in NumPy, the prior's 
 a NumPy log-softmax of its logits, and the exported SavedModel's codes against Keras'.
 """
 
+import importlib.util
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -167,6 +169,23 @@ def test_export_of_a_prior_run_serves_the_keras_codes(prior_run, tmp_path, capsy
     served = tf.saved_model.load(str(out / "encoder" / "1")).signatures["serving_default"]
     np.testing.assert_array_equal(served(x=tf.constant(x))["codes"].numpy(),
                                   prior.vqvae.encode(x).numpy())  # fmt: skip
+    spec = importlib.util.spec_from_file_location(
+        "make_examples", Path(__file__).resolve().parents[1] / "export" / "make_examples.py"
+    )
+    examples = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(examples)  # REST bodies of export/client.py, run in-process
+    assert examples.is_vq_export(out)
+    examples.write_vq_examples(out, x[:1], tmp_path / "examples")
+
+    def read(name):
+        return json.loads((tmp_path / "examples" / f"{name}.response.json").read_text())
+
+    codes = prior.vqvae.encode(x[:1]).numpy()
+    np.testing.assert_array_equal(read("vq_encode")["predictions"][0]["codes"], codes[0])
+    assert read("vq_log_prob")["predictions"][0]["log_prob"] == pytest.approx(
+        float(prior.log_prob(codes)[0]), abs=1e-4)  # fmt: skip
+    sampled = np.asarray(read("vq_sample")["outputs"]["codes"])
+    assert sampled.shape == (1, 3, 3) and 0 <= sampled.min() and sampled.max() < 8
     capsys.readouterr()
     assert cli.main(["export", str(prior_run), "--output", str(out), "--version", "2",
                      "--quantize", "float16"]) == 2  # fmt: skip
