@@ -18,6 +18,7 @@ from keras_vae import _quiet  # noqa: E402
 _quiet.import_tensorflow()  # first: TensorFlow's C++ start-up log stays hidden
 
 from keras_vae import objectives, registry  # noqa: E402
+from keras_vae.conditional import ConditionalVAE  # noqa: E402  (registers it for .keras files)
 from keras_vae.likelihoods import (  # noqa: E402
     BernoulliLikelihood,
     DiscretizedLogisticLikelihood,
@@ -33,6 +34,7 @@ __version__ = "0.2.0"
 
 __all__ = [
     "VAE",
+    "ConditionalVAE",
     "MLP",
     "ELBO",
     "IWAE",

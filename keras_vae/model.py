@@ -200,6 +200,7 @@ def mlp_vae(
     likelihood_options: dict | None = None,
     network: str = "mlp",
     network_options: dict | None = None,
+    condition_dim: int | None = None,
 ) -> VAE:
     """A VAE from parts named in the registry; the defaults are the AEVB paper's MLP model.
 
@@ -230,9 +231,13 @@ def mlp_vae(
         network_options: Extra arguments of the family's `pair`; for `"conv"`: `filters`
             (channels per level of the encoder, reversed in the decoder; default `[32, 64]`)
             and `kernel_size` (default 3).
+        condition_dim: C: a conditional VAE (`keras_vae.conditional.ConditionalVAE`) given
+            y of size C with every example (C classes for int labels); None: a plain VAE.
+            `prior="conditional"` then learns p(z|y) (`ConditionalGaussianPrior`).
 
     Returns:
-        An unbuilt `VAE`; it builds on first use or with `vae.build((None, *image_shape))`.
+        An unbuilt `VAE` (a `ConditionalVAE` with `condition_dim`); it builds on first use or
+        with `vae.build((None, *image_shape))`.
     """
     image_shape = tuple(image_shape)
     prior_options = {
@@ -244,13 +249,22 @@ def mlp_vae(
     encoder, decoder = registry.get("network", network).pair(
         image_shape, hidden_units, activation=activation, **(network_options or {})
     )
-    return VAE(
+    parts = dict(
         encoder=encoder,
         posterior=registry.get("posterior", posterior)(latent_dim, name="posterior"),
         decoder=decoder,
         likelihood=head(image_shape, name="likelihood", **(likelihood_options or {})),
-        prior=registry.get("prior", prior)(latent_dim, name="prior", **prior_options),
         objective=objective or objectives.ELBO(num_samples=num_samples, beta=beta),
         seed=seed,
         name=name,
     )
+    if condition_dim is not None:
+        from keras_vae import conditional
+
+        if prior == conditional.CONDITIONAL_PRIOR:
+            p = conditional.ConditionalGaussianPrior(latent_dim, condition_dim, name="prior")
+        else:
+            p = registry.get("prior", prior)(latent_dim, name="prior", **prior_options)
+        return conditional.ConditionalVAE(condition_dim=condition_dim, prior=p, **parts)
+    prior_layer = registry.get("prior", prior)(latent_dim, name="prior", **prior_options)
+    return VAE(prior=prior_layer, **parts)

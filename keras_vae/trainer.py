@@ -160,8 +160,15 @@ class ExactReplicaTrainer(keras.Model):
     # ---------------------------------------------------------------------------- steps
     @staticmethod
     def _unpack(data):
-        # `fit(dataset)` may give x, (x,), (x, y) or (x, y, sample_weight); y is ignored.
+        """The model's inputs in a batch of `fit`: x of x, (x,), (x, y) or (x, y,
+        sample_weight); y is ignored. (A conditional model returns (x, y): its inputs.)"""
         return data[0] if isinstance(data, (tuple, list)) else data
+
+    @staticmethod
+    def _examples(inputs) -> tf.Tensor:
+        """The examples x among the inputs (their first tensor): the batch size, the noise
+        and the build follow x; any other input (a condition) only rides along."""
+        return tf.nest.flatten(inputs)[0]
 
     def _training_step_count(self):
         return self.optimizer.iterations if self.optimizer is not None else tf.constant(0)
@@ -211,7 +218,8 @@ class ExactReplicaTrainer(keras.Model):
         return self._compiled_replica_step(values, x, share, noise, step)
 
     def train_step(self, data):
-        x = self._unpack(data)
+        inputs = self._unpack(data)
+        x = self._examples(inputs)
         if not self.built:  # fit() without a prior call: build here so build_config is saved
             self.build(x.shape)
         seed = self._stateless_seed(fold_in_replica=False)  # the same on every replica
@@ -221,9 +229,9 @@ class ExactReplicaTrainer(keras.Model):
         share = tf.cast(tf.shape(x)[0], tf.float32) / tf.cast(position[1], tf.float32)
         step = tf.convert_to_tensor(self._training_step_count())
         if self.xla == "replica":
-            loss, terms, gradients = self._replica_loss_and_gradients(x, share, noise, step)
+            loss, terms, gradients = self._replica_loss_and_gradients(inputs, share, noise, step)
         else:
-            loss, terms, gradients = self._loss_and_gradients(x, share, noise, step)
+            loss, terms, gradients = self._loss_and_gradients(inputs, share, noise, step)
         self.optimizer.apply(gradients, self.trainable_variables)
         self.after_update(terms, seed, position)
         return self._step_outputs(self._update_metrics(loss, terms))
@@ -320,10 +328,10 @@ class ExactReplicaTrainer(keras.Model):
         return function
 
     def test_step(self, data):
-        x = self._unpack(data)
+        inputs = self._unpack(data)
         seed = self._stateless_seed(fold_in_replica=False)
-        noise = self.standard_noise(x, seed)
-        loss, terms = self.compute_objective(x, noise, self._training_step_count())
+        noise = self.standard_noise(self._examples(inputs), seed)
+        loss, terms = self.compute_objective(inputs, noise, self._training_step_count())
         return self._step_outputs(self._update_metrics(loss, terms))
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
@@ -336,8 +344,12 @@ class ExactReplicaTrainer(keras.Model):
         batch of that shape serves instead.
         """
         del iterator, data_batch
-        sample = tf.zeros((1, *self.image_shape), dtype=self.compute_dtype)
-        return super()._maybe_symbolic_build(data_batch=sample)
+        return super()._maybe_symbolic_build(data_batch=self._zero_batch())
+
+    def _zero_batch(self):
+        """A batch of one zero example as `fit` would give it (what `_maybe_symbolic_build`
+        builds from)."""
+        return tf.zeros((1, *self.image_shape), dtype=self.compute_dtype)
 
     def _step_outputs(self, logs: dict) -> dict:
         """Per-step logs, shaped `[1]` under multi-worker training: Keras 3.15 reduces them
