@@ -545,6 +545,40 @@ def binarize_tf(x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.cast(u < x, tf.float32)
 
 
+def _binarize_batch(batch, seed):
+    """`binarize_tf` of a batch's images; its labels (if any) pass unchanged."""
+    if isinstance(batch, tuple):
+        return (binarize_tf(batch[0], seed), *batch[1:])
+    return binarize_tf(batch, seed)
+
+
+def _map_images(ds: tf.data.Dataset, fn, **options) -> tf.data.Dataset:
+    """`ds.map(fn)` on the images of batches that are images or (images, labels)."""
+    return ds.map(lambda x, *rest: (fn(x), *rest) if rest else fn(x), **options)
+
+
+def _check_labels(labels, x) -> np.ndarray:
+    """Labels as int64 `[N]` or float32 `[N, C]`, one per image, else a one-line error."""
+    labels = np.asarray(labels)
+    integer = np.issubdtype(labels.dtype, np.integer)
+    if len(labels) != len(x) or labels.ndim not in (1, 2) or (labels.ndim == 2 and integer):
+        raise DataValidationError(
+            f"labels must be one int label [N] or one float vector [N, C] per image ({len(x)}). "
+            f"Received: shape={labels.shape}, dtype={labels.dtype}"
+        )
+    return labels.astype(np.int64 if labels.ndim == 1 else np.float32)
+
+
+def condition_dim(labels: np.ndarray) -> int:
+    """C of the labels: the number of classes (largest int label + 1) or the vectors' size."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        return int(labels.shape[1])
+    if len(labels) == 0 or labels.min() < 0:
+        raise DataValidationError("Class labels must be ints >= 0; save labels 0 .. C - 1.")
+    return int(labels.max()) + 1
+
+
 def make_dataset(
     x: np.ndarray,
     *,
@@ -554,8 +588,10 @@ def make_dataset(
     dynamic_binarization: bool = False,
     repeat: bool = False,
     drop_remainder: bool = False,
+    labels: np.ndarray | None = None,
 ) -> tf.data.Dataset:
-    """Builds the input pipeline for `keras.Model.fit`: float32 image batches, no labels.
+    """Builds the input pipeline for `keras.Model.fit`: float32 image batches, and with
+    `labels` `(images, labels)` batches (a conditional VAE's x and y, shuffled together).
 
     Args:
         x: Images [N, ...] (float, in [0, 1] if `dynamic_binarization`).
@@ -566,9 +602,10 @@ def make_dataset(
         dynamic_binarization: Redraw binary images ~ Bernoulli(x) for every batch, every epoch.
         repeat: Repeat forever (then give `steps_per_epoch` to `fit`).
         drop_remainder: Drop the last, smaller batch.
+        labels: One label (int) or condition vector (float) per image, or None.
 
     Returns:
-        A `tf.data.Dataset` of float32 tensors of shape [batch, ...].
+        A `tf.data.Dataset` of float32 tensors of shape [batch, ...] (or of pairs).
 
     Raises:
         DataValidationError: For a bad `batch_size` or unusable `x`.
@@ -577,7 +614,8 @@ def make_dataset(
     x = np.asarray(x)
     likelihood = "bernoulli" if dynamic_binarization else "gaussian"
     validate_images(x, likelihood=likelihood, name="x")
-    ds = tf.data.Dataset.from_tensor_slices(x.astype(np.float32, copy=False))
+    x = x.astype(np.float32, copy=False)
+    ds = tf.data.Dataset.from_tensor_slices(x if labels is None else (x, _check_labels(labels, x)))
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     if repeat:
@@ -605,15 +643,28 @@ class ImageStream:
         scale: Factor from stored values to the images' values (1/255 for uint8 grey levels).
         checked: Whether every example was already checked (else every batch is checked in
             the pipeline; see `dataset`).
+        head_labels: The labels of `head` when the stream gives (images, labels) batches (a
+            conditional VAE's data), else None.
+        condition_dim: C of the labels (classes, or the size of float label vectors), or None.
     """
 
-    def __init__(self, name: str, num_examples: int, head: np.ndarray, scale: float, checked):
+    def __init__(
+        self, name: str, num_examples: int, head: np.ndarray, scale: float, checked,
+        head_labels: np.ndarray | None = None, condition_dim: int | None = None,
+    ):  # fmt: skip
         self.name = name
         self.num_examples = int(num_examples)
         self.head = head
         self.image_shape = tuple(head.shape[1:])
         self.scale = float(scale)
         self.checked = checked
+        self.head_labels = head_labels
+        self.condition_dim = condition_dim
+
+    @property
+    def labeled(self) -> bool:
+        """Whether the batches are (images, labels) pairs."""
+        return self.head_labels is not None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -649,15 +700,18 @@ class ImageStream:
                 was opened; a bad batch stops the pipeline with `DataCheckError`'s message.
 
         Returns:
-            A `tf.data.Dataset` of float32 tensors of shape [batch, *image_shape].
+            A `tf.data.Dataset` of float32 tensors of shape [batch, *image_shape] (of pairs
+            (images, labels) for a `labeled` stream).
         """
         _check_batch_size(batch_size)
         ds = self._raw_batches(int(batch_size), shuffle, seed, repeat, drop_remainder)
         scale = self.scale
-        ds = ds.map(lambda b: tf.cast(b, tf.float32) * scale, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = _map_images(
+            ds, lambda b: tf.cast(b, tf.float32) * scale, num_parallel_calls=tf.data.AUTOTUNE
+        )
         check = "bernoulli" if dynamic_binarization else likelihood
         if check is not None and not self.checked:
-            ds = ds.map(_batch_checker(check, self.name, self.image_shape))
+            ds = _map_images(ds, _batch_checker(check, self.name, self.image_shape))
         return _finish(ds, seed, dynamic_binarization)
 
 
@@ -702,8 +756,10 @@ def data_check_message(error: BaseException) -> str | None:
 class TfdsStream(ImageStream):
     """A tfds split streamed from its files (see `open_stream`)."""
 
-    def __init__(self, read, num_examples, head, scale, name, shuffle_buffer: int):
-        super().__init__(name, num_examples, head, scale, checked=False)
+    def __init__(
+        self, read, num_examples, head, scale, name, shuffle_buffer: int, **labels
+    ):  # fmt: skip
+        super().__init__(name, num_examples, head, scale, checked=False, **labels)
         self._read = read
         self.shuffle_buffer = int(shuffle_buffer)
 
@@ -713,7 +769,11 @@ class TfdsStream(ImageStream):
         return self.num_examples <= self.shuffle_buffer
 
     def _raw_batches(self, batch_size, shuffle, seed, repeat, drop_remainder):
-        ds = self._read().map(lambda e: e["image"], num_parallel_calls=tf.data.AUTOTUNE)
+        labeled = self.labeled
+        ds = self._read().map(
+            lambda e: (e["image"], e["label"]) if labeled else e["image"],
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
         if self.cached:  # at most shuffle_buffer examples, as stored (uint8)
             ds = ds.cache()
         if shuffle:
@@ -728,17 +788,25 @@ class ArrayStream(ImageStream):
     """An array (e.g. a memory-mapped file) read by batches of indices (see `open_array`).
 
     Shuffling permutes the indices only (8 bytes per example), so every epoch is a full
-    random permutation however large the array is.
+    random permutation however large the array is. With `labels` (one int label or float
+    vector per example, in memory) the batches are (images, labels) pairs.
     """
 
-    def __init__(self, array: np.ndarray, name: str, checked: bool = True):
+    def __init__(
+        self, array: np.ndarray, name: str, checked: bool = True, labels: np.ndarray | None = None
+    ):  # fmt: skip
         scale = 1.0 / 255.0 if array.dtype == np.uint8 else 1.0
         head = _to_float_images(np.asarray(array[: head_size(array.shape[1:])]), name)
-        super().__init__(name, len(array), head, scale, checked)
+        extra = {}
+        if labels is not None:
+            labels = _check_labels(labels, array)
+            extra = {"head_labels": labels[: len(head)], "condition_dim": condition_dim(labels)}
+        super().__init__(name, len(array), head, scale, checked, **extra)
         self.array = array
+        self.labels = labels
 
     def _raw_batches(self, batch_size, shuffle, seed, repeat, drop_remainder):
-        array, shape = self.array, self.image_shape
+        array, shape, labels = self.array, self.image_shape, self.labels
         dtype = np.float32 if array.dtype == np.float64 else array.dtype
 
         def gather(indices: np.ndarray) -> np.ndarray:
@@ -751,12 +819,18 @@ class ArrayStream(ImageStream):
         if repeat:
             ds = ds.repeat()
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-        return ds.map(
-            lambda i: tf.ensure_shape(
-                tf.numpy_function(gather, [i], tf.as_dtype(dtype), stateful=False),
-                [None, *shape],
-            )
-        )
+
+        def images(i):
+            batch = tf.numpy_function(gather, [i], tf.as_dtype(dtype), stateful=False)
+            return tf.ensure_shape(batch, [None, *shape])
+
+        if labels is None:
+            return ds.map(images)
+        return ds.map(lambda i: (images(i), tf.gather(labels, i)))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The whole array as float32 images in memory, and the labels (or None)."""
+        return _to_float_images(np.asarray(self.array), self.name), self.labels
 
 
 def head_size(image_shape) -> int:
@@ -774,6 +848,7 @@ def open_stream(
     download: bool = True,
     limit: int | None = None,
     shuffle_buffer: int = SHUFFLE_BUFFER,
+    labels: bool = False,
 ) -> TfdsStream:
     """Opens a tfds split for streaming: nothing but its first examples (`head_size`) is read.
 
@@ -788,6 +863,8 @@ def open_stream(
         limit: Keep only the first `limit` examples (all when the split has fewer).
         shuffle_buffer: Splits with at most this many examples are cached as stored and
             permuted fully every epoch; larger ones are shuffled through a buffer this size.
+        labels: Stream (images, labels) pairs (a `DataValidationError` when the data set has
+            no labels); `condition_dim` is then its number of classes.
 
     Returns:
         A `TfdsStream`; its `dataset(...)` gives the batches.
@@ -812,14 +889,33 @@ def open_stream(
     if num_examples == 0:
         raise DataValidationError(f"Dataset '{name}' split '{split}' is empty.")
     count = min(num_examples, head_size(first.element_spec["image"].shape))
-    head = np.concatenate([b["image"] for b in tfds.as_numpy(first.take(count).batch(64))])
+    head_batches = list(tfds.as_numpy(first.take(count).batch(64)))
+    head = np.concatenate([b["image"] for b in head_batches])
     head = head.astype(np.float32) * np.float32(spec.scale)
+    extra = {}
+    if labels:
+        if "label" not in first.element_spec:
+            raise no_labels_error(name)
+        feature = tfds.builder(name, data_dir=data_dir).info.features["label"]
+        head_labels = np.concatenate([b["label"] for b in head_batches]).astype(np.int64)
+        extra = {"head_labels": head_labels, "condition_dim": int(feature.num_classes)}
 
     def read() -> tf.data.Dataset:  # `limit`: the first examples, as `split[:limit]` would
         ds = _read_tfds(spec, split, data_dir, manual_dir, False, **options)
         return ds.take(num_examples)
 
-    return TfdsStream(read, num_examples, head, spec.scale, f"{name} {split}", shuffle_buffer)
+    return TfdsStream(
+        read, num_examples, head, spec.scale, f"{name} {split}", shuffle_buffer, **extra
+    )
+
+
+def no_labels_error(name: str) -> DataValidationError:
+    """The one-line error for a conditional VAE's data without labels."""
+    return DataValidationError(
+        f"{name} has no labels, which a conditional VAE needs (y with every image): use a "
+        "labelled data set (mnist), an .npz with x and y, or drop --conditional; offline "
+        "labelled binarized MNIST: python -m keras_vae.datasets.labeled_binarized_mnist."
+    )
 
 
 def open_array(
@@ -830,6 +926,7 @@ def open_array(
     limit: int | None = None,
     likelihood: str | None = None,
     max_in_memory_bytes: int = IN_MEMORY_BYTES,
+    labels: bool = False,
 ) -> np.ndarray | ArrayStream:
     """One part of an array file: in memory when small, else streamed from the mapped file.
 
@@ -845,6 +942,8 @@ def open_array(
         limit: Keep only the first `limit` examples of the part.
         likelihood: If given, check the whole part for it (`validate_images`, in chunks).
         max_in_memory_bytes: Parts whose float32 images need more bytes are streamed.
+        labels: Give the file's `y` with the images (a `DataValidationError` when it has
+            none): always an `ArrayStream` of (images, labels) pairs, over the stored array.
 
     Returns:
         A float32 array, or an `ArrayStream` over the mapped file.
@@ -855,15 +954,21 @@ def open_array(
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataValidationError(f"Array file not found: '{path}'.")
-    x, _ = open_array_file(path)
+    x, y = open_array_file(path)
     name = f"{path.name} ({part})" if part != "all" else path.name
     x = split_array(x, part, validation_split, name=path.name)
+    if labels and y is None:
+        raise no_labels_error(f"{path.name} (an array file without y)")
+    y = split_array(y, part, validation_split, name=path.name) if labels else None
     if limit is not None:
-        x = x[:limit]
+        x, y = x[:limit], (None if y is None else y[:limit])
     if x.ndim not in (2, 3, 4) or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
         _to_float_images(x[:1], name)  # raises the shape/dtype error
     if likelihood is not None:
         validate_array(x, likelihood=likelihood, name=name)
+    if labels:
+        stored = x if x.ndim != 3 else x[..., np.newaxis]
+        return ArrayStream(stored, name, checked=bool(likelihood), labels=y)
     if math.prod(x.shape) * 4 <= max_in_memory_bytes:
         return _to_float_images(np.asarray(x), name)
     return ArrayStream(x if x.ndim != 3 else x[..., np.newaxis], name, checked=bool(likelihood))
@@ -973,6 +1078,12 @@ def first_images(images: np.ndarray | ImageStream, count: int) -> np.ndarray:
     return np.asarray(images[:count], dtype=np.float32)
 
 
+def first_labels(images: ImageStream, count: int) -> np.ndarray | None:
+    """The labels of `first_images(images, count)` (None for data without labels)."""
+    labels = getattr(images, "head_labels", None)
+    return None if labels is None else labels[:count]
+
+
 def _check_batch_size(batch_size) -> None:
     if (
         isinstance(batch_size, bool)
@@ -990,7 +1101,9 @@ def _finish(ds: tf.data.Dataset, seed: int | None, dynamic_binarization: bool) -
         # One stateless seed pair per batch, from a stream that restarts differently each
         # epoch (rerandomize_each_iteration) but is reproducible from `seed`.
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip((ds, seeds)).map(binarize_tf, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(
+            _binarize_batch, num_parallel_calls=tf.data.AUTOTUNE
+        )
     # Under multi-worker training every worker builds this same pipeline (same seed, same
     # order); DATA sharding hands each replica its consecutive part of every global batch.
     options = tf.data.Options()
