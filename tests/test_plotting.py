@@ -151,6 +151,15 @@ def test_manifold_tiles_the_decoded_grid(models):
     np.testing.assert_allclose(grid[6:12, 12:18], decoded[5, :, :, 0], atol=1e-6)
 
 
+def test_manifold_grid_spans_the_quantile_range_it_is_given(models):
+    fig = plotting.manifold_grid(models[2], num_per_axis=3, low=0.005, high=0.995)
+    grid = fig.get_axes()[0].get_images()[0].get_array()
+    edge = scipy.stats.norm.ppf(0.995)  # 2.576: the corners of the wider grid
+    corner = models[2].decode(np.array([[-edge, -edge]], np.float32)).mean().numpy()
+    np.testing.assert_allclose(grid[12:18, 0:6], corner[0, :, :, 0], atol=1e-5)  # bottom left
+    assert "[0.005, 0.995]" in fig._suptitle.get_text()
+
+
 def test_manifold_latents_from_prior_samples_are_their_marginal_quantiles():
     samples = np.stack([RNG.normal(3.0, 2.0, 100000), RNG.uniform(-1.0, 0.0, 100000)], 1)
     z = plotting.manifold_latents(5, low=0.1, high=0.9, prior_samples=samples)
