@@ -134,6 +134,11 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
         action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
         help="redraw binary images from grey levels every epoch",
     )  # fmt: skip
+    train.add_argument(
+        "--conditional", dest="conditional", action=argparse.BooleanOptionalAction,
+        default=argparse.SUPPRESS, help="a conditional VAE q(z|x,y), p(x|z,y) given each "
+        "image's label y (labelled data; --prior conditional learns p(z|y))",
+    )  # fmt: skip
     train.add_argument("--config", type=Path, help="JSON or YAML file of training options")
     train.add_argument("--output", type=Path, help="run directory (default: runs/<dataset>)")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run")
@@ -187,6 +192,7 @@ _CONFIG_KEYS = {key for _, key, _, _ in _TRAIN_OPTIONS} | {
     "conv_filters",
     "jit_compile",
     "dynamic_binarization",
+    "conditional",
 }
 
 
@@ -235,17 +241,22 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
         return vq_training.run_evaluate(args, model, config)
     split = args.split or config.eval_split
-    images = training.load_split(config, split, model_likelihood(model))
+    labels = None
+    if config.conditional:  # log p(x|y): the images with their labels
+        images, labels = training.load_labeled_split(config, split, model_likelihood(model))
+    else:
+        images = training.load_split(config, split, model_likelihood(model))
     if args.limit is not None:
         if args.limit < 1:
             raise ConfigError(f"--limit must be a positive int. Received: {args.limit}")
-        images = images[: args.limit]
+        images, labels = images[: args.limit], (None if labels is None else labels[: args.limit])
     result = evaluation.evaluate(
         model,
         images,
         args.importance_samples,
         seed=args.seed,
         verbose=0 if args.json else (1 if sys.stdout.isatty() else 0),
+        labels=labels,
     )
     result["split"] = split
     from keras_vae.runs import atomic_write_json
@@ -274,6 +285,13 @@ def _run_export(args: argparse.Namespace) -> int:
 
     if vq_training.run_model(args.run_dir) != "vae":
         return vq_training.run_export(args)
+    from keras_vae.runs import CONFIG_FILE
+
+    if TrainConfig.from_file(Path(args.run_dir) / CONFIG_FILE).conditional:
+        raise ConfigError(
+            f"{args.run_dir} holds a conditional VAE, which keras-vae export does not export "
+            "yet; load its model.keras in Python (keras_vae.conditional) instead."
+        )
 
     return export.run_cli(args)
 

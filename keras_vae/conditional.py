@@ -78,6 +78,7 @@ def concat_condition(z: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
     """concat(z, y) on the last axis, y `[B, C]` repeated along z's leading axes: z may be
     `[B, D]`, `[L, B, D]` (the objectives' samples) or `[L * B, D]` (L samples flattened
     sample-major, as the evaluation decodes them). Empty batches (B = 0) work."""
+    z, y = tf.convert_to_tensor(z), tf.convert_to_tensor(y)
     size = tf.shape(z)[-1]
     batch = tf.shape(y)[0]
     if z.shape.rank == 2:  # [k * B, D]: row s * B + b belongs to example b

@@ -33,12 +33,13 @@ _OBJECTIVE_OPTIONS = {
 
 
 MODELS = ("vae", "vqvae", "vqvae-prior")
+CONDITIONAL_PRIOR = "conditional"  # keras_vae.conditional.CONDITIONAL_PRIOR (it imports TF)
 CODEBOOK_UPDATES = ("ema", "loss")  # keras_vae.quantizers.CODEBOOK_UPDATES (it imports TF)
 # options that only some models take (the others' are refused); the rest are shared
 _MODEL_OPTIONS = {
     "vae": ("posterior", "prior", "prior_components", "objective", "gradient_estimator",
             "latent_dim", "hidden_units", "network", "samples", "beta", "kl_warmup_epochs",
-            "kl_cycle_epochs", "free_bits"),
+            "kl_cycle_epochs", "free_bits", "conditional"),
     "vqvae": ("codebook_size", "code_dim", "commitment_weight", "codebook_update",
               "codebook_decay", "restart_threshold"),
     "vqvae-prior": ("vqvae_run", "prior_channels", "prior_layers", "prior_hidden_units"),
@@ -142,6 +143,9 @@ class TrainConfig:
         prior_channels: VQ-VAE prior: channels of the gated PixelCNN's stacks.
         prior_layers: VQ-VAE prior: gated layers.
         prior_hidden_units: VQ-VAE prior: units of the 1x1 layer before the logits.
+        conditional: A conditional VAE (`keras_vae.conditional`, Sohn et al. 2015): q(z|x, y)
+            and p(x|z, y) given each image's label y (the data must have labels: a labelled
+            tfds data set or an `.npz` with `y`); `prior="conditional"` learns p(z|y).
     """
 
     dataset: str = "binarized_mnist"
@@ -198,6 +202,7 @@ class TrainConfig:
     prior_channels: int = 64
     prior_layers: int = 6
     prior_hidden_units: int = 128
+    conditional: bool = False
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -283,7 +288,8 @@ class TrainConfig:
         """Registered names only, and component counts only for parts that have components."""
         _check_choice("likelihood", self.likelihood, (*registry.names("likelihood"), None))
         for kind in ("posterior", "prior", "objective", "network"):
-            _check_choice(kind, getattr(self, kind), registry.names(kind))
+            if not (kind == "prior" and self._check_conditional_prior()):
+                _check_choice(kind, getattr(self, kind), registry.names(kind))
         _check_choice("gradient_estimator", self.gradient_estimator, GRADIENT_ESTIMATORS)
         for kind in ("prior", "likelihood"):
             key, name = f"{kind}_components", getattr(self, kind)
@@ -294,6 +300,20 @@ class TrainConfig:
                         f"{key} applies to a {kind} with components ({', '.join(takes)}); "
                         f"{kind}={name!r} has none. Remove {key} or choose such a {kind}."
                     )
+
+    def _check_conditional_prior(self) -> bool:
+        """True for the conditional VAE's own prior p(z|y); the VampPrior refused with it."""
+        if self.prior == CONDITIONAL_PRIOR and not self.conditional:
+            raise ConfigError(
+                f"prior={CONDITIONAL_PRIOR!r} is p(z|y) of a conditional VAE; add "
+                "--conditional or choose another prior."
+            )
+        if self.conditional and self.prior == "vamp":
+            raise ConfigError(
+                "prior='vamp' does not combine with conditional=True (its pseudo-inputs have "
+                f"no label); choose --prior standard, mixture or {CONDITIONAL_PRIOR}."
+            )
+        return self.prior == CONDITIONAL_PRIOR
 
     def _check_model_options(self) -> None:
         """The VQ-VAE's values, and options of another model than the chosen one refused."""
@@ -415,6 +435,8 @@ class TrainConfig:
 def component_default(kind: str, name: str) -> int | None:
     """The default `num_components` of the registered part `kind`/`name`, None if it has no
     components (read from its constructor: the part states its own default)."""
+    if (kind, name) == ("prior", CONDITIONAL_PRIOR):  # not registered: no components
+        return None
     parameter = inspect.signature(registry.get(kind, name).__init__).parameters.get(
         "num_components"
     )

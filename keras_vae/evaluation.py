@@ -19,6 +19,9 @@
   chunk on all its samples, and the likelihood head's own `log_likelihood` (for Bernoulli a
   direct x l - softplus(l) formula, not TFP) is XLA-compiled. For a model trained with the
   IWAE objective this NLL is the metric to compare.
+  For a conditional VAE (`keras_vae.conditional`) given each image's label y, the same
+  estimator with q(z|x, y), p(x|z, y) and p(z|y) gives log p(x|y), and the ELBO is the
+  conditional bound.
 * bits/dim: NLL / (D ln 2), D = number of pixels.
 * Active units (Burda et al.): latent u is active when Cov_x(E_q[z_u|x]) > 0.01.
 * Per-dimension KL: E_x[KL(q(z_u|x) || p(z_u))], nats, where q and p factorise
@@ -72,14 +75,15 @@ def _batch_fn(model: VAE, num_samples: int, chunk_size: int, jit_compile: bool):
     if jit_compile:  # XLA fuses the elementwise log-likelihood; the matmuls stay in TF
         log_likelihood = tf.function(log_likelihood, jit_compile=True)
 
-    def run(x, seed):
-        parameters = model.encode_parameters(x)
-        q = model.posterior.distribution(**parameters)
-        prior = model.prior_distribution()
+    def run(x, seed, y=None):
+        given = model if y is None else model.given(y)  # a conditional VAE with its labels
+        parameters = given.encode_parameters(x)
+        q = given.posterior.distribution(**parameters)
+        prior = given.prior_distribution()
 
         def step(index, size, totals):
             log_w, log_px_z = _sample_chunk(
-                model, x, parameters, q, prior, log_likelihood,
+                given, x, parameters, q, prior, log_likelihood,
                 tf.random.experimental.stateless_fold_in(seed, index), size,
             )  # fmt: skip
             log_sum = tf.reduce_logsumexp(tf.stack([totals[0], tf.reduce_logsumexp(log_w, 0)]), 0)
@@ -102,7 +106,7 @@ def _batch_fn(model: VAE, num_samples: int, chunk_size: int, jit_compile: bool):
         outputs = dict(zip(("log_sum_w", "sum_log_w", "sum_log_likelihood"), totals, strict=True))
         outputs["posterior_mean"] = q.mean()
         for name, value in (
-            ("kl", model.prior.kl(q, model)), ("kl_per_dim", model.prior.kl_per_dim(q, model))
+            ("kl", given.prior.kl(q, given)), ("kl_per_dim", given.prior.kl_per_dim(q, given))
         ):  # fmt: skip
             if value is not None:
                 outputs[name] = value
@@ -186,8 +190,10 @@ def importance_sampled_log_likelihood(
     seed: int = 0,
     jit_compile: bool = False,
     verbose: int = 1,
+    labels: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Per-example importance-sampled log p(x), the ELBO and posterior statistics.
+    """Per-example importance-sampled log p(x) (log p(x|y) given `labels`), the ELBO and
+    posterior statistics.
 
     Args:
         model: A trained VAE (any posterior, prior, likelihood and objective).
@@ -202,6 +208,8 @@ def importance_sampled_log_likelihood(
             Off by default: a CI run crashed (segmentation fault) inside this XLA function
             nested in the graph's while loop; it is about 15% faster where it works.
         verbose: 1 prints a progress line (examples done, rate, time left), 0 is silent.
+        labels: A conditional VAE's y for each image (int labels `[N]` or vectors `[N, C]`);
+            required for it, refused for a plain VAE.
 
     Returns:
         A dict of arrays over the N examples: `log_px` (the estimate of log p(x)), `elbo`
@@ -216,6 +224,13 @@ def importance_sampled_log_likelihood(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}")
     images = np.asarray(images, dtype=np.float32)
+    if (labels is None) == hasattr(model, "condition_dim"):
+        raise ValueError(
+            "labels go with a conditional VAE (log p(x|y)) and only with it: give one per "
+            f"image for a ConditionalVAE, none for a {type(model).__name__}."
+        )
+    if labels is not None and len(labels) != len(images):
+        raise ValueError(f"Give one label per image: {len(labels)} labels, {len(images)} images.")
     if not model.built:
         model.build((None, *images.shape[1:]))
     fn = _batch_fn(model, num_samples, min(chunk_size, num_samples), jit_compile)
@@ -226,7 +241,10 @@ def importance_sampled_log_likelihood(
     for start in range(0, len(images), batch_size):
         x = tf.constant(images[start : start + batch_size])
         batch_seed = tf.constant(rng.integers(0, 2**31 - 1, size=2), tf.int32)
-        batch, closed_form = _batch_results(fn(x, batch_seed), num_samples)
+        conditions = (
+            () if labels is None else (model.condition(labels[start : start + batch_size]),)
+        )
+        batch, closed_form = _batch_results(fn(x, batch_seed, *conditions), num_samples)
         for key, value in batch.items():
             outputs.setdefault(key, []).append(value)
         if progress is not None:
@@ -256,8 +274,10 @@ def evaluate(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     seed: int = 0,
     verbose: int = 1,
+    labels: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Every held-out metric in one pass; all values in nats unless the key says otherwise.
+    With `labels` (a conditional VAE) `nll` is -log p(x|y) and `elbo` the conditional bound.
 
     Returns:
         A JSON-ready dict: `elbo` (mean ELBO), `reconstruction` (its expected log-likelihood
@@ -274,6 +294,7 @@ def evaluate(
         chunk_size=chunk_size,
         seed=seed,
         verbose=verbose,
+        labels=labels,
     )
     log_px = result["log_px"].astype(np.float64)
     count = len(log_px)

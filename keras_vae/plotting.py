@@ -160,29 +160,52 @@ def _check_count(name: str, value: object, minimum: int = 1) -> int:
     return int(value)
 
 
-def posterior_means(model: VAE, images: np.ndarray, batch_size: int = _ENCODE_BATCH) -> np.ndarray:
-    """E[z|x] for every image, `[N, latent_dim]` float32, encoded in batches."""
+def _is_conditional(model) -> bool:
+    return hasattr(model, "condition_dim")  # keras_vae.conditional.ConditionalVAE
+
+
+def _conditions(model, labels, count: int) -> list:
+    """`[labels]` for a conditional VAE (one per example, required), `[]` for a plain VAE."""
+    if not _is_conditional(model):
+        return []
+    if labels is None or len(labels) != count:
+        raise ValueError(
+            f"A conditional VAE needs one label per image ({count}). Received: "
+            f"{'none' if labels is None else len(labels)}"
+        )
+    return [np.asarray(labels)]
+
+
+def posterior_means(
+    model: VAE, images: np.ndarray, batch_size: int = _ENCODE_BATCH, labels=None
+) -> np.ndarray:
+    """E[z|x] (E[z|x, y] given a conditional VAE's `labels`) for every image,
+    `[N, latent_dim]` float32, encoded in batches."""
     images = _as_batch(model, images)
-    means = [
-        np.asarray(model.encode(images[start : start + batch_size]).mean())
-        for start in range(0, len(images), batch_size)
-    ]
+    given = _conditions(model, labels, len(images))
+    means = []
+    for start in range(0, len(images), batch_size):
+        part = slice(start, start + batch_size)
+        means.append(np.asarray(model.encode(images[part], *(y[part] for y in given)).mean()))
     return np.concatenate(means).astype(np.float32)
 
 
-def _decode_means(model: VAE, z: np.ndarray, batch_size: int = _ENCODE_BATCH) -> np.ndarray:
+def _decode_means(
+    model: VAE, z: np.ndarray, batch_size: int = _ENCODE_BATCH, labels=None
+) -> np.ndarray:
     z = np.asarray(z, dtype=np.float32)
-    return np.concatenate(
-        [
-            np.asarray(model.decode(z[start : start + batch_size]).mean())
-            for start in range(0, len(z), batch_size)
-        ]
-    )
+    given = _conditions(model, labels, len(z))
+    means = []
+    for start in range(0, len(z), batch_size):
+        part = slice(start, start + batch_size)
+        means.append(np.asarray(model.decode(z[part], *(y[part] for y in given)).mean()))
+    return np.concatenate(means)
 
 
-def reconstructions(model: VAE, images: np.ndarray) -> np.ndarray:
-    """E[x|z] at z = E[z|x] for each image (the deterministic reconstruction), numpy."""
-    return _decode_means(model, posterior_means(model, images))
+def reconstructions(model: VAE, images: np.ndarray, labels=None) -> np.ndarray:
+    """E[x|z] at z = E[z|x] for each image (the deterministic reconstruction), numpy; a
+    conditional VAE's E[x|z, y] at z = E[z|x, y] given the images' `labels`."""
+    return _decode_means(model, posterior_means(model, images, labels=labels), labels=labels)
 
 
 # ----------------------------------------------------------------------------- figure helpers
@@ -250,20 +273,23 @@ def reconstruction_figure(
 
 
 # ---------------------------------------------------------------------------------- figures
-def reconstruction_grid(model: VAE, images: np.ndarray, num: int = 8) -> Figure:
+def reconstruction_grid(model: VAE, images: np.ndarray, num: int = 8, labels=None) -> Figure:
     """Inputs in one row and their reconstructions E[x|z] at z = E[z|x] beneath.
 
     Args:
         model: A trained `keras_vae.VAE`.
         images: `[N, *model.image_shape]`; the first `num` are shown (rows of at most 16).
         num: How many images.
+        labels: A conditional VAE's labels of `images` (its E[x|z, y], z = E[z|x, y]).
 
     Returns:
         The figure.
     """
     num = _check_count("num", num)
     inputs = _as_batch(model, images)[:num]
-    return reconstruction_figure(inputs, reconstructions(model, inputs), "Reconstructions")
+    labels = None if labels is None else np.asarray(labels)[:num]
+    outputs = reconstructions(model, inputs, labels)
+    return reconstruction_figure(inputs, outputs, "Reconstructions")
 
 
 def sample_grid(model: VAE, num: int = 64, seed: int | None = 0) -> Figure:
@@ -278,8 +304,23 @@ def sample_grid(model: VAE, num: int = 64, seed: int | None = 0) -> Figure:
         The figure.
     """
     num = _check_count("num", num)
+    if _is_conditional(model):
+        return class_sample_grid(model, -(-num // model.condition_dim), seed=seed)
     images = np.asarray(model.sample(num, seed=seed))
     return grid_figure(tile_images(images), f"Samples E[x|z], z ~ p(z) ({num})")
+
+
+def class_sample_grid(model, per_class: int = 8, seed: int | None = 0) -> Figure:
+    """A conditional VAE's E[x|z, y] for z ~ p(z|y): one row per class y = 0 .. C - 1, of
+    `per_class` samples each (what `sample_grid` draws for such a model, num / C per row)."""
+    per_class = _check_count("per_class", per_class)
+    classes = model.condition_dim
+    labels = np.repeat(np.arange(classes), per_class)
+    images = np.asarray(model.sample(len(labels), y=labels, seed=seed))
+    return grid_figure(
+        tile_images(images, num_cols=per_class),
+        f"Samples E[x|z, y], z ~ p(z|y): one row per class y = 0 .. {classes - 1}",
+    )
 
 
 def manifold_latents(
@@ -436,7 +477,7 @@ def latent_scatter(
     Returns:
         The figure.
     """
-    means = posterior_means(model, images)
+    means = posterior_means(model, images, labels=labels if _is_conditional(model) else None)
     if labels is not None:
         labels = np.asarray(labels)
         if labels.shape != (len(means),):
@@ -658,6 +699,11 @@ def make_figure(
     num = DEFAULT_NUM[kind] if num is None else _check_count("--num", num)
     if kind == "samples":
         return sample_grid(model, num, seed=seed)
+    if _is_conditional(model) and kind in ("manifold", "interpolation"):
+        raise ValueError(
+            f"--kind {kind} is drawn for a plain VAE; for a conditional VAE plot samples, "
+            "reconstructions or latents."
+        )
     if kind == "manifold":
         return manifold_grid(model, num, seed=seed)
     if images is None:
@@ -667,7 +713,8 @@ def make_figure(
     rng = np.random.default_rng(seed)
     if kind == "reconstructions":
         picked = np.sort(rng.choice(len(images), size=min(num, len(images)), replace=False))
-        return reconstruction_grid(model, images[picked], num=len(picked))
+        chosen = None if labels is None else np.asarray(labels)[picked]
+        return reconstruction_grid(model, images[picked], num=len(picked), labels=chosen)
     if len(images) < 2:
         raise ValueError(f"interpolation needs at least 2 images; the split has {len(images)}.")
     first, second = rng.choice(len(images), size=2, replace=False)
@@ -681,7 +728,7 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.num is not None:
         _check_count("--num", args.num)
     model, config = runs.load_run(args.run_dir)
-    if args.kind == "manifold":  # before loading any data
+    if args.kind == "manifold" and not _is_conditional(model):  # before loading any data
         _check_two_latents(model)
     images = labels = None
     split = args.split or config.eval_split
@@ -691,6 +738,8 @@ def run_cli(args: argparse.Namespace) -> int:
             images, labels = data.load_labeled_images(
                 config.dataset, split, limit=args.num or DEFAULT_NUM["latents"], **load
             )
+        elif _is_conditional(model):  # reconstructions given the labels
+            images, labels = data.load_labeled_images(config.dataset, split, **load)
         else:
             images = data.load_images(config.dataset, split, **load)
     fig = make_figure(model, args.kind, images=images, labels=labels, num=args.num, seed=args.seed)
@@ -717,6 +766,7 @@ __all__ = [
     "reconstructions",
     "run_cli",
     "sample_grid",
+    "class_sample_grid",
     "save_figure",
     "tile_images",
     "to_uint8",

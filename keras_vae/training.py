@@ -97,18 +97,25 @@ def resolve_data(config: TrainConfig) -> TrainConfig:
 
 
 def open_split(
-    config: TrainConfig, split: str, likelihood: str | None = None, *, stream: bool = True
+    config: TrainConfig,
+    split: str,
+    likelihood: str | None = None,
+    *,
+    stream: bool = True,
+    labels: bool | None = None,
 ):
     """One split of the configured data, checked for `likelihood` (default: resolved).
 
     tfds data sets are streamed (`data.open_stream`) unless `stream` is False; array files
     give their `train`/`validation` part or the `eval_data` file (`test`), in memory or, when
     large, streamed from the memory-mapped file (`data.open_array`). `limit` applies to the
-    training split.
+    training split. With `labels` (default: a conditional config's streams) the split is a
+    stream of (images, labels) batches (`data.ImageStream.labeled`).
     """
     limit = config.limit if split == "train" else None
+    labels = (config.conditional and stream) if labels is None else labels
     if not is_array_dataset(config):
-        return _open_tfds_split(config, split, likelihood, limit, stream)
+        return _open_tfds_split(config, split, likelihood, limit, stream, labels)
     path, part = _array_part(config, split)
     if part != "validation":  # once per file: train part or eval file
         _warn_about_range(path)
@@ -118,6 +125,7 @@ def open_split(
         validation_split=config.validation_split,
         limit=limit,
         max_in_memory_bytes=data.IN_MEMORY_BYTES if stream else math.inf,
+        labels=labels,
     )
     likelihood = likelihood or resolve_likelihood(config, images)
     if isinstance(images, data.ArrayStream):  # the whole mapped file, chunk by chunk
@@ -128,12 +136,14 @@ def open_split(
     return images
 
 
-def _open_tfds_split(config: TrainConfig, split: str, likelihood, limit, stream: bool):
+def _open_tfds_split(
+    config: TrainConfig, split: str, likelihood, limit, stream: bool, labels: bool = False
+):
     """A tfds split, streamed or loaded; a stream's first examples (`head`) are checked
     here, the others batch by batch in its pipeline."""
     options = {"data_dir": config.data_dir, "manual_dir": config.manual_dir, "limit": limit}
     if stream:
-        options["shuffle_buffer"] = config.shuffle_buffer
+        options.update(shuffle_buffer=config.shuffle_buffer, labels=labels)
     images = (data.open_stream if stream else data.load_images)(config.dataset, split, **options)
     data.validate_images(
         data.first_images(images, len(images)),
@@ -167,6 +177,36 @@ def _warn_about_range(path: str) -> None:
 def load_split(config: TrainConfig, split: str, likelihood: str | None = None) -> np.ndarray:
     """Loads and validates one split of the configured dataset into memory (float32)."""
     return open_split(config, split, likelihood, stream=False)
+
+
+def load_labeled_split(
+    config: TrainConfig, split: str, likelihood: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """One split in memory with its labels (a conditional VAE's evaluation): `(x, y)`."""
+    if is_array_dataset(config):
+        return open_split(config, split, likelihood, labels=True).arrays()
+    options = {"data_dir": config.data_dir, "manual_dir": config.manual_dir}
+    x, y = data.load_labeled_images(config.dataset, split, **options)
+    if y is None:
+        raise data.no_labels_error(config.dataset)
+    likelihood = likelihood or resolve_likelihood(config, x)
+    data.validate_images(x, likelihood=likelihood, name=f"{config.dataset} {split} split")
+    return x, y
+
+
+def check_labels(train, held_out) -> int:
+    """C, the size of the condition, from the training split; a one-line error when the
+    held-out split's labels do not fit it (a class that training never saw)."""
+    size = train.condition_dim
+    other = getattr(held_out, "labels", None)
+    if other is None or held_out is train:
+        return size
+    if other.ndim != (2 if train.labels.ndim == 2 else 1) or data.condition_dim(other) > size:
+        raise data.DataValidationError(
+            f"The labels of {held_out.name} do not fit those of {train.name} (C={size}): "
+            "give held-out labels of the training classes (ints below C, or vectors of size C)."
+        )
+    return size
 
 
 def steps_per_epoch(config: TrainConfig, num_examples: int) -> int:
@@ -212,10 +252,12 @@ def build_model(
     image_shape: tuple[int, ...],
     likelihood: str,
     epoch_steps: int | None = None,
+    condition_dim: int | None = None,
 ) -> VAE:
     """The MLP VAE of `config` (posterior, prior, likelihood and objective by name), built
     and compiled (call inside a strategy scope). `epoch_steps` converts a KL schedule given
-    in epochs into optimizer steps (see `steps_per_epoch`)."""
+    in epochs into optimizer steps (see `steps_per_epoch`); `condition_dim` is C of a
+    conditional config's labels (`keras_vae.conditional.ConditionalVAE`)."""
     config = config.replace(likelihood=likelihood).resolved()
     if config.model != "vae":  # the VQ-VAE family (keras_vae.vq_training)
         from keras_vae import vq_training
@@ -236,6 +278,7 @@ def build_model(
         objective=make_objective(config, epoch_steps),
         network=config.network,
         network_options=config.network_options(),
+        condition_dim=condition_dim if config.conditional else None,
         **parts,
     )
     return compile_model(model, config, epoch_steps)
@@ -272,7 +315,20 @@ def _picture_callbacks(config: TrainConfig, run_dir: Path, x_eval: np.ndarray) -
     """TensorBoard scalars under RUN_DIR/tensorboard, and reconstruction/sample pictures."""
     log_dir = run_dir / runs.TENSORBOARD_DIR
     found = [keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False)]
-    if config.image_every:
+    if config.image_every and config.conditional:
+        from keras_vae.conditional import image_grid_callback
+
+        found.append(
+            image_grid_callback(
+                data.first_images(x_eval, 8),
+                data.first_labels(x_eval, 8),
+                log_dir=log_dir / "images",
+                png_dir=run_dir / runs.IMAGES_DIR,
+                every_n_epochs=config.image_every,
+                seed=config.seed,
+            )
+        )
+    elif config.image_every:
         from keras_vae.vq_training import PictureCallback
 
         found.append(
@@ -319,7 +375,10 @@ def load_training_data(config: TrainConfig):
     config = config.replace(likelihood=likelihood).resolved()
     if config.eval_split == "train":  # the same images (and limit): not opened twice
         return config, x_train, x_train
-    return config, x_train, open_split(config, config.eval_split, likelihood)
+    x_eval = open_split(config, config.eval_split, likelihood)
+    if config.conditional:
+        check_labels(x_train, x_eval)
+    return config, x_train, x_eval
 
 
 def describe_run(config: TrainConfig, x_train, x_eval, output=None) -> str:
@@ -328,8 +387,11 @@ def describe_run(config: TrainConfig, x_train, x_eval, output=None) -> str:
     if config.network == "conv":  # e.g. conv 32-64 (3x3) + 500
         size, filters = config.conv_kernel_size, "-".join(map(str, config.conv_filters))
         body = f"conv {filters} ({size}x{size}) + {body.split()[1]}"
+    kind = (
+        f"conditional VAE (y of size {x_train.condition_dim}; " if config.conditional else "VAE ("
+    )
     model = (
-        f"a VAE ({body}, latent "
+        f"a {kind}{body}, latent "
         f"{config.latent_dim}, {config.posterior} posterior, {config.prior} prior, "
         f"{config.likelihood} likelihood, {config.objective})"
     )
@@ -402,6 +464,7 @@ def _model_and_restore(session: _Session, config: TrainConfig, x_train: np.ndarr
             tuple(x_train.shape[1:]),
             config.likelihood,
             epoch_steps=steps_per_epoch(config, len(x_train)),
+            condition_dim=getattr(x_train, "condition_dim", None),
         )
     session.model = model
     initial_epoch = 0
@@ -528,7 +591,7 @@ def _final_metrics(
         metrics.update(vq_training.run_facts(config, model))
     else:
         metrics.update({"objective": config.objective, "posterior": config.posterior,
-                        "prior": config.prior})  # fmt: skip
+                        "prior": config.prior, "conditional": config.conditional})  # fmt: skip
     metrics.update(
         {
             "likelihood": config.likelihood,
