@@ -55,7 +55,10 @@ from keras_vae.vqvae import VQVAE
 
 QUANTIZATIONS = ("none", "int8")
 FLOAT32_BOUND = 1e-4
-INT8_MEAN_BOUND = 0.15
+#: Max abs error of an int8 decoder's mean pixels (and of the int8 prior's decoded samples):
+#: about 2.5x the 0.161 that a trained binarized-MNIST VQ-VAE measured (K = 256, D = 16, conv
+#: 32-64 ReLU; max over 256 check images x 784 pixels; the VAE's 0.15 was set on MLPs).
+INT8_MEAN_BOUND = 0.4
 #: Least fraction of positions where an int8 encoder's codes equal Keras'. It catches a broken
 #: conversion (chance is about 1 / perplexity), not the loss of accuracy: int8 activations move
 #: z_e across the boundaries of close codes; a trained binarized-MNIST model (K = 256, D = 16)
