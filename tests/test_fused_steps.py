@@ -47,3 +47,15 @@ def test_fused_steps_only_with_xla_and_several_steps_per_execution():
     # other inputs than a dataset iterator go to Keras' own function
     logs = model.train_on_batch(X[:100], return_dict=True)
     assert np.isfinite(logs["loss"])
+
+
+def test_models_with_convolutions_keep_one_xla_launch_per_step():
+    # XLA on CPU runs convolutions inside a while loop many times slower (jax-ml/jax#12868)
+    conv = mlp_vae((8, 8, 1), latent_dim=2, hidden_units=[8], network="conv", seed=1)
+    conv.compile(keras.optimizers.Adam(1e-2), steps_per_execution=4)
+    assert not conv._fuses_steps()
+    logs = conv.fit(X[:200, :1, :1].repeat(8, 1).repeat(8, 2), batch_size=50, verbose=0)
+    assert np.all(np.isfinite(logs.history["loss"]))
+    dense = mlp_vae((8, 8, 1), latent_dim=2, hidden_units=[8], seed=1)
+    dense.compile(keras.optimizers.Adam(1e-2), steps_per_execution=4)
+    assert dense._fuses_steps()
