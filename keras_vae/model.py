@@ -164,8 +164,7 @@ class VAE(ExactReplicaTrainer):
         if not self.built:
             self.build(x.shape)
         if noise is None:
-            seed = self._stateless_seed() if seed is None else seed
-            noise = self.standard_noise(x, seed, num_samples=num_samples)
+            noise = self.standard_noise(x, self._stateless_seed(seed), num_samples=num_samples)
         _, terms = objectives.ELBO(num_samples=int(noise.shape[0] or 1))(self, x, noise, 0)
         return objectives.ElboTerms(terms["elbo"], terms["reconstruction"], terms["kl"])
 

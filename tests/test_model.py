@@ -53,6 +53,14 @@ def test_elbo_terms_use_l_samples_and_analytic_kl():
     np.testing.assert_allclose(terms.elbo.numpy(), (terms.reconstruction - terms.kl).numpy())
 
 
+def test_elbo_terms_with_an_int_seed_are_reproducible():
+    model = _tiny(seed=4)
+    x = _binary_images(8)
+    first, again, other = (model.elbo_terms(x, seed=s).elbo.numpy() for s in (3, 3, 4))
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
 def test_gradients_reach_the_encoder_through_the_reparameterised_sample():
     model = _tiny(seed=5)
     x = _binary_images(8)
