@@ -64,7 +64,7 @@ from tensorflow_datasets.core.download.download_manager import NonMatchingChecks
 from keras_vae import registry
 from keras_vae.datasets import frey_face as _frey_face  # importing registers `frey_face`
 
-KNOWN_DATASETS = ("binarized_mnist", "mnist", "frey_face")
+KNOWN_DATASETS = ("binarized_mnist", "mnist", "fashion_mnist", "cifar10", "frey_face")
 ARRAY_EXTENSIONS = (".npz", ".npy")
 _READ_BATCH = 4096  # examples per tfds read batch when loading a whole split
 HEAD_SIZE = 1000  # examples a stream reads up front (checks, pictures, pseudo-inputs) ...
@@ -93,7 +93,7 @@ class DatasetSpec:
     Attributes:
         name: tfds name.
         image_shape: (H, W, C) of one image.
-        likelihood: The natural decoder likelihood, "bernoulli" or "gaussian".
+        likelihood: The natural decoder likelihood, "bernoulli", "gaussian" or "logistic".
         splits: Available split names.
         scale: Factor from stored uint8 pixels to [0, 1] (1 for binarized data).
         raw_files: File names that, placed in `manual_dir`, let tfds prepare it offline.
@@ -132,6 +132,29 @@ DATASET_SPECS: dict[str, DatasetSpec] = {
             "t10k-labels-idx1-ubyte.gz",
         ),
         source_url="https://storage.googleapis.com/cvdf-datasets/mnist/",
+    ),
+    "fashion_mnist": DatasetSpec(
+        name="fashion_mnist",
+        image_shape=(28, 28, 1),
+        likelihood="bernoulli",
+        splits=("train", "test"),
+        scale=1.0 / 255.0,
+        raw_files=(
+            "train-images-idx3-ubyte.gz",
+            "train-labels-idx1-ubyte.gz",
+            "t10k-images-idx3-ubyte.gz",
+            "t10k-labels-idx1-ubyte.gz",
+        ),
+        source_url="https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
+    ),
+    "cifar10": DatasetSpec(
+        name="cifar10",
+        image_shape=(32, 32, 3),
+        likelihood="logistic",
+        splits=("train", "test"),
+        scale=1.0 / 255.0,
+        raw_files=("cifar-10-binary.tar.gz",),
+        source_url="https://www.cs.toronto.edu/~kriz/",
     ),
     "frey_face": DatasetSpec(
         name="frey_face",

@@ -225,7 +225,7 @@ def test_split_not_available_lists_splits() -> None:
 
 def test_unknown_name_lists_known_datasets() -> None:
     with pytest.raises(DataValidationError) as err:
-        data.load_images("cifar10")
+        data.load_images("svhn_cropped")
     message = str(err.value)
     assert all(name in message for name in data.KNOWN_DATASETS)
     assert ".npz" in message and ".npy" in message
