@@ -25,6 +25,7 @@ CASES = [
     ("02_frey_face.ipynb", SHARED / "data" / "frey_face" / "frey_rawface.mat", 5),
     ("03_deploy.ipynb", SHARED / "tensorflow_datasets" / "binarized_mnist", 2),
     ("04_vqvae.ipynb", SHARED / "tensorflow_datasets" / "binarized_mnist", 3),
+    ("05_aevb_figure2.ipynb", SHARED / "data" / "frey_face" / "frey_rawface.mat", 2),
 ]
 
 
