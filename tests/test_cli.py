@@ -352,6 +352,10 @@ def test_array_file_with_an_eval_file_and_a_validation_part(tmp_path, capsys):
     assert cli.main(["evaluate", str(run_dir), "--split", "test", "--importance-samples", "5",
                      "--json"]) == 0  # fmt: skip
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["num_examples"] == 20
+    # off a terminal (captured here) evaluate still reports progress and the time left
+    assert cli.main(["evaluate", str(run_dir), "--split", "test", "--importance-samples", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "20/20 examples" in out and "left" in out and "NLL" in out
 
 
 # --- convolutional networks (--network conv) end to end -----------------------------------
