@@ -19,9 +19,16 @@ untrained and exported to a temporary directory; `--run-dir` exports a trained r
 `--export-dir` times an existing export (without the Keras row). Sizes are encoder + decoder.
 On a shared machine the numbers are indicative only.
 
+`--network conv` builds the convolutional VAE of `throughput.py`'s conv rows instead (stride-2
+3x3 convolutions of 32 and 64 channels, a dense layer of 256, relu, latent 20), for
+`--image-shape H W C` (default 28 28 1) and `--likelihood` (default bernoulli; `logistic` for
+8-bit colour, whose images are then random levels k/255 for the int8 calibration and the
+timed calls).
+
 Usage (from the repository root):
     python benchmarks/inference.py                      # about a minute on 2 cores
     python benchmarks/inference.py --run-dir runs/mnist --json
+    python benchmarks/inference.py --network conv --image-shape 32 32 3 --likelihood logistic
 """
 
 from __future__ import annotations
@@ -51,6 +58,19 @@ from keras_vae import export  # noqa: E402
 
 THROUGHPUT_BATCH = 256
 VARIANTS = ("none", "dynamic", "float16", "int8")
+# the conv model (`--network conv`): mlp_vae arguments besides the image shape and likelihood
+CONV_MODEL = {
+    "latent_dim": 20, "hidden_units": [256], "activation": "relu", "network": "conv",
+    "network_options": {"filters": [32, 64], "kernel_size": 3},
+}  # fmt: skip
+
+
+def images(count: int, image_shape, likelihood: str, seed: int) -> np.ndarray:
+    """Random images the likelihood accepts: binary for Bernoulli, else 8-bit levels k/255."""
+    rng = np.random.default_rng(seed)
+    if likelihood == "bernoulli":
+        return (rng.uniform(size=(count, *image_shape)) > 0.5).astype(np.float32)
+    return (rng.integers(0, 256, size=(count, *image_shape)) / 255.0).astype(np.float32)
 
 
 def median_seconds(fn: Callable[[], object], runs: int, warmup: int = 5) -> float:
@@ -110,14 +130,15 @@ def scorer_runtimes(export_dir: Path, version: int) -> dict[str, Callable]:
     return runtimes
 
 
-def measure_scorer(runtimes: dict[str, Callable], image_shape, runs: int) -> dict:
+def measure_scorer(
+    runtimes: dict[str, Callable], image_shape, runs: int, likelihood: str = "bernoulli"
+) -> dict:
     """Latency (ms) at batch 1 and throughput (images/s) at batch 16 of each scorer runtime."""
-    rng = np.random.default_rng(0)
     result = {}
     for name, fn in runtimes.items():
         row = {}
         for batch in (1, 16):
-            x = (rng.uniform(size=(batch, *image_shape)) > 0.5).astype(np.float32)
+            x = images(batch, image_shape, likelihood, seed=batch)
             seconds = median_seconds(lambda f=fn, d=x: f(x=d), max(runs // 10, 5))
             row[f"score_b{batch}"] = seconds * 1e3 if batch == 1 else batch / seconds
         result[name] = row
@@ -142,11 +163,14 @@ def _name(variant: str) -> str:
     return "tflite" if variant == "none" else f"tflite-{variant}"
 
 
-def measure(runtime: dict[str, Callable], image_shape, latent_dim: int, runs: int) -> dict:
+def measure(
+    runtime: dict[str, Callable], image_shape, latent_dim: int, runs: int,
+    likelihood: str = "bernoulli",
+) -> dict:  # fmt: skip
     rng = np.random.default_rng(0)
     result = {}
     for batch, key in ((1, "latency_ms"), (THROUGHPUT_BATCH, "examples_per_s")):
-        x = (rng.uniform(size=(batch, *image_shape)) > 0.5).astype(np.float32)
+        x = images(batch, image_shape, likelihood, seed=batch)
         z = rng.standard_normal((batch, latent_dim)).astype(np.float32)
         for op, data in (("encode", x), ("decode", z)):
             seconds = median_seconds(
@@ -165,15 +189,18 @@ def prepare(args) -> tuple[object | None, Path, int]:
         from keras_vae import runs
 
         model, _ = runs.load_run(args.run_dir)
+    elif args.network == "conv":
+        shape = tuple(args.image_shape)
+        model = keras_vae.mlp_vae(shape, likelihood=args.likelihood, seed=0, **CONV_MODEL)
+        model.build((None, *shape))
     else:
         model = keras_vae.mlp_vae((28, 28, 1), latent_dim=20, hidden_units=500, seed=0)
         model.build((None, 28, 28, 1))
     export_dir = Path(tempfile.mkdtemp(prefix="keras-vae-inference-"))
-    images = (np.random.default_rng(1).uniform(size=(256, *model.image_shape)) > 0.5).astype(
-        np.float32
-    )
+    likelihood = model.likelihood.registered_name
+    representative = images(256, model.image_shape, likelihood, seed=1)
     export.export_vae(
-        model, export_dir, quantize=VARIANTS, representative_images=images, progress=None
+        model, export_dir, quantize=VARIANTS, representative_images=representative, progress=None
     )
     return model, export_dir, 1
 
@@ -183,6 +210,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run-dir", type=Path, help="export this trained run (and time Keras)")
     parser.add_argument("--export-dir", type=Path, help="time an existing export (no Keras row)")
     parser.add_argument("--runs", type=int, default=200, help="timed calls at batch 1")
+    parser.add_argument(
+        "--network", choices=("mlp", "conv"), default="mlp", help="the untrained model's bodies"
+    )
+    parser.add_argument(
+        "--image-shape", type=int, nargs=3, default=[28, 28, 1], metavar=("H", "W", "C"),
+        help="conv: image shape (default 28 28 1)",
+    )  # fmt: skip
+    parser.add_argument("--likelihood", default="bernoulli", help="conv: the likelihood")
     parser.add_argument("--json", action="store_true", help="last line: one JSON object")
     args = parser.parse_args(argv)
 
@@ -203,13 +238,15 @@ def run(args, model, export_dir: Path, version: int) -> None:
         if (export_dir / export.tflite_filename("encoder", variant)).exists():
             runtimes[_name(variant)] = lambda v=variant: tflite_runtime(export_dir, v)
     file_sizes = sizes(export_dir, version)
+    likelihood = report["model"]["likelihood"]
     results = {}
     for name, make in runtimes.items():
-        results[name] = measure(make(), image_shape, latent_dim, args.runs)
+        results[name] = measure(make(), image_shape, latent_dim, args.runs, likelihood)
         results[name]["bytes"] = file_sizes.get(name)
 
+    network = getattr(getattr(model, "encoder", None), "registered_name", "exported")
     print(
-        f"\nInference: image {tuple(image_shape)}, latent {latent_dim}, "
+        f"\nInference: {network} VAE, image {tuple(image_shape)}, latent {latent_dim}, "
         f"{report['model']['likelihood']}; {os.cpu_count()} CPUs, TF {tf.__version__}\n"
     )
     print(
@@ -223,7 +260,9 @@ def run(args, model, export_dir: Path, version: int) -> None:
             f"| {name} | {size} | {r['encode_latency_ms']:.3f} | {r['decode_latency_ms']:.3f} "
             f"| {r['encode_examples_per_s']:,.0f} | {r['decode_examples_per_s']:,.0f} |"
         )
-    scorer = measure_scorer(scorer_runtimes(export_dir, version), image_shape, args.runs)
+    scorer = measure_scorer(
+        scorer_runtimes(export_dir, version), image_shape, args.runs, likelihood
+    )
     if scorer:
         print("\n| scorer (K = 100) | score b=1 (ms) | score b=16 (images/s) |\n|---|---:|---:|")
         for name, r in scorer.items():

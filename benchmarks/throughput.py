@@ -28,16 +28,27 @@ Distributed rows (`benchmarks/strategy_throughput.py`, fresh processes): Mirrore
 On one 2-core machine these rows measure the strategies' overhead, not a speed-up: the
 replicas share the same cores.
 
+Convolutional rows (`--conv`, `--conv-only`): keras_vae's conv VAE (`network="conv"`, stride-2
+3x3 convolutions of 32 and 64 channels, a dense layer of 256, relu, latent 20; `CONV_MODEL`)
+at 28x28x1 with the Bernoulli likelihood on the same binarized MNIST, and at 32x32x3 with the
+discretised logistic mixture (5 components) on random 8-bit colour images (the values do not
+change the speed), XLA on and off, `steps_per_execution` 10, `--conv-steps` timed steps per
+round, in the same rounds as the other rows. Their FLOPs are counted from the built model
+(`conv_flops_per_example`). The JAX and PyTorch loops are the MLP only, so the conv rows'
+ratios to them are "n/a".
+
 Usage (from the repository root):
     python benchmarks/throughput.py --json             # full run, several minutes on 2 cores
     python benchmarks/throughput.py --quick            # smoke run
     python benchmarks/throughput.py --batch-size 1000 --no-distributed
+    python benchmarks/throughput.py --conv-only --conv-steps 50 --rounds 3   # conv rows
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import json
 import os
 import statistics
@@ -105,6 +116,44 @@ def flops_per_example(
         "backward_macs": backward,
         "total_flops": 2 * (forward + backward),
     }
+
+
+def _halved(size: int, levels: int) -> int:
+    return -(-size // 2**levels)  # a stride-2 'same' convolution's output side, ceil(S / 2^L)
+
+
+def conv_flops_per_example(vae: keras_vae.VAE) -> dict[str, int]:
+    """Floating-point operations of one training example of a built conv VAE (multiply-adds
+    of its convolutions and dense layers; the rest as in `flops_per_example`).
+
+    Per example, with a layer's kernel of K = k*k*C_in*C_out (convolutions) or in*out weights:
+
+        encoder conv level l    ceil(H/2^l) * ceil(W/2^l) output positions * K
+        dense layers            K (encoder dense, posterior head, decoder dense, base map)
+        decoder deconv level l  h_0 2^(l-1) * w_0 2^(l-1) input positions * K
+        likelihood head         H * W positions * K (a 1x1 projection per pixel)
+
+    Backward: weight gradients (as many MACs as the forward) and input gradients of every
+    layer except the encoder's first convolution. FLOPs = 2 * (forward + backward) MACs.
+    """
+    height, width = vae.image_shape[:2]
+    encoder, decoder = vae.encoder, vae.decoder
+    convs = [
+        _halved(height, level) * _halved(width, level) * int(np.prod(layer.kernel.shape))
+        for level, layer in enumerate(encoder.conv_layers, start=1)
+    ]
+    first, forward = convs[0], sum(convs)
+    dense = [*encoder.dense_layers, vae.posterior.projection, *decoder.dense_layers,
+             decoder.base_layer]  # fmt: skip
+    forward += sum(int(np.prod(layer.kernel.shape)) for layer in dense)
+    base_h, base_w = decoder.base_size
+    for level, layer in enumerate(decoder.deconv_layers):
+        positions = base_h * 2**level * base_w * 2**level
+        forward += positions * int(np.prod(layer.kernel.shape))
+    forward += height * width * int(np.prod(vae.likelihood.projection.kernel.shape))
+    backward = forward + (forward - first)
+    return {"forward_macs": forward, "backward_macs": backward,
+            "total_flops": 2 * (forward + backward)}  # fmt: skip
 
 
 def measure_matmul_peak(n: int = 2048, repeats: int = 10, cpu: bool = False) -> float:
@@ -193,6 +242,64 @@ class KerasSetting:
         cpu = time.process_time()
         rate = timed_fit(self.vae, self.dataset, steps, self.batch_size)
         return rate, (time.process_time() - cpu) / (steps * self.batch_size)
+
+
+# the conv rows' model: mlp_vae arguments besides the image shape and likelihood
+CONV_MODEL = {
+    "latent_dim": LATENT_DIM, "hidden_units": [256], "activation": "relu", "network": "conv",
+    "network_options": {"filters": [32, 64], "kernel_size": 3},
+}  # fmt: skip
+CONV_STEPS_PER_EXECUTION = 10
+
+
+def colour_images(count: int = 5000, seed: int = 0) -> np.ndarray:
+    """Random 8-bit colour images k/255, [count, 32, 32, 3] (speed does not depend on them)."""
+    levels = np.random.default_rng(seed).integers(0, 256, size=(count, 32, 32, 3))
+    return (levels / 255.0).astype(np.float32)
+
+
+class ConvSetting:
+    """One conv row: a warmed-up conv VAE on its own data; `run(steps)` times `self.steps`
+    steps instead (a conv example costs tens of times an MLP one)."""
+
+    def __init__(self, images, likelihood: str, batch_size: int, jit: bool, steps: int):
+        shape = "x".join(map(str, images.shape[1:]))
+        self.name = (f"keras_vae conv {shape} {likelihood}, XLA {'on' if jit else 'off'}, "
+                     f"steps_per_execution={CONV_STEPS_PER_EXECUTION}")  # fmt: skip
+        spe = CONV_STEPS_PER_EXECUTION
+        self.config = {"network": "conv", "jit_compile": jit, "steps_per_execution": spe}
+        self.batch_size, self.spe, self.steps = batch_size, spe, steps
+        self.dataset = kv_data.make_dataset(
+            images, batch_size=batch_size, shuffle=True, seed=0, repeat=True, drop_remainder=True
+        )
+        keras.utils.set_random_seed(0)
+        self.vae = keras_vae.mlp_vae(images.shape[1:], likelihood=likelihood, seed=0, **CONV_MODEL)
+        self.vae.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), jit_compile=jit,
+                         steps_per_execution=spe)  # fmt: skip
+        start = time.perf_counter()
+        self.vae.fit(self.dataset, epochs=1, steps_per_epoch=2 * spe, shuffle=False, verbose=0)
+        self.warmup_s = time.perf_counter() - start
+        self.flops = conv_flops_per_example(self.vae)
+        self.config["flops_per_example"] = self.flops["total_flops"]
+
+    def run(self, steps: int) -> tuple[float, float]:
+        del steps  # the conv rows' own count
+        steps = max(3 * self.spe, -(-self.steps // self.spe) * self.spe)
+        cpu = time.process_time()
+        rate = timed_fit(self.vae, self.dataset, steps, self.batch_size)
+        return rate, (time.process_time() - cpu) / (steps * self.batch_size)
+
+
+def conv_rows(mnist: np.ndarray, batch_size: int, steps: int) -> list[ConvSetting]:
+    """The conv rows, warmed up: 28x28x1 Bernoulli on `mnist` and 32x32x3 logistic on
+    `colour_images()`, each with XLA on and off."""
+    rows = []
+    data = {"bernoulli": mnist, "logistic": colour_images()}
+    for (likelihood, images), jit in itertools.product(data.items(), (True, False)):
+        rows.append(ConvSetting(images, likelihood, batch_size, jit, steps))
+        print(f"  warm-up {rows[-1].name}: {rows[-1].warmup_s:.1f} s, "
+              f"{rows[-1].flops['total_flops'] / 1e6:.1f} MFLOP/example", flush=True)  # fmt: skip
+    return rows
 
 
 class Reference:
@@ -354,6 +461,7 @@ def summarise(row, flops: dict, peak: float, cpu_peak: float) -> dict:
     if not getattr(row, "rates", None):
         return {"setting": row.name, "error": getattr(row, "error", None) or "no result"}
     rate = statistics.median(row.rates)
+    flops = getattr(row, "flops", flops)  # a conv row counts its own model's
     gflops = rate * flops["total_flops"] / 1e9
     return {
         "setting": row.name,
@@ -385,6 +493,8 @@ def print_table(results: list[dict], jax_row: dict | None) -> None:
         versus = f"{rate / jax_rate:.2f}" if jax_rate else ""
         cpu = row.get("cpu_us_per_example")
         cpu_versus = f"{jax_cpu / cpu:.2f}" if jax_cpu and cpu else ""
+        if row.get("network") == "conv":  # the references are the MLP only
+            versus = cpu_versus = "n/a"
         cpu_text = f"{cpu:.1f}" if cpu else ""
         share = row.get("fraction_of_cpu_peak")
         cpu_share = f"{100 * share:.0f}" if share else ""
@@ -412,6 +522,13 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="skip the MirroredStrategy / MultiWorkerMirroredStrategy rows",
     )
+    parser.add_argument(
+        "--conv", action="store_true", help="also the conv VAE rows (28x28x1, 32x32x3)"
+    )
+    parser.add_argument(
+        "--conv-only", action="store_true", help="the conv rows only (no MLP, references)"
+    )
+    parser.add_argument("--conv-steps", type=int, default=100, help="timed steps per conv row")
     parser.add_argument("--quick", action="store_true", help="smoke run: few steps")
     parser.add_argument("--json", action="store_true", help="last line: one JSON object")
     args = parser.parse_args(argv)
@@ -422,6 +539,8 @@ def main(argv: list[str] | None = None) -> None:
         args.steps, args.rounds, args.no_distributed = 100, 3, True
     if not args.steps_per_execution:
         args.steps_per_execution = [10] if args.quick else [1, 10, 50]
+    if args.conv_only:
+        args.conv, args.no_references, args.no_distributed = True, True, True
     batch = args.batch_size
 
     threads = intra_op_threads()
@@ -432,11 +551,15 @@ def main(argv: list[str] | None = None) -> None:
         f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}"
     )
     flops = flops_per_example()
-    print(
-        f"Model 784-500-20 (tanh, Bernoulli), batch {batch}, Adam; "
-        f"{flops['total_flops'] / 1e6:.2f} MFLOP per training example "
-        f"(forward {flops['forward_macs']:,} + backward {flops['backward_macs']:,} MACs)"
-    )
+    if args.conv_only:
+        print(f"Conv VAE rows only ({CONV_MODEL}), batch {batch}, Adam; no MLP rows, "
+              "no references")  # fmt: skip
+    else:
+        print(
+            f"Model 784-500-20 (tanh, Bernoulli), batch {batch}, Adam; "
+            f"{flops['total_flops'] / 1e6:.2f} MFLOP per training example "
+            f"(forward {flops['forward_macs']:,} + backward {flops['backward_macs']:,} MACs)"
+        )
     peak, cpu_peak = measure_matmul_peak(), measure_matmul_peak(cpu=True)
     print(f"float32 matmul peak (2048x2048 tf.matmul): {peak:.1f} GFLOP/s, "
           f"{cpu_peak:.1f} GFLOP per CPU-second")  # fmt: skip
@@ -457,9 +580,11 @@ def main(argv: list[str] | None = None) -> None:
         if 10 in args.steps_per_execution:
             settings.append((True, 10, False))  # the default setting before fused steps
         rows = []
-        for jit, spe, fuse in settings:
+        for jit, spe, fuse in [] if args.conv_only else settings:
             rows.append(KerasSetting(dataset, batch, jit, spe, fuse))
             print(f"  warm-up {rows[-1].name}: {rows[-1].warmup_s:.1f} s", flush=True)
+        if args.conv:
+            rows += conv_rows(images, batch, args.conv_steps)
         for reference in references:
             reference.wait_ready()
         peak = max([peak, *measure_rounds(rows + references, args.steps, args.rounds)])
@@ -483,6 +608,30 @@ def main(argv: list[str] | None = None) -> None:
     print(f"| float32 matmul peak, 2048x2048 (best of the run) | | | | | | {peak:.1f} | 100 | "
           f"100 ({cpu_peak:.1f} GFLOP per CPU-s) |")  # fmt: skip
 
+    summary = {
+        "batch_size": batch,
+        "peak_gflops": peak,
+        "cpu_peak_gflops_per_cpu_s": cpu_peak,
+        "flops_per_example": None if args.conv_only else flops["total_flops"],  # the MLP's
+        "input_pipeline_examples_per_s": pipeline_rate,
+        "results": results,
+        "references": reference_results,
+        "distributed": distributed,
+        "loadavg": os.getloadavg(),
+        "tf_version": tf.__version__,
+        "keras_version": keras.__version__,
+        "threads": threads,
+    }
+    mlp_results = [r for r in results if r.get("network") != "conv"]
+    if mlp_results:
+        summary = {**report_default(mlp_results, reference_results), **summary}
+    if args.json:
+        print(json.dumps(summary))
+
+
+def report_default(results: list[dict], reference_results: list[dict]) -> dict:
+    """Prints the default MLP setting's rate and its ratios to the references; returns them
+    (the first keys of the `--json` summary)."""
     default = next(
         (r for r in results if r.get("jit_compile") and r.get("steps_per_execution") == 10
          and r.get("fuse_steps")), max(results, key=lambda r: r["examples_per_s"]),
@@ -511,30 +660,9 @@ def main(argv: list[str] | None = None) -> None:
     for key, value in ratios.items():
         if value is not None:
             print(f"  {key}: {value:.2f}")
-
-    if args.json:
-        summary = {
-            "examples_per_s": default["examples_per_s"],
-            "setting": default["setting"],
-            **ratios,
-            "batch_size": batch,
-            "gflops": default["gflops"],
-            "peak_gflops": peak,
-            "fraction_of_peak": default["fraction_of_peak"],
-            "cpu_peak_gflops_per_cpu_s": cpu_peak,
-            "fraction_of_cpu_peak": default["fraction_of_cpu_peak"],
-            "cpu_us_per_example": default["cpu_us_per_example"],
-            "flops_per_example": flops["total_flops"],
-            "input_pipeline_examples_per_s": pipeline_rate,
-            "results": results,
-            "references": reference_results,
-            "distributed": distributed,
-            "loadavg": os.getloadavg(),
-            "tf_version": tf.__version__,
-            "keras_version": keras.__version__,
-            "threads": threads,
-        }
-        print(json.dumps(summary))
+    keys = ("examples_per_s", "setting", "gflops", "fraction_of_peak", "fraction_of_cpu_peak",
+            "cpu_us_per_example")  # fmt: skip
+    return {**{key: default[key] for key in keys}, **ratios}
 
 
 if __name__ == "__main__":
