@@ -11,6 +11,11 @@ as float32 arrays, and otherwise results are nested lists.
     client.sample(16)              # {"z": [16, latent_dim], "mean": [16, *image_shape]}
     client.score(images)           # {"elbo": [n], "log_likelihood": [n]}, nats
 
+A conditional VAE's export takes each image's (or latent's) class label as one more input:
+pass `y=labels` (ints `[n]`) to `encode`, `encode_sample`, `decode` and `score`, and
+`sample(y=labels)` for one sample per label. The labels are checked here (non-negative ints,
+one per row, below `num_classes` when given), since the served graphs cannot refuse them.
+
 `VQServingClient` does the same for a VQ-VAE export (codes, decoded codes, prior samples and
 log-probabilities).
 
@@ -45,6 +50,32 @@ def _to_list(values: Any) -> list:
     if isinstance(values, Sequence) and not isinstance(values, str):
         return [_to_list(v) for v in values]
     return values
+
+
+def _labels(y: Any, count: int | None, num_classes: int | None) -> list[int]:
+    """y as a list of int labels: one per row (`count`), in [0, num_classes)."""
+    labels = _to_list(y)
+    if not isinstance(labels, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in labels
+    ):
+        raise ValueError(f"y must be a list of int class labels. Received: {labels!r}"[:200])
+    if count is not None and len(labels) != count:
+        raise ValueError(f"y must have one label per row ({count}). Received: {len(labels)}")
+    high = num_classes if num_classes is not None else float("inf")
+    bad = [v for v in labels if not 0 <= v < high]
+    if bad or not labels:
+        limit = f"[0, {num_classes})" if num_classes is not None else "non-negative"
+        raise ValueError(f"y must be {limit} class labels, at least one. Received: {bad[:5]}")
+    return labels
+
+
+def _rows(values: Any, y: Any, name: str, num_classes: int | None) -> list:
+    """TF Serving's row format: the bare rows, or `{name: row, "y": label}` with labels."""
+    rows = _to_list(values)
+    if y is None:
+        return rows
+    labels = _labels(y, len(rows), num_classes)
+    return [{name: row, "y": label} for row, label in zip(rows, labels, strict=True)]
 
 
 def _as_array(values: Any) -> Any:
@@ -87,6 +118,7 @@ class VAEServingClient:
         scorer_name: Model name of the scorer.
         version: Pin a model version; None lets the server choose (the latest by default).
         timeout: Seconds per request.
+        num_classes: A conditional export's number of classes C (checks the labels `y`).
     """
 
     def __init__(
@@ -97,6 +129,7 @@ class VAEServingClient:
         version: int | None = None,
         timeout: float = 30.0,
         scorer_name: str = "scorer",
+        num_classes: int | None = None,
     ):
         self.base_url = base_url.rstrip("/")
         self.encoder_name = encoder_name
@@ -104,6 +137,7 @@ class VAEServingClient:
         self.scorer_name = scorer_name
         self.version = version
         self.timeout = timeout
+        self.num_classes = num_classes
 
     # --------------------------------------------------------------------- requests only
     def predict_url(self, model_name: str) -> str:
@@ -111,41 +145,46 @@ class VAEServingClient:
         version = f"/versions/{self.version}" if self.version is not None else ""
         return f"{self.base_url}/v1/models/{model_name}{version}:predict"
 
-    def build_encode_request(self, x: Any) -> tuple[str, dict]:
-        """Request of encoder `serving_default`: images `[n, *image_shape]` in [0, 1]."""
+    def build_encode_request(self, x: Any, y: Any = None) -> tuple[str, dict]:
+        """Request of encoder `serving_default`: images `[n, *image_shape]` in [0, 1] (and
+        their labels y `[n]` for a conditional export)."""
         return self.predict_url(self.encoder_name), {
             "signature_name": "serving_default",
-            "instances": _to_list(x),
+            "instances": _rows(x, y, "x", self.num_classes),
         }
 
-    def build_encode_sample_request(self, x: Any) -> tuple[str, dict]:
-        """Request of encoder `encode_sample`: images `[n, *image_shape]`."""
+    def build_encode_sample_request(self, x: Any, y: Any = None) -> tuple[str, dict]:
+        """Request of encoder `encode_sample`: images `[n, *image_shape]` (and labels y)."""
         return self.predict_url(self.encoder_name), {
             "signature_name": "encode_sample",
-            "instances": _to_list(x),
+            "instances": _rows(x, y, "x", self.num_classes),
         }
 
-    def build_decode_request(self, z: Any) -> tuple[str, dict]:
-        """Request of decoder `serving_default`: latents `[n, latent_dim]`."""
+    def build_decode_request(self, z: Any, y: Any = None) -> tuple[str, dict]:
+        """Request of decoder `serving_default`: latents `[n, latent_dim]` (and labels y)."""
         return self.predict_url(self.decoder_name), {
             "signature_name": "serving_default",
-            "instances": _to_list(z),
+            "instances": _rows(z, y, "z", self.num_classes),
         }
 
-    def build_sample_request(self, num_samples: int) -> tuple[str, dict]:
-        """Request of decoder `sample`: a scalar, so the columnar `inputs` format."""
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+    def build_sample_request(self, num_samples: int | None = None, y: Any = None) -> tuple:
+        """Request of decoder `sample`: a scalar `num_samples`, so the columnar `inputs`
+        format; for a conditional export the labels y `[n]` instead (one sample per label)."""
+        if y is not None:
+            if num_samples is not None:
+                raise ValueError("Give num_samples or the labels y (one sample each), not both.")
+            inputs = {"y": _labels(y, None, self.num_classes)}
+        elif isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive int. Received: {num_samples!r}")
-        return self.predict_url(self.decoder_name), {
-            "signature_name": "sample",
-            "inputs": {"num_samples": num_samples},
-        }
+        else:
+            inputs = {"num_samples": num_samples}
+        return self.predict_url(self.decoder_name), {"signature_name": "sample", "inputs": inputs}
 
-    def build_score_request(self, x: Any) -> tuple[str, dict]:
-        """Request of scorer `serving_default`: images `[n, *image_shape]`."""
+    def build_score_request(self, x: Any, y: Any = None) -> tuple[str, dict]:
+        """Request of scorer `serving_default`: images `[n, *image_shape]` (and labels y)."""
         return self.predict_url(self.scorer_name), {
             "signature_name": "serving_default",
-            "instances": _to_list(x),
+            "instances": _rows(x, y, "x", self.num_classes),
         }
 
     # -------------------------------------------------------------------------- calls
@@ -173,27 +212,29 @@ class VAEServingClient:
     def _call(self, request: tuple[str, dict]) -> dict[str, Any]:
         return parse_response(self.post(*request))
 
-    def encode(self, x: Any) -> dict[str, Any]:
-        """q(z|x): the posterior's parameters, e.g. `{"loc", "scale"}` `[n, latent_dim]`."""
-        return self._call(self.build_encode_request(x))
+    def encode(self, x: Any, y: Any = None) -> dict[str, Any]:
+        """q(z|x) (q(z|x, y) given labels): the posterior's parameters, e.g. `{"loc",
+        "scale"}` `[n, latent_dim]`."""
+        return self._call(self.build_encode_request(x, y))
 
-    def encode_sample(self, x: Any) -> dict[str, Any]:
-        """One z ~ q(z|x) per image: `{"z", **parameters}`."""
-        return self._call(self.build_encode_sample_request(x))
+    def encode_sample(self, x: Any, y: Any = None) -> dict[str, Any]:
+        """One z ~ q(z|x) (or q(z|x, y)) per image: `{"z", **parameters}`."""
+        return self._call(self.build_encode_sample_request(x, y))
 
-    def decode(self, z: Any) -> dict[str, Any]:
-        """p(x|z): `{"mean", ...}` and the likelihood's parameters (Bernoulli `logits`;
-        Gaussian `loc`, `scale`; discretised logistic `logits`, `loc`, `log_scale`)."""
-        return self._call(self.build_decode_request(z))
+    def decode(self, z: Any, y: Any = None) -> dict[str, Any]:
+        """p(x|z) (or p(x|z, y)): `{"mean", ...}` and the likelihood's parameters (Bernoulli
+        `logits`; Gaussian `loc`, `scale`; discretised logistic `logits`, `loc`, `log_scale`)."""
+        return self._call(self.build_decode_request(z, y))
 
-    def sample(self, num_samples: int) -> dict[str, Any]:
-        """z from the model's prior, decoded: `{"z": [n, latent_dim], "mean": [n, ...]}`."""
-        return self._call(self.build_sample_request(num_samples))
+    def sample(self, num_samples: int | None = None, y: Any = None) -> dict[str, Any]:
+        """z from the model's prior (p(z|y) per label y), decoded: `{"z": [n, latent_dim],
+        "mean": [n, ...]}`."""
+        return self._call(self.build_sample_request(num_samples, y))
 
-    def score(self, x: Any) -> dict[str, Any]:
-        """Per image, in nats: `{"elbo": [n], "log_likelihood": [n]}` (higher is more
-        typical of the training data; the lowest are the anomalies)."""
-        return self._call(self.build_score_request(x))
+    def score(self, x: Any, y: Any = None) -> dict[str, Any]:
+        """Per image, in nats: `{"elbo": [n], "log_likelihood": [n]}` (of log p(x|y) given
+        labels; higher is more typical of the training data; the lowest are the anomalies)."""
+        return self._call(self.build_score_request(x, y))
 
 
 class VQServingClient(VAEServingClient):

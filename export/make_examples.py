@@ -3,6 +3,8 @@
     python export/make_examples.py export/mnist --dataset binarized_mnist \
         --data-dir ../shared/tensorflow_datasets
     python export/make_examples.py export/vq ...    # a VQ-VAE export: the vq_*.json files
+    python export/make_examples.py export/cvae --images x.npy --label 7 \
+        --output export/examples/conditional     # a conditional VAE's export: labels y too
 
 The request bodies are built by `export/client.py`, exactly as the client sends them. Each is
 then executed here, in-process, against the exported SavedModel: the JSON inputs are turned
@@ -91,24 +93,29 @@ def _load_client():
     return module
 
 
-def write_examples(export_dir: Path, images: np.ndarray, output: Path) -> list[Path]:
+def write_examples(
+    export_dir: Path, images: np.ndarray, output: Path, label: int | None = None
+) -> list[Path]:
     """Writes `<name>.request.json` and `.response.json` for the served signatures
-    (encode, encode_sample, decode, sample, and score when the export has a scorer)."""
-    client = _load_client().VAEServingClient()
+    (encode, encode_sample, decode, sample, and score when the export has a scorer); a
+    conditional VAE's requests carry the class `label` (default 0) as `y`."""
+    num_classes = condition_dim(export_dir)
+    client = _load_client().VAEServingClient(num_classes=num_classes)
+    y = None if num_classes is None else [label or 0]
     encoder = tf.saved_model.load(str(_latest(export_dir / "encoder")))
     decoder = tf.saved_model.load(str(_latest(export_dir / "decoder")))
     x = images[:1]
-    encoded = predict_in_process(encoder, client.build_encode_request(x)[1])
+    encoded = predict_in_process(encoder, client.build_encode_request(x, y)[1])
     z = np.asarray([encoded["predictions"][0]["loc"]], np.float32)
     requests = {
-        "encode": (encoder, client.build_encode_request(x)),
-        "encode_sample": (encoder, client.build_encode_sample_request(x)),
-        "decode": (decoder, client.build_decode_request(z)),
-        "sample": (decoder, client.build_sample_request(1)),
+        "encode": (encoder, client.build_encode_request(x, y)),
+        "encode_sample": (encoder, client.build_encode_sample_request(x, y)),
+        "decode": (decoder, client.build_decode_request(z, y)),
+        "sample": (decoder, client.build_sample_request(None if y else 1, y)),
     }
     if (export_dir / "scorer").is_dir():
         scorer = tf.saved_model.load(str(_latest(export_dir / "scorer")))
-        requests["score"] = (scorer, client.build_score_request(x))
+        requests["score"] = (scorer, client.build_score_request(x, y))
     return _write(requests, client, output)
 
 
@@ -146,6 +153,14 @@ def _write(requests: dict, client, output: Path) -> list[Path]:
     return written
 
 
+def condition_dim(export_dir: Path) -> int | None:
+    """The number of classes of a conditional VAE's export (its report), else None."""
+    report = export_dir / "export_report.json"
+    if not report.is_file():
+        return None
+    return json.loads(report.read_text())["model"].get("condition_dim")
+
+
 def is_vq_export(export_dir: Path) -> bool:
     """Whether `export_dir` holds a VQ-VAE export (its report names a codebook)."""
     report = export_dir / "export_report.json"
@@ -167,6 +182,7 @@ def main() -> None:
     parser.add_argument("--data-dir", help="tfds data directory")
     parser.add_argument("--split", default="test")
     parser.add_argument("--output", type=Path, default=HERE / "examples")
+    parser.add_argument("--label", type=int, default=0, help="a conditional export's class y")
     args = parser.parse_args()
     if args.images:
         images = np.load(args.images).astype(np.float32)
@@ -174,8 +190,11 @@ def main() -> None:
         from keras_vae.data import load_images
 
         images = load_images(args.dataset, args.split, data_dir=args.data_dir, limit=1)
-    write = write_vq_examples if is_vq_export(args.export_dir) else write_examples
-    for path in write(args.export_dir, images, args.output):
+    if is_vq_export(args.export_dir):
+        written = write_vq_examples(args.export_dir, images, args.output)
+    else:
+        written = write_examples(args.export_dir, images, args.output, args.label)
+    for path in written:
         print(f"wrote {path} ({path.stat().st_size / 1e3:.1f} kB)")
 
 

@@ -285,14 +285,6 @@ def _run_export(args: argparse.Namespace) -> int:
 
     if vq_training.run_model(args.run_dir) != "vae":
         return vq_training.run_export(args)
-    from keras_vae.runs import CONFIG_FILE
-
-    if TrainConfig.from_file(Path(args.run_dir) / CONFIG_FILE).conditional:
-        raise ConfigError(
-            f"{args.run_dir} holds a conditional VAE, which keras-vae export does not export "
-            "yet; load its model.keras in Python (keras_vae.conditional) instead."
-        )
-
     return export.run_cli(args)
 
 

@@ -126,6 +126,10 @@ class ConditionedVAE:
     def prior_distribution(self):
         return self.model.prior.distribution(self)
 
+    def elbo_terms(self, x, num_samples=None, seed=None, noise=None) -> objectives.ElboTerms:
+        """`ConditionalVAE.elbo_terms` at this view's y."""
+        return self.model.elbo_terms(x, self.condition, num_samples, seed, noise)
+
 
 @keras.saving.register_keras_serializable(package=registry.PACKAGE)
 class ConditionalVAE(VAE):

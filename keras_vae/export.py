@@ -41,6 +41,11 @@ Self-check bounds, against the Keras model over the check images:
   (export/README.md): they catch a broken conversion, not a small loss of accuracy. The scorer
   is written as float32 only: its log-densities sum hundreds of per-pixel terms.
 
+A conditional VAE (`keras_vae.conditional.ConditionalVAE`) is exported the same way with one
+more named input, its class labels `y` (int32 `[batch]`), in every signature (`sample` takes
+the labels instead of `num_samples`); the self-checks and the int8 calibration use the images'
+labels (`representative_labels`, `check_labels`; `export_run` reads the run's own).
+
 Integer quantization (`int8`) quantizes weights and activations, calibrated on
 `representative_images` (the decoder on z ~ q(z|x) of those images and as many z ~ p(z));
 inputs and outputs stay float32, so every file has the same signatures. The sampling
@@ -82,6 +87,7 @@ from keras_vae.export_signatures import (
     decoder_signatures,
     encoder_signatures,
     expected_signatures,
+    is_conditional,
     scorer_signatures,
     tracked_module,
 )
@@ -169,8 +175,8 @@ def _scorer_statistics(model, part, runners, reference, scorer_samples, label) -
     """The scorer's own-noise check (see `export_checks.scorer_statistics`); {} otherwise."""
     if part != "scorer":
         return {}
-    x = reference["scorer"]["inputs"]["x"]
-    stats, problems = scorer_statistics(model, runners["serving_default"], x, scorer_samples)
+    x, y = reference["scorer"]["inputs"]["x"], reference["scorer"]["inputs"].get("y")
+    stats, problems = scorer_statistics(model, runners["serving_default"], x, scorer_samples, y)
     if problems:
         raise ExportCheckError(f"{label} failed its self-check: " + "; ".join(problems))
     return {"scorer_samples": scorer_samples, "statistics": stats}
@@ -209,8 +215,11 @@ def _part_name(model: VAE, name: str) -> str:
     return getattr(type(part), "registered_name", type(part).__name__)
 
 
-def _convert(model, part, quantization, saved_model_dir, images, say, name) -> tuple[bytes, tuple]:
-    """The flatbuffer of one part and the signatures it holds."""
+def _convert(
+    model, part, quantization, saved_model_dir, calibration, say, name
+) -> tuple[bytes, tuple]:
+    """The flatbuffer of one part and the signatures it holds (`calibration`: the
+    representative images and their labels, for int8)."""
     keys = SIGNATURE_KEYS[part]
     if quantization != "int8":
         try:
@@ -223,9 +232,9 @@ def _convert(model, part, quantization, saved_model_dir, images, say, name) -> t
                 f"to TFLite builtins ({type(error).__name__}); export with scorer=False "
                 "(--no-scorer) or tflite=False (--no-tflite)."
             ) from error
-    images = images[:1000]
+    images, labels = (None if value is None else value[:1000] for value in calibration)
     try:
-        dataset = representative_dataset(model, part, images, keys)
+        dataset = representative_dataset(model, part, images, keys, labels)
         return convert_tflite(saved_model_dir, keys, quantization, dataset), keys
     except Exception as error:  # any converter failure: retried below
         # TF 2.21 quantizes around the random ops (kept float); should another version
@@ -233,15 +242,17 @@ def _convert(model, part, quantization, saved_model_dir, images, say, name) -> t
         say(f"{name}: int8 conversion of {keys} failed ({type(error).__name__}); "
             "keeping serving_default only")  # fmt: skip
         keys = ("serving_default",)
-        dataset = representative_dataset(model, part, images, keys)
+        dataset = representative_dataset(model, part, images, keys, labels)
         return convert_tflite(saved_model_dir, keys, quantization, dataset), keys
 
 
 def _convert_and_check(
-    model, part, quantization, saved_model_dir, path, reference, images, say, scorer_samples
+    model, part, quantization, saved_model_dir, path, reference, calibration, say, scorer_samples
 ) -> dict:
     """Converts one SavedModel to `path` (.tflite) and checks it with the LiteRT interpreter."""
-    content, keys = _convert(model, part, quantization, saved_model_dir, images, say, path.name)
+    content, keys = _convert(
+        model, part, quantization, saved_model_dir, calibration, say, path.name
+    )
     operators = tflite_operators(content)
     custom = [op for op in operators if op.startswith("CUSTOM")]
     if custom:
@@ -317,6 +328,34 @@ def _check_arguments(
     return tuple(dict.fromkeys(quantize))  # unique, in order
 
 
+def _check_labels(name: str, labels, images: np.ndarray | None, model: VAE, say) -> np.ndarray:
+    """The int32 labels `[N]` of `images` for a conditional model (None: the classes in
+    turn, 0, 1, ..., C - 1, 0, ...); None for an unconditional one, which refuses labels."""
+    if not is_conditional(model):
+        if labels is not None:
+            raise ValueError(f"{name} are for a conditional VAE; this {type(model).__name__} "
+                             "takes no labels.")  # fmt: skip
+        return None
+    size = model.condition_dim
+    if images is None:
+        if labels is not None:
+            raise ValueError(f"{name} need their images.")
+        return None
+    if labels is None:
+        say(f"no {name} given: the images are labelled with the classes in turn, 0..{size - 1}")
+        return (np.arange(len(images)) % size).astype(np.int32)
+    array = np.asarray(labels)
+    if array.shape != (len(images),) or not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(
+            f"{name} must be int class labels [N], one per image ({len(images)}). "
+            f"Received: shape {array.shape}, dtype {array.dtype}"
+        )
+    if array.min() < 0 or array.max() >= size:
+        raise ValueError(f"{name} must be in [0, {size}) (the model's condition_dim). "
+                         f"Received: labels in [{array.min()}, {array.max()}]")  # fmt: skip
+    return array.astype(np.int32)
+
+
 def _check_scorer_samples(scorer_samples: object) -> int:
     value = scorer_samples
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -326,15 +365,17 @@ def _check_scorer_samples(scorer_samples: object) -> int:
     return value
 
 
-def _choose_check_images(model, check_images, representative_images, say) -> tuple:
-    """(images, source): `check_images`, else `representative_images`, else uniform noise."""
-    if check_images is not None:
-        return check_images, "check_images"
-    if representative_images is not None:
-        return representative_images, "representative_images"
+def _choose_check_images(model, check, representative, say) -> tuple:
+    """(images, labels, source): `check` (images, labels), else `representative`, else uniform
+    noise (labelled with the classes in turn for a conditional model)."""
+    if check[0] is not None:
+        return (*check, "check_images")
+    if representative[0] is not None:
+        return (*representative, "representative_images")
     say("no check_images given: the self-check uses uniform random images")
     shape = (_SYNTHETIC_CHECK_SIZE, *model.image_shape)
-    return np.random.default_rng(0).uniform(size=shape).astype(np.float32), "synthetic"
+    images = np.random.default_rng(0).uniform(size=shape).astype(np.float32)
+    return images, _check_labels("labels", None, images, model, lambda _: None), "synthetic"
 
 
 # ------------------------------------------------------------------------------ export
@@ -378,7 +419,8 @@ def _stage_tflite(model, quantize, saved_model_dirs, staging, reference, options
             say(f"converting and checking {name} ...")
             artefact = _convert_and_check(
                 model, part, quantization, saved_model_dir, staging / name, reference,
-                options["representative_images"], say, options["scorer_samples"],
+                (options["representative_images"], options["representative_labels"]), say,
+                options["scorer_samples"],
             )  # fmt: skip
             artefacts.append(artefact)
             say(_summary(artefact))
@@ -408,6 +450,7 @@ def _report(model, version, parts, export_dir, check, started, artefacts) -> dic
             "posterior": _part_name(model, "posterior"),
             "prior": _part_name(model, "prior"),
             "likelihood": _part_name(model, "likelihood"),
+            "condition_dim": getattr(model, "condition_dim", None),
         },
         "version": version,
         "versions": {part: sorted({*_versions(export_dir / part), version}) for part in parts},
@@ -441,6 +484,8 @@ def export_vae(
     check_images: np.ndarray | None = None,
     overwrite: bool = False,
     progress: Callable[[str], None] | None = print,
+    representative_labels: np.ndarray | None = None,
+    check_labels: np.ndarray | None = None,
 ) -> dict:
     """Writes the encoder, decoder and scorer as SavedModels and `.tflite` files, checked
     and atomic.
@@ -465,6 +510,8 @@ def export_vae(
             random images.
         overwrite: Replace an existing version. Without it an existing version is an error.
         progress: Receives one line per step; None is silent.
+        representative_labels, check_labels: A conditional VAE's int class labels `[N]` of
+            those images (default: the classes in turn, 0, 1, ..., C - 1, 0, ...).
 
     Returns:
         The report, also written to `export_dir/export_report.json`: versions, paths (relative
@@ -489,15 +536,22 @@ def export_vae(
     options["representative_images"] = _check_images(
         "representative_images", representative_images, model
     )
+    options["representative_labels"] = _check_labels(
+        "representative_labels", representative_labels, options["representative_images"], model,
+        say,
+    )  # fmt: skip
     check_images = _check_images("check_images", check_images, model)
+    check_labels = _check_labels("check_labels", check_labels, check_images, model, say)
     if "int8" in quantize and options["representative_images"] is None:
         raise ValueError("quantize='int8' needs representative_images (calibration data).")
     export_dir, parts = Path(export_dir), PARTS if scorer else PARTS[:2]
     _refuse_existing(export_dir, parts, version, overwrite)
-    check_images, source = _choose_check_images(
-        model, check_images, options["representative_images"], say
+    representative = (options["representative_images"], options["representative_labels"])
+    check_images, check_labels, source = _choose_check_images(
+        model, (check_images, check_labels), representative, say
     )
-    reference = build_reference(model, check_images[:256], scorer)
+    labels = None if check_labels is None else check_labels[:256]
+    reference = build_reference(model, check_images[:256], scorer, labels)
     check = {"count": len(reference["encoder"]["inputs"]["x"]), "source": source}
 
     started = time.perf_counter()
@@ -563,23 +617,26 @@ def export_run(
     model, config = runs.load_run(run_dir)
     if not isinstance(model, VAE):
         raise runs.RunDirectoryError(f"{run_dir} holds a {type(model).__name__}, not a VAE")
-    images = data.load_images(
-        config.dataset,
-        "train",
-        data_dir=config.data_dir,
-        manual_dir=config.manual_dir,
-    )
+    if config.conditional:  # the training images with their labels
+        from keras_vae import training
+
+        images, labels = training.load_labeled_split(config, "train")
+    else:
+        options = {"data_dir": config.data_dir, "manual_dir": config.manual_dir}
+        images, labels = data.load_images(config.dataset, "train", **options), None
     # A random draw from the whole split: its first images can be unrepresentative (Frey Face
     # is a video), and int8 clips activations outside the calibrated range. (`limit` cannot
     # help: it fails on splits smaller than the limit.)
     order = np.random.default_rng(0).permutation(len(images))
-    representative = images[order[:num_representative]]
-    check = images[order[num_representative : num_representative + num_check]]
+    first, check = order[:num_representative], order[num_representative:][:num_check]
+    if labels is not None:
+        kwargs.update(representative_labels=labels[first],
+                      check_labels=labels[check] if len(check) else None)  # fmt: skip
     return export_vae(
         model,
         export_dir,
-        representative_images=representative,
-        check_images=check if len(check) else None,
+        representative_images=images[first],
+        check_images=images[check] if len(check) else None,
         **kwargs,
     )
 

@@ -12,6 +12,9 @@ computed through its Keras layers and TFP distributions:
   `log_likelihood` minus the model's own estimates from fresh noise (`VAE.elbo_terms` and
   the importance-weighted bound of `keras_vae.objectives`) must average to zero within 5
   standard errors, and `log_likelihood - elbo` must not be negative beyond 5 standard errors.
+
+A conditional model is checked the same way at the check images' labels `y`, an input of
+every signature (the references through `ConditionalVAE.given(y)`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import objectives
-from keras_vae.export_signatures import expected_signatures
+from keras_vae.export_signatures import expected_signatures, is_conditional
 from keras_vae.export_tflite import tflite_interpreter
 
 Runner = Callable[..., dict[str, np.ndarray]]
@@ -112,6 +115,16 @@ def run_in_session(path: Path, key: str, inputs: dict[str, np.ndarray]) -> dict[
 
 
 # -------------------------------------------------------------------------- references
+def keras_view(model, y=None):
+    """The Keras model given labels y (`ConditionalVAE.given`), or the model itself."""
+    return model.given(y) if is_conditional(model) else model
+
+
+def _labelled(inputs: dict, y) -> dict:
+    """`inputs` with the labels `y` added when there are some."""
+    return inputs if y is None else {**inputs, "y": np.asarray(y, np.int32)}
+
+
 def max_error(got: np.ndarray, want: np.ndarray, relative: bool = False) -> float:
     """max |got - want|, or max |got - want| / (1 + |want|) when `relative`."""
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
@@ -119,10 +132,12 @@ def max_error(got: np.ndarray, want: np.ndarray, relative: bool = False) -> floa
     return float(np.max(error / (1.0 + np.abs(want)) if relative else error))
 
 
-def keras_scores(model, x: np.ndarray, eps: np.ndarray) -> dict[str, np.ndarray]:
+def keras_scores(model, x: np.ndarray, eps: np.ndarray, y=None) -> dict[str, np.ndarray]:
     """The scorer's outputs through the Keras model and TFP: `VAE.elbo_terms` on eps[0],
-    and log 1/K sum_k w_k with `objectives.log_importance_weights` on all K samples."""
+    and log 1/K sum_k w_k with `objectives.log_importance_weights` on all K samples
+    (given the labels y for a conditional model)."""
     x, eps = tf.constant(x), tf.constant(eps)
+    model = keras_view(model, y)
     elbo = model.elbo_terms(x, noise=eps[:1]).elbo
     params = model.encode_parameters(x)
     q = model.posterior.distribution(**params)
@@ -134,26 +149,31 @@ def keras_scores(model, x: np.ndarray, eps: np.ndarray) -> dict[str, np.ndarray]
     return {"elbo": elbo.numpy(), "log_likelihood": log_px.numpy()}
 
 
-def build_reference(model, x: np.ndarray, scorer: bool) -> dict[str, dict]:
-    """Inputs and outputs of each part's deterministic signature, through Keras and TFP."""
-    params = {k: v.numpy() for k, v in model.encode_parameters(x).items()}
-    loc = model.encode(x).mean().numpy()
-    decoded = model.likelihood.parameters(model.decoder(loc))
+def build_reference(model, x: np.ndarray, scorer: bool, y=None) -> dict[str, dict]:
+    """Inputs and outputs of each part's deterministic signature, through Keras and TFP
+    (at the labels y `[N]` for a conditional model: then an input of every signature)."""
+    view = keras_view(model, y)
+    params = {k: v.numpy() for k, v in view.encode_parameters(x).items()}
+    loc = view.encode(x).mean().numpy()
+    decoded = model.likelihood.parameters(view.decoder(loc))
     result = {
-        "encoder": {"inputs": {"x": x}, "outputs": params},
+        "encoder": {"inputs": _labelled({"x": x}, y), "outputs": params},
         "decoder": {
-            "inputs": {"z": loc},
+            "inputs": _labelled({"z": loc}, y),
             "outputs": {
-                "mean": model.decode(loc).mean().numpy(),
+                "mean": view.decode(loc).mean().numpy(),
                 **{name: value.numpy() for name, value in decoded.items()},
             },
         },
     }
     if scorer:
-        x = x[:SCORER_CHECK_SIZE]
+        x, y = x[:SCORER_CHECK_SIZE], None if y is None else y[:SCORER_CHECK_SIZE]
         shape = (SCORER_CHECK_NOISE, len(x), model.posterior.noise_size)
         eps = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
-        result["scorer"] = {"inputs": {"x": x, "eps": eps}, "outputs": keras_scores(model, x, eps)}
+        result["scorer"] = {
+            "inputs": _labelled({"x": x, "eps": eps}, y),
+            "outputs": keras_scores(model, x, eps, y),
+        }
     return result
 
 
@@ -161,14 +181,17 @@ def build_reference(model, x: np.ndarray, scorer: bool) -> dict[str, dict]:
 def _sampling_problems(model, part, runners, inputs, compare) -> list[str]:
     """Runs `encode_sample` or `sample`; returns the problems found."""
     n = min(SAMPLE_CHECK_SIZE, len(next(iter(inputs.values()))))
+    y = inputs["y"][:n] if "y" in inputs else None
     if part == "encoder" and "encode_sample" in runners:
-        sampled = runners["encode_sample"](x=inputs["x"][:n])
-        params = {k: v[:n] for k, v in reference_outputs(model, inputs["x"][:n]).items()}
+        sampled = runners["encode_sample"](**_labelled({"x": inputs["x"][:n]}, y))
+        params = {k: v[:n] for k, v in reference_outputs(model, inputs["x"][:n], y).items()}
         compare("encode_sample", sampled, params)
     elif part == "decoder" and "sample" in runners:
-        sampled = runners["sample"](num_samples=np.array(n, np.int32))
+        count = {"y": y} if y is not None else {"num_samples": np.array(n, np.int32)}
+        sampled = runners["sample"](**count)
         if sampled["z"].shape == (n, model.latent_dim):  # else a problem below
-            compare("sample", sampled, {"mean": model.decode(sampled["z"]).mean().numpy()})
+            decoded = keras_view(model, y).decode(sampled["z"]).mean().numpy()
+            compare("sample", sampled, {"mean": decoded})
     else:
         return []
     problems = [f"{name} is not finite" for name, v in sampled.items() if not np.isfinite(v).all()]
@@ -177,22 +200,24 @@ def _sampling_problems(model, part, runners, inputs, compare) -> list[str]:
     return problems
 
 
-def reference_outputs(model, x: np.ndarray) -> dict[str, np.ndarray]:
-    """The posterior's parameters at x, through the Keras model."""
-    return {k: v.numpy() for k, v in model.encode_parameters(x).items()}
+def reference_outputs(model, x: np.ndarray, y=None) -> dict[str, np.ndarray]:
+    """The posterior's parameters at x (and labels y), through the Keras model."""
+    return {k: v.numpy() for k, v in keras_view(model, y).encode_parameters(x).items()}
 
 
-def scorer_statistics(model, run: Runner, x: np.ndarray, num_samples: int) -> tuple[dict, list]:
+def scorer_statistics(
+    model, run: Runner, x: np.ndarray, num_samples: int, y=None
+) -> tuple[dict, list]:
     """Compares the scorer's `serving_default` (own noise) with the model's own estimates.
 
     Returns:
         `({output: {"exported_mean", "keras_mean", "stderr"}, "gap": {...}}, problems)`.
     """
-    got = run(x=x)
+    got = run(**_labelled({"x": x}, y))
     eps = np.random.default_rng(2).standard_normal(
         (num_samples, len(x), model.posterior.noise_size)
     )
-    want = keras_scores(model, x, eps.astype(np.float32))
+    want = keras_scores(model, x, eps.astype(np.float32), y)
     stats, problems = {}, []
     for name in ("elbo", "log_likelihood"):
         diff = got[name].astype(np.float64) - want[name]

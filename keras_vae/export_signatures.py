@@ -14,6 +14,14 @@ TFLite lacks). The parts decide what is exported:
 * scorer `serving_default`: x -> `elbo` and `log_likelihood` (see `score`); `score_with_noise`
   the same with the noise given, so that it is deterministic and checkable exactly.
 
+A conditional VAE (`keras_vae.conditional.ConditionalVAE`) is exported with its class label
+as one more named input, `y` (int32 `[batch]`, in [0, C)), of every signature but `sample`,
+which takes the labels *instead of* `num_samples` (one sample per label). Inside the graph the
+labels become one-hot conditions (rows of the identity, `GATHER`) and the signatures run on
+`model.given(y)`, the model with y fixed: q(z|x, y), p(x|z, y), p(z|y) and log p(x|y). A label
+outside [0, C) gives the all-zero condition, a vector the model never saw: the graphs cannot
+refuse it (TFLite has no assertion op), so callers check labels (`export/client.py` does).
+
 Log-densities are the parts' own distributions' `log_prob`, except for the two TFP
 computations that TFLite builtins lack (MatrixTriangularSolve, MatrixDiagPartV3): the
 full-covariance Gaussian, alone or as the components of a mixture, goes through
@@ -61,17 +69,39 @@ def _image_spec(model, name: str = "x") -> tf.TensorSpec:
     return tf.TensorSpec([None, *model.image_shape], tf.float32, name=name)
 
 
+def is_conditional(model) -> bool:
+    """Whether the model takes a condition y (a `ConditionalVAE`)."""
+    return getattr(model, "condition_dim", None) is not None
+
+
+def _label_specs(model) -> list[tf.TensorSpec]:
+    """`[y spec]` (int32 labels `[batch]`) for a conditional model, else `[]`."""
+    return [tf.TensorSpec([None], tf.int32, name="y")] if is_conditional(model) else []
+
+
+def given(model, y=None):
+    """The model with its labels y fixed (`ConditionalVAE.given`), or the model itself."""
+    if not is_conditional(model):
+        return model
+    if y is None:
+        raise ValueError("A conditional VAE's signatures need the labels y [batch] (int32).")
+    # rows of the identity, not tf.one_hot: the int8 converter keeps ONE_HOT's on/off values
+    # in their own scale while giving its output the scale of what it is joined with
+    # (measured: 4.5 and -1.1 instead of 1 and 0)
+    return model.given(tf.gather(tf.eye(model.condition_dim), tf.cast(y, tf.int32)))
+
+
 def _function(fn, *specs: tf.TensorSpec) -> ConcreteFunction:
     # autograph off: the graphs are straight-line code, and autograph fails on some heads
     return tf.function(fn, input_signature=list(specs), autograph=False).get_concrete_function()
 
 
 # ---------------------------------------------------------------------------- encoder
-def encode_parameters(model, x: tf.Tensor) -> dict[str, tf.Tensor]:
-    """The posterior's parameters at x `[batch, *image_shape]`, float32."""
+def encode_parameters(model, x: tf.Tensor, y=None) -> dict[str, tf.Tensor]:
+    """The posterior's parameters at x `[batch, *image_shape]` (and labels y), float32."""
     x = tf.ensure_shape(x, [None, *model.image_shape])  # a clear error in TF Serving too
-    features = model.encoder(tf.cast(x, model.encoder.compute_dtype))
-    return _as_float32(model.posterior.parameters(features))
+    x = tf.cast(x, model.encoder.compute_dtype)
+    return _as_float32(given(model, y).encode_parameters(x))
 
 
 def encoder_signatures(model) -> dict[str, ConcreteFunction]:
@@ -82,26 +112,26 @@ def encoder_signatures(model) -> dict[str, ConcreteFunction]:
     """
     posterior = model.posterior
 
-    def serving_default(x):
-        return encode_parameters(model, x)
+    def serving_default(x, y=None):
+        return encode_parameters(model, x, y)
 
-    def encode_sample(x):
-        params = encode_parameters(model, x)
+    def encode_sample(x, y=None):
+        params = encode_parameters(model, x, y)
         eps = tf.random.normal(tf.stack([tf.shape(x)[0], posterior.noise_size]))
         return {"z": posterior.reparameterize(params, eps), **params}
 
-    spec = _image_spec(model)
+    specs = [_image_spec(model), *_label_specs(model)]
     return {
-        "serving_default": _function(serving_default, spec),
-        "encode_sample": _function(encode_sample, spec),
+        "serving_default": _function(serving_default, *specs),
+        "encode_sample": _function(encode_sample, *specs),
     }
 
 
 # ---------------------------------------------------------------------------- decoder
-def decode_parameters(model, z: tf.Tensor) -> dict[str, tf.Tensor]:
-    """The likelihood's parameters at z `[batch, latent_dim]`, float32."""
+def decode_parameters(model, z: tf.Tensor, y=None) -> dict[str, tf.Tensor]:
+    """The likelihood's parameters at z `[batch, latent_dim]` (and labels y), float32."""
     z = tf.ensure_shape(z, [None, model.latent_dim])  # a clear error in TF Serving too
-    features = model.decoder(tf.cast(z, model.decoder.compute_dtype))
+    features = given(model, y).decoder(tf.cast(z, model.decoder.compute_dtype))
     return _as_float32(model.likelihood.parameters(features))
 
 
@@ -110,22 +140,31 @@ def decoder_signatures(model) -> dict[str, ConcreteFunction]:
 
     mean = E[x|z] = `likelihood.mean(params)`; `sample` draws z with the learned prior's
     `sample_plain(num_samples, model)` (Gumbel-max component choice and `tf.random.normal`).
+    A conditional model's signatures also take the labels y: `serving_default` (z, y) ->
+    E[x|z, y]; `sample` y -> one z ~ p(z|y) per label, and E[x|z, y].
     """
     likelihood = model.likelihood
 
-    def serving_default(z):
-        params = decode_parameters(model, z)
+    def serving_default(z, y=None):
+        params = decode_parameters(model, z, y)
         return {"mean": likelihood.mean(params), **params}
 
-    def sample(num_samples):
-        z = tf.cast(model.prior.sample_plain(num_samples, model), tf.float32)
-        return {"z": z, "mean": likelihood.mean(decode_parameters(model, z))}
+    def sample(num_samples, y=None):
+        view = given(model, y)
+        z = tf.cast(model.prior.sample_plain(num_samples, view), tf.float32)
+        return {"z": z, "mean": likelihood.mean(decode_parameters(model, z, y))}
 
+    def sample_given(y):
+        return sample(tf.shape(y)[0], y)
+
+    z_spec = tf.TensorSpec([None, model.latent_dim], tf.float32, name="z")
+    if is_conditional(model):
+        sampler = _function(sample_given, *_label_specs(model))
+    else:
+        sampler = _function(sample, tf.TensorSpec([], tf.int32, name="num_samples"))
     return {
-        "serving_default": _function(
-            serving_default, tf.TensorSpec([None, model.latent_dim], tf.float32, name="z")
-        ),
-        "sample": _function(sample, tf.TensorSpec([], tf.int32, name="num_samples")),
+        "serving_default": _function(serving_default, z_spec, *_label_specs(model)),
+        "sample": sampler,
     }
 
 
@@ -189,8 +228,9 @@ def _tile(value: tf.Tensor, times: tf.Tensor) -> tf.Tensor:
     return tf.tile(value, multiples)
 
 
-def score(model, x: tf.Tensor, eps: tf.Tensor) -> dict[str, tf.Tensor]:
-    """The ELBO (first noise sample) and the K-sample importance-weighted log p(x), in nats.
+def score(model, x: tf.Tensor, eps: tf.Tensor, y=None) -> dict[str, tf.Tensor]:
+    """The ELBO (first noise sample) and the K-sample importance-weighted log p(x), in nats
+    (for a conditional model: of log p(x|y), with q(z|x, y), p(x|z, y) and p(z|y)).
 
         z_k = posterior.reparameterize(params(x), eps_k),   k = 1..K
         log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x)
@@ -203,28 +243,30 @@ def score(model, x: tf.Tensor, eps: tf.Tensor) -> dict[str, tf.Tensor]:
         model: The `VAE`.
         x: Images `[B, *image_shape]`.
         eps: Standard normal noise `[K, B, posterior.noise_size]`.
+        y: Labels `[B]` of a conditional model, else None.
 
     Returns:
         `{"elbo": [B], "log_likelihood": [B]}`, float32.
     """
-    params = encode_parameters(model, x)
+    params = encode_parameters(model, x, y)
     q = model.posterior.distribution(**params)
     num_samples, batch = tf.shape(eps)[0], tf.shape(x)[0]
     # Everything on one batch of K * B rows, k-major (row k * B + b is sample k of example
     # b): tensors keep rank <= 5 for TFLite, and no op broadcasts a [K, B, ...] tensor
     # against a [B, ...] one (which the XNNPack delegate fails to resize).
     tiled = {name: _tile(value, num_samples) for name, value in params.items()}
+    tiled_y = None if y is None else _tile(y, num_samples)
     z = model.posterior.reparameterize(tiled, tf.reshape(eps, [-1, model.posterior.noise_size]))
-    likelihood_params = decode_parameters(model, z)
+    likelihood_params = decode_parameters(model, z, tiled_y)
     log_px_z = model.likelihood.distribution(**likelihood_params).log_prob(_tile(x, num_samples))
-    log_pz = plain_log_prob(model.prior.distribution(model), z)
+    log_pz = plain_log_prob(model.prior.distribution(given(model, tiled_y)), z)
     log_qz = plain_log_prob(model.posterior.distribution(**tiled), z)
     shape = tf.stack([num_samples, batch])
     log_px_z, log_pz, log_qz = (
         tf.reshape(tf.cast(value, tf.float32), shape) for value in (log_px_z, log_pz, log_qz)
     )
     log_w = log_px_z + log_pz - log_qz
-    kl = _closed_form_kl(model, q)
+    kl = _closed_form_kl(given(model, y), q)
     kl = log_qz[0] - log_pz[0] if kl is None else tf.cast(kl, tf.float32)
     log_k = tf.math.log(tf.cast(num_samples, tf.float32))
     return {
@@ -243,20 +285,21 @@ def scorer_signatures(model, num_samples: int = 100) -> dict[str, ConcreteFuncti
         raise ValueError(f"scorer_samples must be a positive int. Received: {num_samples!r}")
     noise_size = model.posterior.noise_size
 
-    def serving_default(x):
+    def serving_default(x, y=None):
         batch = tf.shape(x)[0]
         # K as a tensor the converter cannot fold into the shapes: the XNNPack delegate fails
         # to resize a graph whose [K, B] tensors have a static K and a dynamic B
         samples = tf.minimum(batch, 0) + num_samples
-        return score(model, x, tf.random.normal(tf.stack([samples, batch, noise_size])))
+        return score(model, x, tf.random.normal(tf.stack([samples, batch, noise_size])), y)
 
-    def score_with_noise(x, eps):
-        return score(model, x, tf.ensure_shape(eps, [None, None, noise_size]))
+    def score_with_noise(x, eps, y=None):
+        return score(model, x, tf.ensure_shape(eps, [None, None, noise_size]), y)
 
     eps_spec = tf.TensorSpec([None, None, noise_size], tf.float32, name="eps")
+    labels = _label_specs(model)
     return {
-        "serving_default": _function(serving_default, _image_spec(model)),
-        "score_with_noise": _function(score_with_noise, _image_spec(model), eps_spec),
+        "serving_default": _function(serving_default, _image_spec(model), *labels),
+        "score_with_noise": _function(score_with_noise, _image_spec(model), eps_spec, *labels),
     }
 
 
@@ -283,31 +326,34 @@ def expected_signatures(model) -> dict[str, dict[str, dict]]:
 
     Returns:
         `{part: {signature: {"inputs": {name: {"dtype", "shape"}}, "outputs": {...}}}}` for
-        `encoder`, `decoder` and `scorer`, with -1 for the dynamic batch dimension.
+        `encoder`, `decoder` and `scorer`, with -1 for the dynamic batch dimension; a
+        conditional model's signatures have the labels `y` too (`sample`: instead of
+        `num_samples`).
     """
     one = np.zeros((1, *model.image_shape), np.float32)
-    posterior = _described(encode_parameters(model, one))
-    likelihood_params = decode_parameters(model, np.zeros((1, model.latent_dim), np.float32))
+    y = np.zeros([1], np.int32) if is_conditional(model) else None
+    posterior = _described(encode_parameters(model, one, y))
+    likelihood_params = decode_parameters(model, np.zeros((1, model.latent_dim), np.float32), y)
     likelihood = _described(likelihood_params)
+    label = {"y": {"dtype": "int32", "shape": [-1]}} if is_conditional(model) else {}
+    count = label or {"num_samples": {"dtype": "int32", "shape": []}}
     image = {"dtype": "float32", "shape": [-1, *model.image_shape]}
     latent = {"dtype": "float32", "shape": [-1, model.latent_dim]}
     per_example = {"dtype": "float32", "shape": [-1]}
     noise = {"dtype": "float32", "shape": [-1, -1, model.posterior.noise_size]}
     scores = {"elbo": per_example, "log_likelihood": per_example}
+    images, latents = {"x": image, **label}, {"z": latent, **label}
     return {
         "encoder": {
-            "serving_default": {"inputs": {"x": image}, "outputs": posterior},
-            "encode_sample": {"inputs": {"x": image}, "outputs": {**posterior, "z": latent}},
+            "serving_default": {"inputs": images, "outputs": posterior},
+            "encode_sample": {"inputs": images, "outputs": {**posterior, "z": latent}},
         },
         "decoder": {
-            "serving_default": {"inputs": {"z": latent}, "outputs": {"mean": image, **likelihood}},
-            "sample": {
-                "inputs": {"num_samples": {"dtype": "int32", "shape": []}},
-                "outputs": {"mean": image, "z": latent},
-            },
+            "serving_default": {"inputs": latents, "outputs": {"mean": image, **likelihood}},
+            "sample": {"inputs": count, "outputs": {"mean": image, "z": latent}},
         },
         "scorer": {
-            "serving_default": {"inputs": {"x": image}, "outputs": scores},
-            "score_with_noise": {"inputs": {"x": image, "eps": noise}, "outputs": scores},
+            "serving_default": {"inputs": images, "outputs": scores},
+            "score_with_noise": {"inputs": {**images, "eps": noise}, "outputs": scores},
         },
     }

@@ -10,7 +10,7 @@ decoder on z ~ q(z|x) of those images and as many z from the model's learned pri
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -56,37 +56,48 @@ def tflite_operators(model_content: bytes) -> list[str]:
     return sorted(operators)
 
 
-def _batches(array: np.ndarray, size: int = _REPRESENTATIVE_BATCH) -> Iterator[np.ndarray]:
-    for start in range(0, len(array), size):
-        yield array[start : start + size]
+def _batches(columns: dict[str, np.ndarray], size: int = _REPRESENTATIVE_BATCH) -> list[dict]:
+    """`{name: rows}` batches of `size` rows of the same-length arrays in `columns`."""
+    count = len(next(iter(columns.values())))
+    return [
+        {name: value[start : start + size] for name, value in columns.items()}
+        for start in range(0, count, size)
+    ]
 
 
-def _calibration_latents(model, images: np.ndarray) -> np.ndarray:
-    """z ~ q(z|x) for each image, then as many z ~ p(z) from the learned prior."""
-    params = model.encode_parameters(images)
+def _calibration_latents(model, images: np.ndarray, labels=None) -> np.ndarray:
+    """z ~ q(z|x) for each image, then as many z ~ p(z) from the learned prior (given the
+    images' labels for a conditional model)."""
+    view = model.given(labels) if labels is not None else model
+    params = view.encode_parameters(images)
     eps = np.random.default_rng(0).standard_normal((len(images), model.posterior.noise_size))
     posterior = model.posterior.reparameterize(params, tf.constant(eps, tf.float32))
-    prior = model.prior.sample_plain(len(images), model)
+    prior = model.prior.sample_plain(len(images), view)
     return np.concatenate([posterior.numpy(), prior.numpy()]).astype(np.float32)
 
 
 def representative_dataset(
-    model, part: str, images: np.ndarray, signature_keys: Sequence[str]
+    model, part: str, images: np.ndarray, signature_keys: Sequence[str], labels=None
 ) -> Callable:
     """Calibration inputs of each signature: `(signature_key, {input: array})` batches.
 
     The encoder's signatures get the images; the decoder's `serving_default` gets z ~ q(z|x)
     of the images and as many z ~ p(z) (a served decoder sees both), and `sample` gets sample
-    sizes.
+    sizes. A conditional model's inputs also carry the images' labels `y` (int32 `[N]`), and
+    its `sample` gets the labels instead of sizes.
     """
+    y = None if labels is None else np.asarray(labels, np.int32)
     if part == "encoder":
-        feeds = {key: [{"x": batch} for batch in _batches(images)] for key in signature_keys}
+        batches = _batches({"x": images} if y is None else {"x": images, "y": y})
+        feeds = {key: batches for key in signature_keys}
     else:
-        batches = list(_batches(_calibration_latents(model, images)))
-        feeds = {
-            "serving_default": [{"z": batch} for batch in batches],
-            "sample": [{"num_samples": np.array(len(batch), np.int32)} for batch in batches],
-        }
+        z = _calibration_latents(model, images, y)
+        batches = _batches({"z": z} if y is None else {"z": z, "y": np.concatenate([y, y])})
+        counts = [
+            {"num_samples": np.array(len(b["z"]), np.int32)} if y is None else {"y": b["y"]}
+            for b in batches
+        ]
+        feeds = {"serving_default": batches, "sample": counts}
     samples = [(key, feed) for key in signature_keys for feed in feeds[key]]
     return lambda: iter(samples)
 

@@ -8,7 +8,8 @@
   device, and fused XLA steps to the same weights as Keras' loop: the labels follow x.
 * `.keras` round trips, the data streams keep each label with its image, and the CLI runs
   train -> evaluate -> plot on a tiny labelled .npz and on the labelled binarized MNIST test
-  split (offline), with one-line errors for data without labels.
+  split (offline; then export, the labels an input of the SavedModel), with one-line errors
+  for data without labels. The export itself is tested in test_export_conditional.py.
 """
 
 import json
@@ -24,7 +25,7 @@ import tensorflow as tf
 from helpers import run_saving_test
 from scipy import stats
 
-from keras_vae import cli, data, evaluation, mlp_vae, training
+from keras_vae import cli, data, evaluation, mlp_vae, runs, training
 from keras_vae.conditional import ConditionalGaussianPrior, ConditionalVAE, concat_condition
 from keras_vae.datasets import labeled_binarized_mnist
 from keras_vae.likelihoods import GaussianLikelihood
@@ -378,9 +379,7 @@ def test_cli_trains_evaluates_and_plots_a_conditional_run(tmp_path, capsys):
         assert _cli("plot", run, "--kind", kind, "--num", "6", "--output", run / f"{kind}.png") == 0
         assert (run / f"{kind}.png").stat().st_size > 0
     assert _cli("plot", run, "--kind", "manifold", "--output", run / "m.png") == 2
-    assert _cli("export", run, "--output", tmp_path / "export") == 2
-    errors = capsys.readouterr().err
-    assert "for a conditional VAE plot samples" in errors and "does not export" in errors
+    assert "for a conditional VAE plot samples" in capsys.readouterr().err
 
 
 def test_class_rows_of_the_samples_figure():
@@ -425,3 +424,13 @@ def test_cli_on_the_offline_labelled_binarized_mnist(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["num_examples"] == 50 and 0 < result["nll"] < 544  # below log 2 * 784
     assert _cli("plot", run, "--kind", "samples", "--output", run / "s.png") == 0
+    # export with the labels as inputs, checked on the run's own labelled training images
+    assert _cli("export", run, "--output", tmp_path / "export", "--quantize", "none", "int8",
+                "--no-scorer") == 0  # fmt: skip
+    report = json.loads((tmp_path / "export" / "export_report.json").read_text())
+    assert report["model"]["condition_dim"] == 10
+    encoder = tf.saved_model.load(str(tmp_path / "export" / "encoder" / "1"))
+    x, y = np.load(path)["x"][:5], np.arange(5, dtype=np.int32)  # float32 {0, 1} images
+    got = encoder.signatures["serving_default"](x=tf.constant(x), y=tf.constant(y))["loc"]
+    model, _ = runs.load_run(run)
+    np.testing.assert_allclose(got, model.encode(x, y).mean(), atol=1e-4)
