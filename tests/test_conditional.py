@@ -7,9 +7,10 @@
 * 2 CPU replicas (MirroredStrategy, uneven 11 + 10 splits) train to the same weights as one
   device, and fused XLA steps to the same weights as Keras' loop: the labels follow x.
 * `.keras` round trips, the data streams keep each label with its image, and the CLI runs
-  train -> evaluate -> plot on a tiny labelled .npz and on the labelled binarized MNIST test
-  split (offline; then export, the labels an input of the SavedModel), with one-line errors
-  for data without labels. The export itself is tested in test_export_conditional.py.
+  train -> evaluate -> plot -> export on a tiny labelled .npz (conv bodies) and on the
+  labelled binarized MNIST test split (offline, MLP bodies, int8 too), the labels an input of
+  the SavedModels, with one-line errors for data without labels. The export itself is tested
+  in test_export_conditional.py.
 """
 
 import json
@@ -344,13 +345,14 @@ def _cli(*argv) -> int:
     return cli.main([str(a) for a in argv])
 
 
-def test_cli_trains_evaluates_and_plots_a_conditional_run(tmp_path, capsys):
+def test_cli_trains_evaluates_plots_and_exports_a_conditional_conv_run(tmp_path, capsys):
     x, y = _data(90)
     np.savez(tmp_path / "tiny.npz", x=x, y=y)
     run = tmp_path / "run"
-    train = ["train", "--conditional", "--dataset", tmp_path / "tiny.npz", "--epochs", "2",
-             "--batch-size", "30", "--hidden-units", "8", "--latent-dim", "2", "--quiet",
-             "--image-every", "2", "--output", run]  # fmt: skip
+    train = ["train", "--conditional", "--network", "conv", "--conv-filters", "4", "8",
+             "--dataset", tmp_path / "tiny.npz", "--epochs", "2", "--batch-size", "30",
+             "--hidden-units", "8", "--latent-dim", "2", "--quiet", "--image-every", "2",
+             "--output", run]  # fmt: skip
 
     class StopAfterOneEpoch(keras.callbacks.Callback):  # a kill after epoch 1's backup
         def on_epoch_begin(self, epoch, logs=None):
@@ -380,6 +382,12 @@ def test_cli_trains_evaluates_and_plots_a_conditional_run(tmp_path, capsys):
         assert (run / f"{kind}.png").stat().st_size > 0
     assert _cli("plot", run, "--kind", "manifold", "--output", run / "m.png") == 2
     assert "for a conditional VAE plot samples" in capsys.readouterr().err
+    assert _cli("export", run, "--output", tmp_path / "export", "--no-scorer") == 0
+    decoder = tf.saved_model.load(str(tmp_path / "export" / "decoder" / "1"))
+    z, labels = np.zeros((3, 2), np.float32), np.arange(3, dtype=np.int32)
+    mean = decoder.signatures["serving_default"](z=tf.constant(z), y=tf.constant(labels))["mean"]
+    model, _ = runs.load_run(run)
+    np.testing.assert_allclose(mean, model.decode(z, labels).mean(), atol=1e-5)
 
 
 def test_class_rows_of_the_samples_figure():
