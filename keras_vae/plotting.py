@@ -42,13 +42,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.stats
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from keras_vae.atomic import atomic_file as _atomic_file
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from keras_vae.model import VAE
 
 DEFAULT_DPI = 100
@@ -210,6 +209,12 @@ def reconstructions(model: VAE, images: np.ndarray, labels=None) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- figure helpers
 def _new_figure(width: float, height: float) -> Figure:
+    # matplotlib only here (and scipy in `manifold_z_grid`): the training callbacks use the
+    # NumPy tiling and PNG helpers of this module, and importing matplotlib cost `keras-vae
+    # train` 0.5-0.8 s before its first step
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
     return fig
@@ -350,6 +355,8 @@ def manifold_latents(
         )
     probabilities = np.linspace(low, high, num_per_axis)
     if prior_samples is None:
+        import scipy.stats
+
         z1_values = z2_values = scipy.stats.norm.ppf(probabilities)
     else:
         prior_samples = np.asarray(prior_samples, dtype=np.float64)
