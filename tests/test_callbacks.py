@@ -156,7 +156,7 @@ def test_time_budget_stops_after_the_epoch_that_reaches_it_and_logs_seconds():
 
     x = np.random.default_rng(0).random((40, 4, 4, 1)).astype("float32")
     vae = keras_vae.mlp_vae((4, 4, 1), latent_dim=2, hidden_units=4, seed=0)
-    vae.compile(optimizer="adam", jit_compile=False)
+    vae.compile(optimizer="adam", jit_compile=False, steps_per_execution=1)  # Slow per step
     budget = TrainingTimeBudget(seconds=0.5, spent=0.2)  # 0.3 s left; an epoch takes >= 0.2 s
     history = vae.fit(x, batch_size=10, epochs=20, verbose=0, callbacks=[Slow(), budget])
     seconds = history.history["epoch_seconds"]

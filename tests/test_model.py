@@ -217,8 +217,8 @@ def test_fit_passes_the_training_step_to_the_kl_warmup():
     # so step t's own values are (t + 1) m_t - t m_(t-1) (equal batches)
     x = _binary_images(64)
     model = _tiny(seed=1, objective=objectives.ELBO(beta=0.5, warmup_steps=10))
-    model.compile(keras.optimizers.Adam(1e-3), jit_compile=False)
-    logs = _BatchLogs()
+    model.compile(keras.optimizers.Adam(1e-3), jit_compile=False, steps_per_execution=1)
+    logs = _BatchLogs()  # per-step logs: one step per execution
     model.fit(x, batch_size=16, epochs=1, verbose=0, callbacks=[logs])
     assert int(model.optimizer.iterations) == 4
     running = {k: np.array([log[k] for log in logs.logs]) for k in ("loss", "reconstruction", "kl")}
@@ -243,3 +243,18 @@ def test_vae_refuses_objective_shortcuts_next_to_an_objective():
             num_samples=3,
         )
     assert "\n" not in str(error.value)
+
+
+def test_compile_defaults_to_the_fast_steps_per_execution_on_one_device():
+    from keras_vae import trainer
+
+    model = _tiny(seed=1)
+    model.compile(keras.optimizers.Adam(1e-3))
+    assert model.steps_per_execution == trainer.DEFAULT_STEPS_PER_EXECUTION == 10
+    assert model._fuses_steps()  # XLA on one device: the fused k-step loop, as keras-vae train
+    model.compile(keras.optimizers.Adam(1e-3), steps_per_execution=1)
+    assert model.steps_per_execution == 1 and not model._fuses_steps()
+    x = _binary_images(64)
+    model.compile(keras.optimizers.Adam(1e-3))
+    model.fit(x, batch_size=16, epochs=2, verbose=0)  # 4 steps per epoch, fewer than k
+    assert int(model.optimizer.iterations) == 8
