@@ -255,8 +255,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         images,
         args.importance_samples,
         seed=args.seed,
-        verbose=0 if args.json else 1,  # off a terminal: a progress line every 30 s
-        labels=labels,
+        labels=labels,  # progress: off a terminal a line every 30 s; stderr beside --json
+        progress_stream=sys.stderr if args.json else sys.stdout,
     )
     result["split"] = split
     from keras_vae.runs import atomic_write_json

@@ -191,6 +191,7 @@ def importance_sampled_log_likelihood(
     jit_compile: bool = False,
     verbose: int = 1,
     labels: np.ndarray | None = None,
+    progress_stream=None,
 ) -> dict[str, Any]:
     """Per-example importance-sampled log p(x) (log p(x|y) given `labels`), the ELBO and
     posterior statistics.
@@ -208,6 +209,7 @@ def importance_sampled_log_likelihood(
             Off by default: a CI run crashed (segmentation fault) inside this XLA function
             nested in the graph's while loop; it is about 15% faster where it works.
         verbose: 1 prints a progress line (examples done, rate, time left), 0 is silent.
+        progress_stream: Where the progress goes (default `sys.stdout`).
         labels: A conditional VAE's y for each image (int labels `[N]` or vectors `[N, C]`);
             required for it, refused for a plain VAE.
 
@@ -237,7 +239,7 @@ def importance_sampled_log_likelihood(
     rng = np.random.default_rng(seed)
     outputs: dict[str, list] = {}
     closed_form = False
-    progress = _Progress(len(images), num_samples) if verbose else None
+    progress = _Progress(len(images), num_samples, progress_stream) if verbose else None
     for start in range(0, len(images), batch_size):
         x = tf.constant(images[start : start + batch_size])
         batch_seed = tf.constant(rng.integers(0, 2**31 - 1, size=2), tf.int32)
@@ -275,6 +277,7 @@ def evaluate(
     seed: int = 0,
     verbose: int = 1,
     labels: np.ndarray | None = None,
+    progress_stream=None,
 ) -> dict[str, Any]:
     """Every held-out metric in one pass; all values in nats unless the key says otherwise.
     With `labels` (a conditional VAE) `nll` is -log p(x|y) and `elbo` the conditional bound.
@@ -295,6 +298,7 @@ def evaluate(
         seed=seed,
         verbose=verbose,
         labels=labels,
+        progress_stream=progress_stream,
     )
     log_px = result["log_px"].astype(np.float64)
     count = len(log_px)

@@ -351,7 +351,9 @@ def test_array_file_with_an_eval_file_and_a_validation_part(tmp_path, capsys):
     assert metrics["examples_seen"] == 45 and "validation_elbo" in metrics
     assert cli.main(["evaluate", str(run_dir), "--split", "test", "--importance-samples", "5",
                      "--json"]) == 0  # fmt: skip
-    assert json.loads(capsys.readouterr().out.splitlines()[-1])["num_examples"] == 20
+    captured = capsys.readouterr()  # the JSON alone on stdout, the progress on stderr
+    assert json.loads(captured.out.strip())["num_examples"] == 20
+    assert "20/20 examples" in captured.err and "left" in captured.err
     # off a terminal (captured here) evaluate still reports progress and the time left
     assert cli.main(["evaluate", str(run_dir), "--split", "test", "--importance-samples", "5"]) == 0
     out = capsys.readouterr().out
