@@ -26,6 +26,11 @@ CASES = [
     ("03_deploy.ipynb", SHARED / "tensorflow_datasets" / "binarized_mnist", 2),
     ("04_vqvae.ipynb", SHARED / "tensorflow_datasets" / "binarized_mnist", 3),
     ("05_aevb_figure2.ipynb", SHARED / "data" / "frey_face" / "frey_rawface.mat", 2),
+    (
+        "06_conditional_conv.ipynb",
+        SHARED / "data" / "binarized_mnist" / "binarized_mnist_test.amat",
+        3,
+    ),
 ]
 
 
