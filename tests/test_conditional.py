@@ -8,7 +8,7 @@
   device, and fused XLA steps to the same weights as Keras' loop: the labels follow x.
 * `.keras` round trips, the data streams keep each label with its image, and the CLI runs
   train -> evaluate -> plot -> export on a tiny labelled .npz (conv bodies) and on the
-  labelled binarized MNIST test split (offline, MLP bodies, int8 too), the labels an input of
+  labelled binarized MNIST test split (offline, MLP bodies), the labels an input of
   the SavedModels, with one-line errors for data without labels. The export itself is tested
   in test_export_conditional.py.
 """
@@ -382,7 +382,7 @@ def test_cli_trains_evaluates_plots_and_exports_a_conditional_conv_run(tmp_path,
         assert (run / f"{kind}.png").stat().st_size > 0
     assert _cli("plot", run, "--kind", "manifold", "--output", run / "m.png") == 2
     assert "for a conditional VAE plot samples" in capsys.readouterr().err
-    assert _cli("export", run, "--output", tmp_path / "export", "--no-scorer") == 0
+    assert _cli("export", run, "--output", tmp_path / "export", "--no-scorer", "--no-tflite") == 0
     decoder = tf.saved_model.load(str(tmp_path / "export" / "decoder" / "1"))
     z, labels = np.zeros((3, 2), np.float32), np.arange(3, dtype=np.int32)
     mean = decoder.signatures["serving_default"](z=tf.constant(z), y=tf.constant(labels))["mean"]
@@ -433,8 +433,8 @@ def test_cli_on_the_offline_labelled_binarized_mnist(tmp_path, capsys):
     assert result["num_examples"] == 50 and 0 < result["nll"] < 544  # below log 2 * 784
     assert _cli("plot", run, "--kind", "samples", "--output", run / "s.png") == 0
     # export with the labels as inputs, checked on the run's own labelled training images
-    assert _cli("export", run, "--output", tmp_path / "export", "--quantize", "none", "int8",
-                "--no-scorer") == 0  # fmt: skip
+    # (TFLite and int8 of a conditional export: test_export_conditional.py)
+    assert _cli("export", run, "--output", tmp_path / "export", "--no-tflite") == 0
     report = json.loads((tmp_path / "export" / "export_report.json").read_text())
     assert report["model"]["condition_dim"] == 10
     encoder = tf.saved_model.load(str(tmp_path / "export" / "encoder" / "1"))
