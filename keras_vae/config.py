@@ -18,6 +18,7 @@ from typing import Any
 from keras_vae import registry
 from keras_vae.distribute import STRATEGIES
 from keras_vae.objectives import GRADIENT_ESTIMATORS
+from keras_vae.trainer import DEFAULT_STEPS_PER_EXECUTION
 
 # options that only some objectives take, with the value that means "not used"
 LR_SCHEDULES = ("constant", "cosine")
@@ -168,7 +169,7 @@ class TrainConfig:
     network: str = "mlp"
     epochs: int = 10
     steps_per_epoch: int | None = None
-    steps_per_execution: int = 10
+    steps_per_execution: int = DEFAULT_STEPS_PER_EXECUTION
     batch_size: int = 100
     learning_rate: float = 1e-3
     lr_schedule: str = "constant"

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from keras_vae.export_signatures import given
+
 _REPRESENTATIVE_BATCH = 32
 
 
@@ -68,7 +70,7 @@ def _batches(columns: dict[str, np.ndarray], size: int = _REPRESENTATIVE_BATCH) 
 def _calibration_latents(model, images: np.ndarray, labels=None) -> np.ndarray:
     """z ~ q(z|x) for each image, then as many z ~ p(z) from the learned prior (given the
     images' labels for a conditional model)."""
-    view = model.given(labels) if labels is not None else model
+    view = given(model, labels)
     params = view.encode_parameters(images)
     eps = np.random.default_rng(0).standard_normal((len(images), model.posterior.noise_size))
     posterior = model.posterior.reparameterize(params, tf.constant(eps, tf.float32))
