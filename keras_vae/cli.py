@@ -78,6 +78,7 @@ _TRAIN_OPTIONS = (
     ("--network", "network", str, f"encoder/decoder bodies: {_names('network')}"),
     ("--lr-schedule", "lr_schedule", str, "constant, or cosine decay to 0 over the epochs"),
     ("--ema-momentum", "ema_momentum", float, "average the weights (EMA), e.g. 0.999"),
+    ("--weight-decay", "weight_decay", float, "decoupled weight decay (AdamW), e.g. 0.01"),
     ("--time-budget-minutes", "time_budget_minutes", float, "stop after N minutes of training"),
     ("--epochs", "epochs", int, "training epochs"),
     ("--steps-per-epoch", "steps_per_epoch", int, "steps per epoch (default: one pass)"),

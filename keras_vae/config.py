@@ -99,6 +99,9 @@ class TrainConfig:
         ema_momentum: Keep an exponential moving average of the weights (Polyak averaging,
             Keras' `use_ema`) with this momentum, e.g. 0.999; validation uses the averaged
             weights and the final model is the average. None: off.
+        weight_decay: Decoupled weight decay (Loshchilov & Hutter 2019, AdamW): after each
+            Adam step every trainable weight w becomes w - lr_t * weight_decay * w, with the
+            scheduled lr_t; a regulariser against overfitting a small training set. 0: off.
         time_budget_minutes: Stop after the epoch at which the training wall time, summed over
             resumed runs, reaches this many minutes (None: no budget).
         clipnorm: Clip each gradient to this L2 norm (None: no clipping).
@@ -174,6 +177,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
     lr_schedule: str = "constant"
     ema_momentum: float | None = None
+    weight_decay: float = 0.0
     time_budget_minutes: float | None = None
     clipnorm: float | None = None
     samples: int = 1
@@ -278,6 +282,11 @@ class TrainConfig:
             raise ConfigError(
                 "ema_momentum and early_stopping do not combine (early stopping would restore "
                 "raw weights over the average); use one, or a time budget with the average."
+            )
+        if not 0 <= self.weight_decay < 1:
+            raise ConfigError(
+                f"weight_decay must be in [0, 1), e.g. 0.01 (0: off). Received: "
+                f"weight_decay={self.weight_decay!r}"
             )
         if self.time_budget_minutes is not None and not self.time_budget_minutes > 0:
             raise ConfigError(

@@ -235,7 +235,8 @@ def make_objective(config: TrainConfig, epoch_steps: int | None = None) -> objec
 
 def make_optimizer(config: TrainConfig, epoch_steps: int | None = None):
     """Adam with the configured schedule (cosine: lr_t = lr (1 + cos(pi t / T)) / 2 over
-    T = epochs * epoch_steps steps), gradient clipping and weight averaging (EMA)."""
+    T = epochs * epoch_steps steps), gradient clipping, decoupled weight decay
+    (w <- w - lr_t * weight_decay * w after each step: AdamW) and weight averaging (EMA)."""
     learning_rate = config.learning_rate
     if config.lr_schedule == "cosine":
         if not epoch_steps:
@@ -244,7 +245,8 @@ def make_optimizer(config: TrainConfig, epoch_steps: int | None = None):
             config.learning_rate, decay_steps=config.epochs * epoch_steps
         )
     ema = {"use_ema": True, "ema_momentum": config.ema_momentum} if config.ema_momentum else {}
-    return keras.optimizers.Adam(learning_rate, clipnorm=config.clipnorm, **ema)
+    decay = {"weight_decay": config.weight_decay} if config.weight_decay else {}
+    return keras.optimizers.Adam(learning_rate, clipnorm=config.clipnorm, **ema, **decay)
 
 
 def build_model(

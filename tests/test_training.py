@@ -36,6 +36,17 @@ def test_cosine_schedule_follows_its_formula(toy_npz):
         assert float(optimizer.learning_rate) == pytest.approx(expected, abs=1e-7)
 
 
+def test_weight_decay_shrinks_each_weight_by_lr_times_decay(toy_npz):
+    start = np.array([2.0, -4.0], dtype="float32")
+    for decay, factor in ((0.1, 1 - 0.01 * 0.1), (0.0, 1.0)):
+        optimizer = training.make_optimizer(
+            _config(toy_npz, learning_rate=0.01, weight_decay=decay)
+        )
+        weight = keras.Variable(start)
+        optimizer.apply([keras.ops.zeros(2)], [weight])  # zero gradient: Adam's own step is 0
+        np.testing.assert_allclose(weight.numpy(), start * factor, rtol=1e-6)
+
+
 def test_ema_final_weights_are_the_average_of_the_trained_weights(toy_npz):
     class Record(keras.callbacks.Callback):
         def __init__(self):
@@ -92,6 +103,7 @@ def test_gated_network_is_built_from_the_config(toy_npz):
         ({"ema_momentum": 1.5}, "ema_momentum must be in"),
         ({"ema_momentum": 0.99, "early_stopping": 3}, "do not combine"),
         ({"time_budget_minutes": 0.0}, "time_budget_minutes must be > 0"),
+        ({"weight_decay": -0.1}, "weight_decay must be in"),
         ({"network": "resnet"}, "network must be one of"),
     ],
 )
