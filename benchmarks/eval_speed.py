@@ -11,6 +11,11 @@ printed, CPU seconds are reported beside wall seconds, and the ratio is the numb
 
     python benchmarks/eval_speed.py --examples 500 --samples 5000
     python benchmarks/eval_speed.py --run-dir runs/mnist --examples 1000
+
+`--prior vamp` times a VampPrior model (gated 784-300-300-40, 500 pseudo-inputs; or the
+`--run-dir` one) instead: the current path, whose prior log-density is
+`objectives.diagonal_normal_mixture_log_prob` (two matmuls), against the same path with
+TFP's `MixtureSameFamily.log_prob` (a `[samples, 500, 40]` broadcast) patched back in.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 import keras_vae
-from keras_vae import evaluation, objectives
+from keras_vae import evaluation, objectives, priors
 
 
 # ------------------------------------------------------------ the previous implementation
@@ -103,15 +109,33 @@ def load_test_images(data_dir: str, count: int) -> np.ndarray:
     return data["image"][:count].astype("float32")
 
 
+class tfp_mixture_log_prob:
+    """Within this context the priors' mixtures use TFP's own `MixtureSameFamily.log_prob`."""
+
+    def __enter__(self):
+        self.own = priors.DiagonalNormalMixture._log_prob
+        priors.DiagonalNormalMixture._log_prob = tfp.distributions.MixtureSameFamily._log_prob
+
+    def __exit__(self, *exc):
+        priors.DiagonalNormalMixture._log_prob = self.own
+
+
 def build_model(args, data_dir: str):
     if args.run_dir:
         from keras_vae import runs
 
         return runs.load_run(args.run_dir)[0], f"loaded from {args.run_dir}"
-    model = keras_vae.mlp_vae((28, 28, 1), latent_dim=20, hidden_units=500, seed=0)
+    if args.prior == "vamp":
+        name = "gated 784-300-300-40, VampPrior (500)"
+        model = keras_vae.mlp_vae((28, 28, 1), latent_dim=40, hidden_units=[300, 300],
+                                  activation="linear", network="gated_mlp", prior="vamp",
+                                  prior_components=500, seed=0)  # fmt: skip
+    else:
+        name = "784-500-20"
+        model = keras_vae.mlp_vae((28, 28, 1), latent_dim=20, hidden_units=500, seed=0)
     model.build((None, 28, 28, 1))
     if not args.train_examples:
-        return model, "784-500-20, random initial weights"
+        return model, f"{name}, random initial weights"
     import keras
     import tensorflow_datasets as tfds
 
@@ -119,7 +143,7 @@ def build_model(args, data_dir: str):
                                     batch_size=-1))["image"][: args.train_examples]  # fmt: skip
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     model.fit(train.astype("float32"), epochs=args.train_epochs, batch_size=100, verbose=0)
-    return model, f"784-500-20, trained {args.train_epochs} epochs on {len(train)} images"
+    return model, f"{name}, trained {args.train_epochs} epochs on {len(train)} images"
 
 
 def main() -> None:
@@ -133,6 +157,8 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--train-epochs", type=int, default=1)
     parser.add_argument("--skip-reference", action="store_true", help="time the new path only")
+    parser.add_argument("--prior", choices=("standard", "vamp"), default="standard",
+                        help="vamp: the mixture log-density against TFP's (see above)")  # fmt: skip
     default_data = os.environ.get("TFDS_DATA_DIR", "../shared/tensorflow_datasets")
     parser.add_argument("--data-dir", default=default_data)
     args = parser.parse_args()
@@ -145,11 +171,20 @@ def main() -> None:
     print(f"model: {description}; {n} test images, K={k}; matmul peak {peak:.1f} GFLOP/s; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")  # fmt: skip
 
-    paths = {"new": lambda images: evaluation.importance_sampled_log_likelihood(
-        model, images, k, verbose=0)["log_px"]}  # fmt: skip
+    def current(images):
+        return evaluation.importance_sampled_log_likelihood(model, images, k, verbose=0)["log_px"]
+
+    def tfp_mixture(images):  # a fresh call traces its own function, under the patch
+        with tfp_mixture_log_prob():
+            return current(images)
+
+    paths = {"new": current}
     if not args.skip_reference:
-        paths["reference"] = lambda images: reference_importance_sampled_log_likelihood(
-            model, images, k)  # fmt: skip
+        paths["reference"] = (
+            tfp_mixture
+            if args.prior == "vamp"
+            else lambda images: reference_importance_sampled_log_likelihood(model, images, k)
+        )
     for fn in paths.values():  # tracing and compilation, not timed
         fn(images[:100])
     rows = {}

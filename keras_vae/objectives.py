@@ -59,6 +59,46 @@ def gaussian_kl_to_standard_normal(loc: tf.Tensor, scale: tf.Tensor) -> tf.Tenso
     )
 
 
+def diagonal_normal_mixture_log_prob(
+    z: tf.Tensor, logits: tf.Tensor, loc: tf.Tensor, scale: tf.Tensor
+) -> tf.Tensor:
+    """log p(z) of a mixture of K diagonal Gaussians, with the quadratic forms as matmuls:
+
+        log p(z) = logsumexp_k [log pi_k - sum_d log s_kd - D/2 log 2 pi - Q_k(z) / 2],
+        Q_k(z) = sum_d (z_d - m_kd)^2 / s_kd^2 = (z^2) . a_k - 2 z . (a_k m_k) + m_k . (a_k m_k),
+
+    a_k = 1 / s_k^2, pi = softmax(logits). The two `[N, D] x [D, K]` products replace the
+    `[N, K, D]` broadcast of TFP's `MixtureSameFamily` (for K = 500 components and the 5,000
+    samples of a K = 5,000 evaluation, most of its time); Q is formed in float64, so the
+    expansion loses nothing to cancellation when |m| >> s.
+
+    Args:
+        z: Points `[..., D]`.
+        logits: Unnormalised log mixture weights `[K]`.
+        loc: Means m `[K, D]`.
+        scale: Standard deviations s > 0 `[K, D]`.
+
+    Returns:
+        log p(z), `[...]`, in the dtype of `z`.
+    """
+    dims = tf.shape(z)[-1]
+    points = tf.cast(tf.reshape(z, tf.stack([-1, dims])), tf.float64)
+    means = tf.cast(loc, tf.float64)
+    precision = tf.cast(scale, tf.float64) ** -2
+    weighted = precision * means
+    quadratic = (
+        tf.matmul(tf.square(points), precision, transpose_b=True)
+        - 2.0 * tf.matmul(points, weighted, transpose_b=True)
+        + tf.reduce_sum(weighted * means, axis=-1)
+    )
+    log_normaliser = tf.reduce_sum(tf.math.log(scale), axis=-1) + 0.5 * tf.cast(
+        dims, scale.dtype
+    ) * math.log(2.0 * math.pi)
+    log_weights = tf.nn.log_softmax(logits) - log_normaliser
+    log_joint = tf.cast(-0.5 * quadratic, z.dtype) + tf.cast(log_weights, z.dtype)
+    return tf.reshape(tf.reduce_logsumexp(log_joint, axis=-1), tf.shape(z)[:-1])
+
+
 def full_gaussian_kl_to_standard_normal(loc: tf.Tensor, scale_tril: tf.Tensor) -> tf.Tensor:
     """KL(N(mu, L L^T) || N(0, I)) in closed form, L lower-triangular with positive diagonal:
 

@@ -36,6 +36,26 @@ def gumbel_max_choice(logits: tf.Tensor, num_samples: tf.Tensor) -> tf.Tensor:
     return tf.argmax(logits - tf.math.log(-tf.math.log(u)), axis=-1, output_type=tf.int32)
 
 
+class DiagonalNormalMixture(tfd.MixtureSameFamily):
+    """A `tfd.MixtureSameFamily` whose log_prob, for components Independent(Normal) with
+    parameters `[K, D]`, is `objectives.diagonal_normal_mixture_log_prob` (two matmuls
+    instead of a `[N, K, D]` broadcast); any other components use TFP's own log_prob."""
+
+    def _log_prob(self, x):
+        components = self.components_distribution
+        normal = getattr(components, "distribution", None)
+        if not (
+            isinstance(components, tfd.Independent)
+            and isinstance(normal, tfd.Normal)
+            and normal.loc.shape.rank == 2
+            and self.mixture_distribution.logits is not None
+        ):
+            return super()._log_prob(x)
+        loc, scale = normal.loc, normal.scale + tf.zeros_like(normal.loc)
+        logits = self.mixture_distribution.logits
+        return objectives.diagonal_normal_mixture_log_prob(x, logits, loc, scale)
+
+
 class Prior(keras.layers.Layer):
     """Base class of priors over a `latent_dim` vector; see the module docstring."""
 
@@ -142,7 +162,7 @@ class MixturePrior(Prior):
 
     def distribution(self, model=None) -> tfd.Distribution:
         logits, means, scales = self._parameters()
-        return tfd.MixtureSameFamily(
+        return DiagonalNormalMixture(
             tfd.Categorical(logits=logits),
             tfd.Independent(tfd.Normal(means, scales), reinterpreted_batch_ndims=1),
         )
@@ -221,7 +241,7 @@ class VampPrior(Prior):
         parameters = self.component_parameters(model)  # a clear error without the model
         components = model.posterior.distribution(**parameters)
         logits = tf.zeros([self.num_components], dtype=self.compute_dtype)
-        return tfd.MixtureSameFamily(tfd.Categorical(logits=logits), components)
+        return DiagonalNormalMixture(tfd.Categorical(logits=logits), components)
 
     def sample_plain(self, num_samples, model=None) -> tf.Tensor:
         parameters = self.component_parameters(model)
