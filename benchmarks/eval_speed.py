@@ -21,6 +21,7 @@ TFP's `MixtureSameFamily.log_prob` (a `[samples, 500, 40]` broadcast) patched ba
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import time
@@ -109,15 +110,15 @@ def load_test_images(data_dir: str, count: int) -> np.ndarray:
     return data["image"][:count].astype("float32")
 
 
-class tfp_mixture_log_prob:
+@contextlib.contextmanager
+def tfp_mixture_log_prob():
     """Within this context the priors' mixtures use TFP's own `MixtureSameFamily.log_prob`."""
-
-    def __enter__(self):
-        self.own = priors.DiagonalNormalMixture._log_prob
-        priors.DiagonalNormalMixture._log_prob = tfp.distributions.MixtureSameFamily._log_prob
-
-    def __exit__(self, *exc):
-        priors.DiagonalNormalMixture._log_prob = self.own
+    own = priors.DiagonalNormalMixture._log_prob
+    priors.DiagonalNormalMixture._log_prob = tfp.distributions.MixtureSameFamily._log_prob
+    try:
+        yield
+    finally:
+        priors.DiagonalNormalMixture._log_prob = own
 
 
 def build_model(args, data_dir: str):
