@@ -236,7 +236,9 @@ def make_objective(config: TrainConfig, epoch_steps: int | None = None) -> objec
 def make_optimizer(config: TrainConfig, epoch_steps: int | None = None):
     """Adam with the configured schedule (cosine: lr_t = lr (1 + cos(pi t / T)) / 2 over
     T = epochs * epoch_steps steps), gradient clipping, decoupled weight decay
-    (w <- w - lr_t * weight_decay * w after each step: AdamW) and weight averaging (EMA)."""
+    (w <- w - lr_t * weight_decay * w after each step: AdamW) and weight averaging (EMA).
+    Weight decay regularises the networks only: the VampPrior's pseudo-inputs (images, not
+    weights) are exempt."""
     learning_rate = config.learning_rate
     if config.lr_schedule == "cosine":
         if not epoch_steps:
@@ -246,7 +248,10 @@ def make_optimizer(config: TrainConfig, epoch_steps: int | None = None):
         )
     ema = {"use_ema": True, "ema_momentum": config.ema_momentum} if config.ema_momentum else {}
     decay = {"weight_decay": config.weight_decay} if config.weight_decay else {}
-    return keras.optimizers.Adam(learning_rate, clipnorm=config.clipnorm, **ema, **decay)
+    optimizer = keras.optimizers.Adam(learning_rate, clipnorm=config.clipnorm, **ema, **decay)
+    if config.weight_decay:
+        optimizer.exclude_from_weight_decay(var_names=["pseudo_inputs"])
+    return optimizer
 
 
 def build_model(

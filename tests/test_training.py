@@ -47,6 +47,16 @@ def test_weight_decay_shrinks_each_weight_by_lr_times_decay(toy_npz):
         np.testing.assert_allclose(weight.numpy(), start * factor, rtol=1e-6)
 
 
+def test_weight_decay_leaves_the_vamp_pseudo_inputs_alone(toy_npz):
+    optimizer = training.make_optimizer(_config(toy_npz, learning_rate=0.01, weight_decay=0.1))
+    start = np.array([0.5, 0.25], dtype="float32")
+    weight = keras.Variable(start, name="kernel")
+    pseudo = keras.Variable(start, name="pseudo_inputs")
+    optimizer.apply([keras.ops.zeros(2), keras.ops.zeros(2)], [weight, pseudo])
+    np.testing.assert_allclose(weight.numpy(), start * (1 - 0.01 * 0.1), rtol=1e-6)
+    np.testing.assert_array_equal(pseudo.numpy(), start)
+
+
 def test_ema_final_weights_are_the_average_of_the_trained_weights(toy_npz):
     class Record(keras.callbacks.Callback):
         def __init__(self):
