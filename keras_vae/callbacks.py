@@ -4,6 +4,8 @@
   held-out images, samples from fixed latents) to TensorBoard and/or PNG files.
 * `TrainingTimeBudget`: stops training once its wall time, summed over resumed runs, reaches
   a budget, and logs each epoch's seconds (`epoch_seconds`) so the sum survives a resume.
+* `SampleSchedule`: fewer samples of z per example in the first epochs, a cheap start for a
+  many-sample bound.
 
 Example:
     ```python
@@ -202,6 +204,35 @@ class TrainingTimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class SampleSchedule(keras.callbacks.Callback):
+    """Trains with `start_samples` samples of z per example in epochs 0 .. `start_epochs` - 1
+    and with `samples` from then on: L of the ELBO's Monte Carlo estimate, K of the IWAE
+    bound L_K = E[log 1/K sum_k p(x, z_k) / q(z_k|x)]. A step's cost grows with the samples
+    (K decoder passes per example), so a K = 50 bound can start from the cheap K = 5 one.
+
+    The samples are a static shape of the compiled step: when they change, at the start of
+    an epoch, the train and test functions are rebuilt (one more trace). The epoch alone
+    decides, so a resumed run trains with the samples of the epoch it resumes at. Validation
+    uses the samples of its epoch too.
+
+    Args:
+        start_samples: Samples per example of the first `start_epochs` epochs.
+        start_epochs: How many epochs use `start_samples`.
+        samples: Samples per example afterwards.
+    """
+
+    def __init__(self, start_samples: int, start_epochs: int, samples: int):
+        super().__init__()
+        self.start_samples, self.start_epochs, self.samples = start_samples, start_epochs, samples
+
+    def on_epoch_begin(self, epoch, logs=None):
+        wanted = self.start_samples if epoch < self.start_epochs else self.samples
+        if self.model.objective.num_samples != wanted:
+            self.model.objective.num_samples = wanted
+            self.model.make_train_function(force=True)
+            self.model.make_test_function(force=True)
+
+
 def _stack_rows(top: np.ndarray, bottom: np.ndarray, gap: int) -> np.ndarray:
     """`top` above `bottom` with a white band of `gap` pixels between them."""
     band = np.ones((gap, *top.shape[1:]), dtype=np.float32)
@@ -225,4 +256,4 @@ def write_image_summary(tag: str, image: np.ndarray, step: int) -> None:
     tf.summary.image(tag, plotting.to_uint8(image)[np.newaxis], step=step, max_outputs=1)
 
 
-__all__ = ["ImageGridCallback", "write_image_summary"]
+__all__ = ["ImageGridCallback", "SampleSchedule", "TrainingTimeBudget", "write_image_summary"]

@@ -89,6 +89,8 @@ _TRAIN_OPTIONS = (
     ("--learning-rate", "learning_rate", float, "Adam step size"),
     ("--clipnorm", "clipnorm", float, "clip each gradient to this L2 norm"),
     ("--samples", "samples", int, "L, Monte Carlo samples of z per example (iwae: K)"),
+    ("--start-samples", "start_samples", int, "samples of the first epochs (a cheap start)"),
+    ("--start-samples-epochs", "start_samples_epochs", int, "epochs with --start-samples"),
     ("--beta", "beta", float, "elbo: KL weight of the loss (1 = ELBO)"),
     ("--seed", "seed", int, "seed of weights, shuffling and noise"),
     ("--strategy", "strategy", str, "auto, default, mirrored or multiworker (reads TF_CONFIG)"),

@@ -39,7 +39,8 @@ CODEBOOK_UPDATES = ("ema", "loss")  # keras_vae.quantizers.CODEBOOK_UPDATES (it 
 # options that only some models take (the others' are refused); the rest are shared
 _MODEL_OPTIONS = {
     "vae": ("posterior", "prior", "prior_components", "objective", "gradient_estimator",
-            "latent_dim", "hidden_units", "network", "samples", "beta", "kl_warmup_epochs",
+            "latent_dim", "hidden_units", "network", "samples", "start_samples",
+            "start_samples_epochs", "beta", "kl_warmup_epochs",
             "kl_cycle_epochs", "free_bits", "conditional"),
     "vqvae": ("codebook_size", "code_dim", "commitment_weight", "codebook_update",
               "codebook_decay", "restart_threshold"),
@@ -106,6 +107,10 @@ class TrainConfig:
             resumed runs, reaches this many minutes (None: no budget).
         clipnorm: Clip each gradient to this L2 norm (None: no clipping).
         samples: L, Monte Carlo samples of z per example (K of the IWAE bound).
+        start_samples: Samples per example for the first `start_samples_epochs` epochs, a
+            cheaper start for a many-sample bound (an IWAE with K = 50 costs about 50 decoder
+            passes per example); `samples` afterwards. None: `samples` throughout.
+        start_samples_epochs: How many epochs train with `start_samples`.
         beta: KL weight of the training loss (ELBO only).
         kl_warmup_epochs: ELBO: the KL weight grows linearly from 0 to `beta` over this many
             epochs (converted to steps; 0: no warm-up).
@@ -181,6 +186,8 @@ class TrainConfig:
     time_budget_minutes: float | None = None
     clipnorm: float | None = None
     samples: int = 1
+    start_samples: int | None = None
+    start_samples_epochs: int = 0
     beta: float = 1.0
     kl_warmup_epochs: int = 0
     kl_cycle_epochs: int = 0
@@ -287,6 +294,16 @@ class TrainConfig:
             raise ConfigError(
                 f"weight_decay must be in [0, 1), e.g. 0.01 (0: off). Received: "
                 f"weight_decay={self.weight_decay!r}"
+            )
+        starts = self.start_samples is not None or self.start_samples_epochs != 0
+        if starts and not (
+            (self.start_samples or 0) > 0 and 0 < self.start_samples_epochs < self.epochs
+        ):
+            raise ConfigError(
+                "start_samples and start_samples_epochs go together: a positive start_samples "
+                "for 0 < start_samples_epochs < epochs (--start-samples 5 "
+                f"--start-samples-epochs 60). Received: start_samples={self.start_samples!r}, "
+                f"start_samples_epochs={self.start_samples_epochs!r}, epochs={self.epochs!r}"
             )
         if self.time_budget_minutes is not None and not self.time_budget_minutes > 0:
             raise ConfigError(

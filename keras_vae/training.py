@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import atomic, data, distribute, objectives, registry, runs
-from keras_vae.callbacks import ImageGridCallback, TrainingTimeBudget
+from keras_vae.callbacks import ImageGridCallback, SampleSchedule, TrainingTimeBudget
 from keras_vae.config import TrainConfig
 from keras_vae.lock import DirectoryLock
 from keras_vae.model import VAE, mlp_vae
@@ -492,10 +492,15 @@ def _model_and_restore(session: _Session, config: TrainConfig, x_train: np.ndarr
 def _training_callbacks(
     session: _Session, config: TrainConfig, guard: keras.callbacks.Callback, extra, x_eval
 ) -> list:
-    """The NaN guard, the caller's callbacks, early stopping, the backup and the pictures."""
+    """The NaN guard, the caller's callbacks, the weight average's swap, the sample schedule,
+    the time budget, early stopping, the backup and the pictures."""
     callbacks = [guard, *(extra or [])]
     if config.ema_momentum:  # validation (and early stopping) see the averaged weights
         callbacks.append(keras.callbacks.SwapEMAWeights())
+    if config.start_samples is not None:
+        callbacks.append(
+            SampleSchedule(config.start_samples, config.start_samples_epochs, config.samples)
+        )
     if config.time_budget_minutes:  # before the backup, which records its epoch_seconds
         spent = sum(session.backup.history.get("epoch_seconds", [])) if session.backup else 0.0
         callbacks.append(TrainingTimeBudget(config.time_budget_minutes * 60.0, spent=spent))

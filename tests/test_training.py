@@ -1,5 +1,6 @@
 """The training recipe options of `keras_vae.training`: learning-rate schedule, weight
-averaging (EMA), time budget across a resume, network choice; each against its formula."""
+averaging (EMA), time budget across a resume, sample schedule, network choice; each against
+its formula."""
 
 import math
 
@@ -55,6 +56,48 @@ def test_weight_decay_leaves_the_vamp_pseudo_inputs_alone(toy_npz):
     optimizer.apply([keras.ops.zeros(2), keras.ops.zeros(2)], [weight, pseudo])
     np.testing.assert_allclose(weight.numpy(), start * (1 - 0.01 * 0.1), rtol=1e-6)
     np.testing.assert_array_equal(pseudo.numpy(), start)
+
+
+class _TracedSamples(keras.callbacks.Callback):
+    """Records (epoch, samples) whenever a step is traced: the leading axis of its noise."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen, self.epoch = [], None
+
+    def on_train_begin(self, logs=None):
+        compute = self.model.compute_objective
+
+        def recording(x, noise, step):
+            self.seen.append((self.epoch, int(noise.shape[0])))
+            return compute(x, noise, step)
+
+        self.model.compute_objective = recording
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+
+class _Crash(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:  # before its backup: the rerun resumes after epoch 1 of 3
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("objective", ["iwae", "elbo"])
+def test_start_samples_train_the_first_epochs_then_samples_also_after_a_resume(
+    toy_npz, tmp_path, objective
+):
+    config = _config(toy_npz, objective=objective, samples=3, start_samples=1,
+                     start_samples_epochs=2, epochs=3)  # fmt: skip
+    first, second = _TracedSamples(), _TracedSamples()
+    with pytest.raises(KeyboardInterrupt):
+        training.train(config, tmp_path / "run", verbose=0, callbacks=[first, _Crash()])
+    # traces (train and test steps) happen when the samples change: K = 1 from epoch 0 on
+    assert sorted(set(first.seen)) == [(0, 1)]
+    result = training.train(config, tmp_path / "run", verbose=0, callbacks=[second])
+    assert sorted(set(second.seen)) == [(1, 1), (2, 3)]  # resumed at epoch 1: still K = 1
+    assert result["epochs"] == 3 and result["model"].objective.num_samples == 3
 
 
 def test_ema_final_weights_are_the_average_of_the_trained_weights(toy_npz):
@@ -114,6 +157,10 @@ def test_gated_network_is_built_from_the_config(toy_npz):
         ({"ema_momentum": 0.99, "early_stopping": 3}, "do not combine"),
         ({"time_budget_minutes": 0.0}, "time_budget_minutes must be > 0"),
         ({"weight_decay": -0.1}, "weight_decay must be in"),
+        ({"start_samples": 5}, "start_samples and start_samples_epochs go together"),
+        ({"start_samples_epochs": 1}, "start_samples and start_samples_epochs go together"),
+        ({"start_samples": 5, "start_samples_epochs": 2}, "start_samples_epochs < epochs"),
+        ({"start_samples": 0, "start_samples_epochs": 1}, "a positive start_samples"),
         ({"network": "resnet"}, "network must be one of"),
     ],
 )
