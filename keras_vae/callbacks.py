@@ -6,6 +6,8 @@
   a budget, and logs each epoch's seconds (`epoch_seconds`) so the sum survives a resume.
 * `SampleSchedule`: fewer samples of z per example in the first epochs, a cheap start for a
   many-sample bound.
+* `BestEpochStopping`: early stopping that keeps the weights validation scored best, the
+  averaged ones when the optimizer keeps an EMA.
 
 Example:
     ```python
@@ -231,6 +233,42 @@ class SampleSchedule(keras.callbacks.Callback):
             self.model.objective.num_samples = wanted
             self.model.make_train_function(force=True)
             self.model.make_test_function(force=True)
+
+
+class BestEpochStopping(keras.callbacks.EarlyStopping):
+    """`keras.callbacks.EarlyStopping(restore_best_weights=True)` that restores the weights
+    validation saw.
+
+    With `keras.callbacks.SwapEMAWeights` the held-out metrics are those of the averaged
+    weights, but the stock callback copies the model's weights at the end of the epoch, when
+    the raw ones are back, and restores them over the final average. This one copies the
+    weights when the validation pass ends (`on_test_end`), so it must come before
+    `SwapEMAWeights` in the callback list; without an average the two copies are the same.
+    At the end of `fit` the model holds the best epoch's evaluated weights, also when the
+    patience never ran out (patience >= epochs: keep the best epoch).
+
+    Args:
+        monitor: The held-out metric, e.g. `val_elbo`.
+        patience: Epochs without improvement before training stops.
+        mode: `max` for a bound, `min` for a loss.
+    """
+
+    def __init__(self, monitor: str, patience: int, mode: str):
+        super().__init__(monitor=monitor, patience=patience, mode=mode, restore_best_weights=True)
+        self._evaluated = None
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._evaluated = None
+
+    def on_test_end(self, logs=None):
+        self._evaluated = self.model.get_weights()
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if self.best_epoch == epoch and self._evaluated is not None:
+            self.best_weights = self._evaluated
+        self._evaluated = None
 
 
 def _stack_rows(top: np.ndarray, bottom: np.ndarray, gap: int) -> np.ndarray:

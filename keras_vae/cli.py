@@ -83,7 +83,7 @@ _TRAIN_OPTIONS = (
     ("--epochs", "epochs", int, "training epochs"),
     ("--steps-per-epoch", "steps_per_epoch", int, "steps per epoch (default: one pass)"),
     ("--steps-per-execution", "steps_per_execution", int, "train steps per compiled call"),
-    ("--early-stopping", "early_stopping", int, "stop after N epochs without a better eval ELBO"),
+    ("--early-stopping", "early_stopping", int, "stop after N epochs without a better eval bound"),
     ("--image-every", "image_every", int, "TensorBoard/PNG pictures every N epochs (0: off)"),
     ("--batch-size", "batch_size", int, "global batch size"),
     ("--learning-rate", "learning_rate", float, "Adam step size"),

@@ -124,9 +124,11 @@ class TrainConfig:
         jit_compile: Compile training with XLA (the whole step on one device, the replica math
             under several replicas; see keras_vae.distribute.resolve_xla).
         limit: Use only the first `limit` training examples (quick runs).
-        early_stopping: Stop when the eval split's ELBO has not improved for this many epochs
-            and keep the best epoch's weights (None: train all epochs). Use
-            `eval_split="validation"` so that the test split stays untouched.
+        early_stopping: Stop when the eval split's bound (the IWAE bound for
+            `objective="iwae"`, else the ELBO) has not improved for this many epochs and keep
+            the best epoch's weights, the averaged ones with `ema_momentum` (None: train all
+            epochs; >= epochs: keep the best epoch). Use `eval_split="validation"` so that the
+            test split stays untouched.
         image_every: Write reconstruction and sample pictures to TensorBoard and PNG files
             every this many epochs (and after the last); 0 turns them off.
         keep_backups: Verified per-epoch backups kept in the run directory while training
@@ -284,11 +286,6 @@ class TrainConfig:
             raise ConfigError(
                 f"ema_momentum must be in (0, 1), e.g. 0.999. Received: "
                 f"ema_momentum={self.ema_momentum!r}"
-            )
-        if self.ema_momentum is not None and self.early_stopping:
-            raise ConfigError(
-                "ema_momentum and early_stopping do not combine (early stopping would restore "
-                "raw weights over the average); use one, or a time budget with the average."
             )
         if not 0 <= self.weight_decay < 1:
             raise ConfigError(

@@ -21,7 +21,12 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import atomic, data, distribute, objectives, registry, runs
-from keras_vae.callbacks import ImageGridCallback, SampleSchedule, TrainingTimeBudget
+from keras_vae.callbacks import (
+    BestEpochStopping,
+    ImageGridCallback,
+    SampleSchedule,
+    TrainingTimeBudget,
+)
 from keras_vae.config import TrainConfig
 from keras_vae.lock import DirectoryLock
 from keras_vae.model import VAE, mlp_vae
@@ -495,6 +500,10 @@ def _training_callbacks(
     """The NaN guard, the caller's callbacks, the weight average's swap, the sample schedule,
     the time budget, early stopping, the backup and the pictures."""
     callbacks = [guard, *(extra or [])]
+    if config.early_stopping:  # before the average's swap: it copies the evaluated weights
+        # (its patience counter is not part of the backup: a resumed run starts counting anew)
+        monitor, mode = _early_stopping_monitor(config)
+        callbacks.append(BestEpochStopping(monitor, patience=config.early_stopping, mode=mode))
     if config.ema_momentum:  # validation (and early stopping) see the averaged weights
         callbacks.append(keras.callbacks.SwapEMAWeights())
     if config.start_samples is not None:
@@ -504,22 +513,19 @@ def _training_callbacks(
     if config.time_budget_minutes:  # before the backup, which records its epoch_seconds
         spent = sum(session.backup.history.get("epoch_seconds", [])) if session.backup else 0.0
         callbacks.append(TrainingTimeBudget(config.time_budget_minutes * 60.0, spent=spent))
-    if config.early_stopping:
-        # (its patience counter is not part of the backup: a resumed run starts counting anew)
-        vae = config.model == "vae"  # the VQ-VAE family: the held-out loss
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_elbo" if vae else "val_loss",
-                mode="max" if vae else "min",
-                patience=config.early_stopping,
-                restore_best_weights=True,
-            )
-        )
     if session.backup is not None:
         callbacks.append(session.backup)
         if session.chief:
             callbacks += _picture_callbacks(config, session.output, x_eval)
     return callbacks
+
+
+def _early_stopping_monitor(config: TrainConfig) -> tuple[str, str]:
+    """The held-out metric early stopping watches and its mode: the training objective's
+    bound (`val_iwae` for IWAE, `val_elbo` otherwise), the VQ-VAE family's `val_loss`."""
+    if config.model != "vae":
+        return "val_loss", "min"
+    return ("val_iwae" if config.objective == "iwae" else "val_elbo"), "max"
 
 
 def _fit(session: _Session, model: VAE, config: TrainConfig, x_train, x_eval, **fit_kwargs):

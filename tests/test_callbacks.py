@@ -1,4 +1,5 @@
-"""ImageGridCallback: TensorBoard image summaries and PNG files at the right epochs."""
+"""The callbacks: ImageGridCallback (TensorBoard image summaries and PNG files at the right
+epochs) and BestEpochStopping (the weights validation scored best)."""
 
 import keras
 import matplotlib.image
@@ -8,7 +9,7 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import plugin_event_accumulator
 
 import keras_vae
-from keras_vae.callbacks import ImageGridCallback, write_image_summary
+from keras_vae.callbacks import BestEpochStopping, ImageGridCallback, write_image_summary
 
 RNG = np.random.default_rng(11)
 SHAPE = (6, 5, 1)
@@ -162,3 +163,56 @@ def test_time_budget_stops_after_the_epoch_that_reaches_it_and_logs_seconds():
     seconds = history.history["epoch_seconds"]
     assert 1 <= len(seconds) < 20 and all(s >= 0.2 for s in seconds)
     assert sum(seconds[:-1]) + 0.2 < 0.5 <= sum(seconds) + 0.2 + 1e-6
+
+
+# --- BestEpochStopping ----------------------------------------------------------------------
+
+
+def _drifting_regression(seed=3):
+    """A linear model trained towards w, validated against w / 2: the held-out loss falls
+    until the weights pass w / 2, then rises, so the best epoch is in the middle."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(256, 4)).astype("float32")
+    w = rng.normal(size=(4, 1)).astype("float32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, use_bias=False)])
+    model.layers[0].set_weights([np.zeros((4, 1), "float32")])
+    optimizer = keras.optimizers.SGD(0.01, use_ema=True, ema_momentum=0.9)
+    model.compile(optimizer=optimizer, loss="mse", jit_compile=False)
+    return model, (x, x @ w), (x, x @ (w / 2))
+
+
+@pytest.mark.parametrize("patience", [3, 100])
+def test_best_epoch_stopping_restores_the_averaged_weights_validation_scored(patience):
+    model, train, val = _drifting_regression()
+    stopper = BestEpochStopping("val_loss", patience=patience, mode="min")
+    history = model.fit(
+        *train,
+        validation_data=val,
+        epochs=30,
+        batch_size=32,
+        shuffle=False,
+        verbose=0,
+        callbacks=[stopper, keras.callbacks.SwapEMAWeights()],
+    )
+    losses = history.history["val_loss"]
+    best = int(np.argmin(losses))
+    assert 0 < best < len(losses) - 1  # the set-up works: the best epoch is not the last
+    assert (len(losses) < 30) == (patience == 3)
+    # the restored weights give exactly the best held-out loss, recomputed independently
+    kernel = model.layers[0].get_weights()[0]
+    loss = float(np.mean((val[0] @ kernel - val[1]) ** 2))
+    np.testing.assert_allclose(loss, losses[best], rtol=1e-5)
+
+
+def test_best_epoch_stopping_without_an_average_is_early_stopping():
+    model, train, val = _drifting_regression()
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse", jit_compile=False)
+    stopper = BestEpochStopping("val_loss", patience=3, mode="min")
+    history = model.fit(
+        *train, validation_data=val, epochs=30, batch_size=32, verbose=0, callbacks=[stopper]
+    )
+    losses = history.history["val_loss"]
+    kernel = model.layers[0].get_weights()[0]
+    loss = float(np.mean((val[0] @ kernel - val[1]) ** 2))
+    assert len(losses) - 1 - int(np.argmin(losses)) == 3
+    np.testing.assert_allclose(loss, min(losses), rtol=1e-5)

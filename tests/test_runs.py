@@ -194,6 +194,37 @@ def test_early_stopping_keeps_the_best_epoch(toy_npz):
     assert len(val) - 1 - int(np.argmax(val)) == 2  # stopped two epochs after the best one
 
 
+class _EvaluatedWeights(keras.callbacks.Callback):
+    """The weights each validation pass scored (the average's, with EMA), by epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.by_epoch, self._epoch = [], 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_test_end(self, logs=None):
+        self.by_epoch.append(self.model.get_weights())
+        assert len(self.by_epoch) == self._epoch + 1
+
+
+def test_early_stopping_with_ema_keeps_the_averaged_weights_of_the_best_epoch(toy_npz):
+    # patience > epochs: training runs to the end and keeps the best epoch; with a negligible
+    # step size the held-out ELBO only fluctuates, so the best epoch is rarely the last
+    config = _config(toy_npz, epochs=8, early_stopping=20, ema_momentum=0.9, learning_rate=1e-9)
+    seen = _EvaluatedWeights()
+    result = training.train(config, verbose=0, callbacks=[seen])
+    val = result["history"]["val_elbo"]
+    best = int(np.argmax(val))
+    assert len(val) == 8 and best < 7  # the best epoch is not the last one
+    final = result["model"].get_weights()
+    for kept, scored in zip(final, seen.by_epoch[best], strict=True):
+        np.testing.assert_array_equal(kept, scored)
+    last = seen.by_epoch[-1]  # and not those of the last epoch
+    assert any(not np.array_equal(a, b) for a, b in zip(final, last, strict=True))
+
+
 # --- the model's parts survive a crash; metrics; clean-up -----------------------------------
 
 

@@ -154,7 +154,6 @@ def test_gated_network_is_built_from_the_config(toy_npz):
     [
         ({"lr_schedule": "linear"}, "lr_schedule must be one of"),
         ({"ema_momentum": 1.5}, "ema_momentum must be in"),
-        ({"ema_momentum": 0.99, "early_stopping": 3}, "do not combine"),
         ({"time_budget_minutes": 0.0}, "time_budget_minutes must be > 0"),
         ({"weight_decay": -0.1}, "weight_decay must be in"),
         ({"start_samples": 5}, "start_samples and start_samples_epochs go together"),
