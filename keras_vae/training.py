@@ -497,8 +497,8 @@ def _model_and_restore(session: _Session, config: TrainConfig, x_train: np.ndarr
 def _training_callbacks(
     session: _Session, config: TrainConfig, guard: keras.callbacks.Callback, extra, x_eval
 ) -> list:
-    """The NaN guard, the caller's callbacks, the weight average's swap, the sample schedule,
-    the time budget, early stopping, the backup and the pictures."""
+    """The NaN guard, the caller's callbacks, early stopping, the weight average's swap, the
+    sample schedule, the time budget, the backup and the pictures, in that order."""
     callbacks = [guard, *(extra or [])]
     if config.early_stopping:  # before the average's swap: it copies the evaluated weights
         # (its patience counter is not part of the backup: a resumed run starts counting anew)
