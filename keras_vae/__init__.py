@@ -13,22 +13,27 @@ if _os.environ.setdefault("KERAS_BACKEND", "tensorflow") != "tensorflow":
         "unset it or set KERAS_BACKEND=tensorflow."
     )
 
-from keras_vae import _quiet  # noqa: E402
+from keras_vae._internal import aliases as _aliases  # noqa: E402
+from keras_vae._internal import quiet as _quiet  # noqa: E402
 
 _quiet.import_tensorflow()  # first: TensorFlow's C++ start-up log stays hidden
+_aliases.install()  # the module paths of the flat layout (0.2.0) keep working
 
-from keras_vae import objectives, registry  # noqa: E402
-from keras_vae.conditional import ConditionalVAE  # noqa: E402  (registers it for .keras files)
-from keras_vae.likelihoods import (  # noqa: E402
+# the parts, then the model kinds: importing them registers them by name
+from keras_vae import models, parts, registry  # noqa: E402, F401
+from keras_vae.models import kinds as _kinds  # noqa: E402, F401
+from keras_vae.models.vae.conditional import ConditionalVAE  # noqa: E402
+from keras_vae.models.vae.model import VAE, mlp_vae  # noqa: E402
+from keras_vae.parts import objectives  # noqa: E402
+from keras_vae.parts.likelihoods import (  # noqa: E402
     BernoulliLikelihood,
     DiscretizedLogisticLikelihood,
     GaussianLikelihood,
 )
-from keras_vae.model import VAE, mlp_vae  # noqa: E402
-from keras_vae.networks import MLP  # noqa: E402
-from keras_vae.objectives import ELBO, IWAE  # noqa: E402
-from keras_vae.posteriors import DiagonalGaussianPosterior, FullCovariancePosterior  # noqa: E402
-from keras_vae.priors import MixturePrior, StandardNormalPrior, VampPrior  # noqa: E402
+from keras_vae.parts.networks import MLP  # noqa: E402
+from keras_vae.parts.objectives import ELBO, IWAE  # noqa: E402
+from keras_vae.parts.posteriors import DiagonalGaussianPosterior, FullCovariancePosterior  # noqa: E402
+from keras_vae.parts.priors import MixturePrior, StandardNormalPrior, VampPrior  # noqa: E402
 
 __version__ = "0.2.0"
 

@@ -1,0 +1,7 @@
+"""`python -m keras_vae.cli ...` runs the `keras-vae` command."""
+
+import sys
+
+from keras_vae.cli.main import main
+
+sys.exit(main())

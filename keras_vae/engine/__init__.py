@@ -1,0 +1,2 @@
+"""The trainer and what runs around it: the multi-replica train step, distribution
+strategies and clusters, the training callbacks."""

@@ -1,0 +1,155 @@
+"""The model-kind protocol: what the train, evaluate, plot and export workflows need of a
+family of models, so that they look a kind up by name and never ask "which kind is this?".
+
+A kind is a class registered once, like a part:
+
+    @registry.register("model", "vqvae")
+    class VQVAEKind(ModelKind):
+        options = ("codebook_size", "code_dim", ...)
+        def build(self, config, image_shape, epoch_steps=None, condition_dim=None): ...
+
+`kind_of(config)` is the lookup every workflow uses. A new kind is one module that defines
+and registers such a class (see tests/models/test_kind.py for one written in a test file).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_vae import registry
+
+
+def bits_per_dim(nats: float, num_dims: int) -> float:
+    """nats per example -> bits per dimension: nats / (D ln 2), D = pixels x channels."""
+    return float(nats) / (num_dims * math.log(2.0))
+
+
+class ModelKind:
+    """What a model family gives the workflows. Subclasses override what differs.
+
+    Attributes:
+        options: TrainConfig keys that only this kind takes (another kind's are refused).
+        figure_kinds: The `keras-vae plot --kind` values this kind draws.
+        evaluate_options: `keras-vae evaluate` options this kind honours (others are refused
+            when given).
+    """
+
+    registered_name = "?"
+    options: tuple[str, ...] = ()
+    figure_kinds: tuple[str, ...] = ()
+    evaluate_options: tuple[str, ...] = ()
+
+    # ---------------------------------------------------------------- configuration and data
+    def resolve_config(self, config):
+        """The config with settings the kind derives (e.g. from another run); default: as is."""
+        return config
+
+    def uses_labels(self, config) -> bool:
+        """Whether the kind trains and evaluates on (images, labels)."""
+        return False
+
+    def check_data(self, config, x_train, x_eval) -> None:
+        """Refuses data the configured model cannot take, in one line, before any run file."""
+
+    # ----------------------------------------------------------------------------- building
+    def build(self, config, image_shape, epoch_steps=None, condition_dim=None) -> keras.Model:
+        """The configured model, uncompiled (called inside the strategy's scope)."""
+        raise NotImplementedError
+
+    def initialize(self, model, x_train, config) -> None:
+        """Data-dependent start of a new (not resumed) model; default: nothing."""
+
+    def describe(self, config, x_train) -> str:
+        """`a VAE (...)`: the model in the first line of `keras-vae train`."""
+        return f"a {self.registered_name} model"
+
+    def likelihood_name(self, model) -> str:
+        """The registered name of the model's likelihood head (data checks use it)."""
+        return model.likelihood.registered_name
+
+    # ----------------------------------------------------------------------------- training
+    def monitor(self, config) -> tuple[str, str]:
+        """The held-out metric early stopping watches, and its mode."""
+        return "val_loss", "min"
+
+    def metric_names(self, model, result: dict) -> list[str]:
+        """The `model.evaluate` results that metrics.json records."""
+        return list(result)
+
+    def run_facts(self, config, model, metrics: dict) -> dict:
+        """What metrics.json says of the model besides its metrics."""
+        return {"model_kind": config.model}
+
+    def summary_line(self, metrics: dict) -> str:
+        """The last line of `keras-vae train`."""
+        split = metrics["eval_split"]
+        prefix = split if split.isidentifier() and split != "train" else "eval"
+        return (
+            f"train loss {metrics.get('train_loss', float('nan')):.4f}; {split} loss "
+            f"{metrics.get(f'{prefix}_loss', float('nan')):.4f} ({_tail(metrics)})"
+        )
+
+    def training_pictures(self, model, images, labels, num_samples: int, seed: int) -> dict:
+        """Batches of images by tag for the training picture callback."""
+        from keras_vae.engine.callbacks import model_pictures
+
+        return model_pictures(model, images, labels, num_samples, seed)
+
+    # ---------------------------------------------------------------------------- evaluate
+    def evaluate(self, model, images, labels=None, **options) -> tuple[dict, str]:
+        """`keras-vae evaluate`: the metrics and the line to print."""
+        result = model.evaluate(images, verbose=0, return_dict=True)
+        result = {k: float(v) for k, v in result.items()}
+        result["num_examples"] = len(images)
+        return result, ", ".join(f"{k} {v:.4f}" for k, v in result.items())
+
+    # -------------------------------------------------------------------------------- plot
+    def make_figure(self, model, figure: str, *, images=None, labels=None, num=None, seed=0,
+                    split="test"):  # fmt: skip
+        """The figure `keras-vae plot --kind figure` draws."""
+        raise NotImplementedError
+
+    def figure_needs_images(self, figure: str) -> bool:
+        return figure not in ("samples", "manifold")
+
+    # ------------------------------------------------------------------------------ export
+    def export(self, model, config, output, *, images, labels=None, **options) -> dict:
+        """Writes the kind's SavedModels and TFLite files; returns the report."""
+        raise NotImplementedError(f"the {self.registered_name} kind has no export")
+
+    export_options: tuple[str, ...] = ()
+
+    def report_lines(self, report: dict, output) -> list[str]:
+        """The table `keras-vae export` prints of the report."""
+        return [f"{a.get('path')}" for a in report.get("artefacts", [])]
+
+    def check_figure(self, model, figure: str) -> None:
+        """Refuses a figure the model cannot draw before any data is read."""
+
+    def export_images(self, images: np.ndarray) -> dict:
+        """Calibration and check images from a split: a seeded permutation's first 500 and
+        the next 256 (one rule for every kind)."""
+        order = np.random.default_rng(0).permutation(len(images))
+        calibration = np.asarray(images[order[:500]])
+        check = np.asarray(images[order[500:756]]) if len(images) > 500 else None
+        return {"representative": calibration, "check": check, "order": order}
+
+
+def _tail(metrics: dict) -> str:
+    return (
+        f"{metrics['epochs']} epochs, {metrics['train_seconds']:.0f} s, "
+        f"{metrics['train_examples_per_s']:.0f} examples/s"
+    )
+
+
+def kind_of(config: Any) -> ModelKind:
+    """The registered kind of `config.model`; a one-line error lists the kinds."""
+    return registry.get("model", config.model)()
+
+
+def kind_names() -> tuple[str, ...]:
+    return registry.names("model")

@@ -1,0 +1,105 @@
+"""`keras-vae export RUN_DIR --output EXPORT_DIR`: the run's model kind writes its
+SavedModels and TFLite files (`ModelKind.export`), checked and calibrated on images drawn
+from the run's training split (one rule for every kind: `ModelKind.export_images`).
+
+Options that a kind does not take (`ModelKind.export_options`) are refused in one line when
+given, the same way for every kind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from keras_vae.models.kind import kind_of
+from keras_vae.models.vae.export import *  # noqa: F403  (keras_vae.export of 0.2.0)
+from keras_vae.models.vae.export import DEFAULT_SCORER_SAMPLES, QUANTIZATIONS
+from keras_vae.runs import directory as runs
+from keras_vae.runs.config import ConfigError
+from keras_vae.runs.splits import load_labeled_split, load_split
+
+_DEFAULTS = {"quantize": ["none"], "scorer": True, "scorer_samples": DEFAULT_SCORER_SAMPLES}
+
+
+def export_run(run_dir: str | Path, export_dir: str | Path, **options) -> dict:
+    """Exports the model of a `keras-vae train` run directory, checked on its training data.
+
+    Loads the run (`keras_vae.runs.load_run`), reads its training split (with the labels of
+    a kind that uses them) and hands both to the kind's `export`.
+
+    Args:
+        run_dir: A run directory written by `keras-vae train`.
+        export_dir: Where to export.
+        **options: The kind's export options (`version`, `tflite`, `quantize`, `overwrite`,
+            `progress`; a VAE's `scorer`, `scorer_samples`).
+
+    Returns:
+        The export report.
+    """
+    model, config = runs.load_run(run_dir)
+    kind = kind_of(config)
+    likelihood = kind.likelihood_name(model)
+    labels = None
+    if kind.uses_labels(config):
+        images, labels = load_labeled_split(config, "train", likelihood)
+    else:
+        images = load_split(config, "train", likelihood)
+    return kind.export(model, config, export_dir, images=images, labels=labels, **options)
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the options of `keras-vae export` to `parser`."""
+    parser.add_argument("run_dir", help="run directory written by `keras-vae train`")
+    parser.add_argument("--output", required=True, help="export directory, e.g. export/mnist")
+    parser.add_argument("--version", type=int, default=1, help="TF Serving version (default 1)")
+    parser.add_argument(
+        "--tflite", action=argparse.BooleanOptionalAction, default=True,
+        help="also write .tflite files with the same signatures (default: yes)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--quantize", nargs="+", choices=QUANTIZATIONS, default=None,
+        help="TFLite variants: none (float32), dynamic, float16, int8 (default: none); a VAE's "
+        "scorer is float32 only; a VQ-VAE run writes none and int8",
+    )  # fmt: skip
+    parser.add_argument(
+        "--scorer", action=argparse.BooleanOptionalAction, default=None,
+        help="VAE: also export the scorer, x -> elbo and log_likelihood in nats (default: yes)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--scorer-samples", type=int, default=None, metavar="K",
+        help=f"VAE: importance samples of the scorer's log_likelihood "
+        f"(default: {DEFAULT_SCORER_SAMPLES})",
+    )  # fmt: skip
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing version")
+
+
+def kind_options(kind, given: dict) -> dict:
+    """The export options given for `kind`: its defaults where not given; one given that the
+    kind does not take is refused in one line."""
+    options = {}
+    for key, value in given.items():
+        if value is not None and key not in kind.export_options:
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(
+                f"{flag} does not apply to a {kind.registered_name} run; its export options "
+                f"are {', '.join('--' + k.replace('_', '-') for k in kind.export_options)}."
+            )
+        if key in kind.export_options:
+            options[key] = _DEFAULTS[key] if value is None else value
+    return options
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Runs `keras-vae export` and prints a summary table; returns the exit status."""
+    config = runs.load_config(args.run_dir)
+    kind = kind_of(config)
+    given = {"quantize": args.quantize, "scorer": args.scorer,
+             "scorer_samples": args.scorer_samples}  # fmt: skip
+    report = export_run(args.run_dir, args.output, version=args.version, tflite=args.tflite,
+                        overwrite=args.overwrite, **kind_options(kind, given))  # fmt: skip
+    for line in kind.report_lines(report, args.output):
+        print(line)
+    print(f"report: {Path(args.output) / 'export_report.json'}")
+    sys.stdout.flush()
+    return 0
