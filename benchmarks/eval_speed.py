@@ -32,7 +32,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 import keras_vae
-from keras_vae import evaluation, objectives, priors
+from keras_vae.models.vae import evaluation
+from keras_vae.parts import objectives, priors
 
 
 # ------------------------------------------------------------ the previous implementation
@@ -123,7 +124,7 @@ def tfp_mixture_log_prob():
 
 def build_model(args, data_dir: str):
     if args.run_dir:
-        from keras_vae import runs
+        from keras_vae.runs import directory as runs
 
         return runs.load_run(args.run_dir)[0], f"loaded from {args.run_dir}"
     if args.prior == "vamp":

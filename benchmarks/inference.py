@@ -54,7 +54,7 @@ import tensorflow as tf  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
 import keras_vae  # noqa: E402
-from keras_vae import export  # noqa: E402
+from keras_vae.models.vae import export  # noqa: E402
 
 THROUGHPUT_BATCH = 256
 VARIANTS = ("none", "dynamic", "float16", "int8")
@@ -186,7 +186,7 @@ def prepare(args) -> tuple[object | None, Path, int]:
         report = json.loads((args.export_dir / "export_report.json").read_text())
         return None, args.export_dir, report["version"]
     if args.run_dir:
-        from keras_vae import runs
+        from keras_vae.runs import directory as runs
 
         model, _ = runs.load_run(args.run_dir)
     elif args.network == "conv":

@@ -43,7 +43,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_vae  # noqa: E402
-from keras_vae import data, evaluation, objectives, runs  # noqa: E402
+from keras_vae.data import pipeline as data  # noqa: E402
+from keras_vae.models.vae import evaluation
+from keras_vae.parts import objectives
+from keras_vae.runs import directory as runs
 
 ROWS = ("elbo", "iwae5", "vamp", "warmup")
 NETWORKS = {"gated": "gated MLPs 784-300-300-40", "tanh": "tanh MLPs 784-200-200-50"}

@@ -20,7 +20,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from keras_vae import distribute  # noqa: E402
+from keras_vae.engine import distribute  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

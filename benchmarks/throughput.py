@@ -69,7 +69,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_vae  # noqa: E402
-from keras_vae import data as kv_data  # noqa: E402
+from keras_vae.data import pipeline as kv_data  # noqa: E402
 
 IMAGE_SHAPE = (28, 28, 1)
 INPUT_DIM = 784
@@ -416,7 +416,7 @@ def run_distributed_rows(data_dir: str, steps: int, rounds: int) -> list[dict]:
     MultiWorkerMirroredStrategy with 2 local worker processes, each measured in fresh
     processes by `strategy_throughput.py` (logical devices and the cluster must be set up
     before TensorFlow starts)."""
-    from keras_vae import cluster
+    from keras_vae.engine import cluster
 
     script = str(Path(__file__).resolve().with_name("strategy_throughput.py"))
     common = ["--data-dir", data_dir, "--steps", str(steps), "--rounds", str(rounds)]

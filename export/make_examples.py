@@ -187,7 +187,7 @@ def main() -> None:
     if args.images:
         images = np.load(args.images).astype(np.float32)
     else:
-        from keras_vae.data import load_images
+        from keras_vae.data.pipeline import load_images
 
         images = load_images(args.dataset, args.split, data_dir=args.data_dir, limit=1)
     if is_vq_export(args.export_dir):

@@ -1,4 +1,4 @@
-"""keras_vae.atomic: old-or-new files, durable directory entries, full disks, checksums."""
+"""keras_vae._internal.atomic: old-or-new files, durable directory entries, full disks, checksums."""
 
 import errno
 import hashlib
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from keras_vae import atomic
+from keras_vae._internal import atomic
 
 ATOMIC_SOURCE = Path(atomic.__file__)
 

@@ -9,7 +9,7 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import plugin_event_accumulator
 
 import keras_vae
-from keras_vae.callbacks import BestEpochStopping, ImageGridCallback, write_image_summary
+from keras_vae.engine.callbacks import BestEpochStopping, ImageGridCallback, write_image_summary
 
 RNG = np.random.default_rng(11)
 SHAPE = (6, 5, 1)
@@ -149,7 +149,7 @@ def test_images_must_match_the_model(tmp_path):
 def test_time_budget_stops_after_the_epoch_that_reaches_it_and_logs_seconds():
     import time as _time
 
-    from keras_vae.callbacks import TrainingTimeBudget
+    from keras_vae.engine.callbacks import TrainingTimeBudget
 
     class Slow(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):

@@ -11,8 +11,11 @@ import keras
 import numpy as np
 import pytest
 
-from keras_vae import cli, data, runs, training
-from keras_vae.config import TrainConfig
+from keras_vae.cli import commands as cli
+from keras_vae.data import pipeline as data
+from keras_vae.runs import directory as runs
+from keras_vae.runs.config import TrainConfig
+from keras_vae.workflows import train as training
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 TFDS_DIR = SHARED / "tensorflow_datasets"
@@ -169,7 +172,7 @@ def test_train_under_mirrored_strategy_equals_one_device(tmp_path):
         runs_dirs[name] = tmp_path / name
         command = [*base, *options, "--output", str(runs_dirs[name])]
         completed = subprocess.run(
-            [sys.executable, "-m", "keras_vae.cli", *command],
+            [sys.executable, "-m", "keras_vae.cli.commands", *command],
             capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert completed.returncode == 0, completed.stderr[-3000:]
@@ -451,7 +454,7 @@ def test_conv_vae_on_frey_sized_images_under_mirrored_strategy(tmp_path, capsys)
                       "8", "--conv-kernel-size", "5", "--strategy", "mirrored",
                       "--cpu-replicas", "2")  # fmt: skip
     completed = subprocess.run(
-        [sys.executable, "-m", "keras_vae.cli", *argv], capture_output=True, text=True,
+        [sys.executable, "-m", "keras_vae.cli.commands", *argv], capture_output=True, text=True,
         timeout=300,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""keras_vae.cluster: TF_CONFIG values TensorFlow itself accepts, and worker processes that are
+"""keras_vae.engine.cluster: TF_CONFIG values TensorFlow itself accepts, and worker processes that are
 started, awaited and stopped."""
 
 import json
@@ -8,7 +8,7 @@ import time
 import pytest
 import tensorflow as tf
 
-from keras_vae import cluster, distribute
+from keras_vae.engine import cluster, distribute
 
 
 def test_local_tf_configs_describe_one_cluster_that_tensorflow_resolves(monkeypatch):

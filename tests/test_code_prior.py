@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 from helpers import run_saving_test
 
-from keras_vae.code_prior import CodePrior, GatedPixelCNN, ancestral_sample, code_prior
-from keras_vae.vqvae import vqvae
+from keras_vae.models.vqvae.code_prior import CodePrior, GatedPixelCNN, ancestral_sample, code_prior
+from keras_vae.models.vqvae.model import vqvae
 
 
 def _binary(n, seed=0):

@@ -13,11 +13,11 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from keras_vae.config import TrainConfig
+from keras_vae.training import train
 
 import keras_vae
 from keras_vae import runs
-from keras_vae.config import TrainConfig
-from keras_vae.training import train
 
 FIXTURES = Path(__file__).parent / "fixtures" / "v0_2_0"
 
@@ -40,7 +40,6 @@ def test_vae_files_of_0_2_0_load_and_encode_as_then(name, inputs, expected):
     np.testing.assert_allclose(model.encode(*args).mean(), expected[f"{name}_loc"], atol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason="0.2.0 registers the VQ-VAE only on import keras_vae.vqvae")
 def test_vqvae_file_of_0_2_0_loads_after_import_keras_vae_alone(inputs, expected):
     model = keras.saving.load_model(FIXTURES / "vqvae.keras")  # only `import keras_vae`
     np.testing.assert_allclose(model(inputs), expected["vqvae_reconstruction"], atol=1e-6)

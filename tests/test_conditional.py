@@ -26,11 +26,20 @@ import tensorflow as tf
 from helpers import run_saving_test
 from scipy import stats
 
-from keras_vae import cli, data, evaluation, mlp_vae, runs, training
-from keras_vae.conditional import ConditionalGaussianPrior, ConditionalVAE, concat_condition
-from keras_vae.datasets import labeled_binarized_mnist
-from keras_vae.likelihoods import GaussianLikelihood
-from keras_vae.posteriors import DiagonalGaussianPosterior
+from keras_vae import mlp_vae
+from keras_vae.cli import commands as cli
+from keras_vae.data import pipeline as data
+from keras_vae.data.builders import labeled_binarized_mnist
+from keras_vae.models.vae import evaluation
+from keras_vae.models.vae.conditional import (
+    ConditionalGaussianPrior,
+    ConditionalVAE,
+    concat_condition,
+)
+from keras_vae.parts.likelihoods import GaussianLikelihood
+from keras_vae.parts.posteriors import DiagonalGaussianPosterior
+from keras_vae.runs import directory as runs
+from keras_vae.workflows import train as training
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 RNG = np.random.default_rng(7)
@@ -190,7 +199,7 @@ SPLIT_INVARIANCE = textwrap.dedent(
     """
     import json
     import numpy as np
-    from keras_vae import distribute
+    from keras_vae.engine import distribute
     distribute.configure_cpu_replicas(2)
     import keras
     from keras_vae import mlp_vae
@@ -391,7 +400,7 @@ def test_cli_trains_evaluates_plots_and_exports_a_conditional_conv_run(tmp_path,
 
 
 def test_class_rows_of_the_samples_figure():
-    from keras_vae import plotting
+    from keras_vae.models.vae import pictures as plotting
 
     model = _model()
     conditions = model.sample_conditions(7)

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from keras_vae import registry
-from keras_vae.config import ConfigError, TrainConfig, read_config_file
+from keras_vae.runs.config import ConfigError, TrainConfig, read_config_file
 
 
 def test_defaults_are_the_paper_mnist_model():

@@ -8,7 +8,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 import keras_vae
-from keras_vae import objectives, priors, registry
+from keras_vae import registry
+from keras_vae.parts import objectives, priors
 
 tfd = tfp.distributions
 

@@ -16,9 +16,10 @@ import pytest
 import scipy.io
 import tensorflow_datasets as tfds
 
-from keras_vae import data, registry
-from keras_vae.data import DatasetNotFoundError, DataValidationError
-from keras_vae.datasets import frey_face
+from keras_vae import registry
+from keras_vae.data import pipeline as data
+from keras_vae.data.builders import frey_face
+from keras_vae.data.pipeline import DatasetNotFoundError, DataValidationError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 TFDS_DIR = SHARED / "tensorflow_datasets"  # read-only: only read from it, never prepare into it
@@ -73,7 +74,7 @@ def test_binarized_mnist_train_limit() -> None:
 def test_binarized_mnist_via_tfds_data_dir_env_var() -> None:
     # tfds reads TFDS_DATA_DIR when it is imported, so this needs a fresh interpreter.
     code = (
-        "from keras_vae.data import load_images; "
+        "from keras_vae.data.pipeline import load_images; "
         "x = load_images('binarized_mnist', 'test', limit=7, download=False); "
         "print(x.shape, x.dtype)"
     )

@@ -9,14 +9,14 @@ import warnings
 import pytest
 import tensorflow as tf
 
-from keras_vae import distribute
+from keras_vae.engine import distribute
 
 MIRRORED_EQUIVALENCE = textwrap.dedent(
     """
     import json, sys, warnings
     import numpy as np
     import tensorflow as tf
-    from keras_vae import distribute
+    from keras_vae.engine import distribute
     distribute.configure_cpu_replicas(2)
     import keras
     from keras_vae import mlp_vae, registry

@@ -9,8 +9,9 @@ import tensorflow as tf
 from helpers import run_saving_test
 from scipy import special, stats
 
-from keras_vae import distributions, likelihoods, mlp_vae, posteriors, priors
-from keras_vae.priors import MixturePrior, StandardNormalPrior, VampPrior
+from keras_vae import mlp_vae
+from keras_vae.parts import distributions, likelihoods, posteriors, priors
+from keras_vae.parts.priors import MixturePrior, StandardNormalPrior, VampPrior
 
 RNG = np.random.default_rng(0)
 SHAPE = (3, 2, 1)

@@ -20,10 +20,12 @@ import pytest
 from scipy import special, stats
 
 import keras_vae
-from keras_vae import VAE, evaluation, objectives
-from keras_vae.likelihoods import BernoulliLikelihood, GaussianLikelihood
-from keras_vae.posteriors import DiagonalGaussianPosterior, FullCovariancePosterior
-from keras_vae.priors import MixturePrior, VampPrior
+from keras_vae import VAE
+from keras_vae.models.vae import evaluation
+from keras_vae.parts import objectives
+from keras_vae.parts.likelihoods import BernoulliLikelihood, GaussianLikelihood
+from keras_vae.parts.posteriors import DiagonalGaussianPosterior, FullCovariancePosterior
+from keras_vae.parts.priors import MixturePrior, VampPrior
 
 D, LATENT, NOISE, MIN_SCALE = 4, 2, 0.5, 1e-4
 RNG = np.random.default_rng(5)

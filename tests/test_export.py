@@ -23,7 +23,7 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
 import keras_vae
-from keras_vae import export
+from keras_vae.models.vae import export
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -474,7 +474,7 @@ def test_tflite_files_of_an_earlier_export_are_replaced_or_removed(tmp_path):
 _EXPORT_SCRIPT = """
 import sys
 import keras_vae
-from keras_vae.export import export_vae
+from keras_vae.models.vae.export import export_vae
 model = keras_vae.mlp_vae((28, 28, 1), latent_dim=4, hidden_units=32)
 model.build((None, 28, 28, 1))
 export_vae(model, sys.argv[1], quantize=["none", "dynamic"], progress=None)
@@ -558,8 +558,8 @@ def test_unbuilt_model_is_refused(tmp_path):
 
 
 def test_cli_exports_a_run_directory(tmp_path, capsys):
-    from keras_vae import cli
-    from keras_vae.config import TrainConfig
+    from keras_vae.cli import commands as cli
+    from keras_vae.runs.config import TrainConfig
 
     images = tmp_path / "images.npz"
     np.savez(images, x=_images("bernoulli", 300))
@@ -578,11 +578,18 @@ def test_cli_exports_a_run_directory(tmp_path, capsys):
 def test_cli_arguments():
     import argparse
 
+    from keras_vae.models.vae.kind import VAEKind
+    from keras_vae.workflows import export as export_workflow
+
     parser = argparse.ArgumentParser()
-    export.add_cli_arguments(parser)
+    export_workflow.add_cli_arguments(parser)
     args = parser.parse_args(["runs/mnist", "--output", "export/mnist"])
-    assert (args.version, args.tflite, args.quantize, args.overwrite) == (1, True, ["none"], False)
-    assert (args.scorer, args.scorer_samples) == (True, 100)
+    assert (args.version, args.tflite, args.overwrite) == (1, True, False)
+    given = {"quantize": args.quantize, "scorer": args.scorer,
+             "scorer_samples": args.scorer_samples}  # fmt: skip
+    assert export_workflow.kind_options(VAEKind(), given) == {
+        "quantize": ["none"], "scorer": True, "scorer_samples": 100
+    }  # a VAE's defaults, applied where not given
     args = parser.parse_args(["r", "--output", "o", "--no-scorer", "--scorer-samples", "7"])
     assert (args.scorer, args.scorer_samples) == (False, 7)
     args = parser.parse_args(
@@ -791,7 +798,7 @@ def test_scorer_agrees_with_an_independent_numpy_computation(exported):
 
 
 def test_scorer_ranks_noise_below_real_digits(bernoulli):
-    from keras_vae import data
+    from keras_vae.data import pipeline as data
 
     digits = data.load_images(
         "binarized_mnist", "test", data_dir=str(REPO.parent / "shared" / "tensorflow_datasets"),

@@ -20,7 +20,8 @@ from ai_edge_litert.interpreter import Interpreter
 from scipy import special, stats
 
 import keras_vae
-from keras_vae import export, export_checks
+from keras_vae.models.vae import export
+from keras_vae.serving import checks as export_checks
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST = REPO.parent / "shared" / "data" / "mnist"

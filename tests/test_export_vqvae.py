@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_vae.code_prior import code_prior
-from keras_vae.export_checks import tflite_runners
-from keras_vae.export_vqvae import export_vqvae
-from keras_vae.vqvae import vqvae
+from keras_vae.models.vqvae.code_prior import code_prior
+from keras_vae.models.vqvae.export import export_vqvae
+from keras_vae.models.vqvae.model import vqvae
+from keras_vae.serving.checks import tflite_runners
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ def _train(fuse_steps: bool, steps_per_execution: int = 10, objective=None, epoc
 
 @pytest.mark.parametrize("objective", [None, "iwae"])
 def test_fused_steps_train_exactly_like_keras_step_loop(objective):
-    from keras_vae.objectives import IWAE
+    from keras_vae.parts.objectives import IWAE
 
     make = (lambda: IWAE(3)) if objective else (lambda: None)
     fused, fused_history = _train(True, objective=make())

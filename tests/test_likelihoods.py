@@ -6,7 +6,7 @@ import tensorflow as tf
 from helpers import run_saving_test
 from scipy import special, stats
 
-from keras_vae.likelihoods import (
+from keras_vae.parts.likelihoods import (
     BernoulliLikelihood,
     DiscretizedLogisticLikelihood,
     DiscretizedLogisticMixture,

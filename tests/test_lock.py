@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keras_vae import cli, lock, training
-from keras_vae.config import TrainConfig
+from keras_vae._internal import lock
+from keras_vae.cli import commands as cli
+from keras_vae.runs.config import TrainConfig
+from keras_vae.workflows import train as training
 
 _HOLD = """
 import sys, time

@@ -9,7 +9,8 @@ import tensorflow as tf
 from helpers import run_saving_test
 
 import keras_vae
-from keras_vae import VAE, mlp_vae, objectives
+from keras_vae import VAE, mlp_vae
+from keras_vae.parts import objectives
 
 RNG = np.random.default_rng(2)
 SHAPE = (6, 5, 1)
@@ -246,7 +247,7 @@ def test_vae_refuses_objective_shortcuts_next_to_an_objective():
 
 
 def test_compile_defaults_to_the_fast_steps_per_execution_on_one_device():
-    from keras_vae import trainer
+    from keras_vae.engine import trainer
 
     model = _tiny(seed=1)
     model.compile(keras.optimizers.Adam(1e-3))

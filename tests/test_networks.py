@@ -12,7 +12,14 @@ from helpers import run_saving_test
 from test_distribute import MIRRORED_EQUIVALENCE
 
 from keras_vae import mlp_vae
-from keras_vae.networks import MLP, ConvDecoder, ConvEncoder, GatedMLP, check_levels, max_levels
+from keras_vae.parts.networks import (
+    MLP,
+    ConvDecoder,
+    ConvEncoder,
+    GatedMLP,
+    check_levels,
+    max_levels,
+)
 
 
 def _sigmoid(v):
@@ -295,7 +302,7 @@ def test_conv_network_needs_image_shaped_inputs():
 def test_conv_vae_with_colour_logistic_exports_and_passes_the_self_checks(tmp_path):
     """SavedModels, float and int8 TFLite of a conv VAE; export_vae compares every artefact
     with the Keras model (and raises if one disagrees), the report says by how much."""
-    from keras_vae.export import export_vae
+    from keras_vae.models.vae.export import export_vae
 
     vae = _conv_vae((8, 8, 3), "logistic")
     x = _images((8, 8, 3), "logistic")

@@ -7,7 +7,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from scipy import special, stats
 
-from keras_vae import mlp_vae, objectives
+from keras_vae import mlp_vae
+from keras_vae.parts import objectives
 
 tfd = tfp.distributions
 RNG = np.random.default_rng(1)

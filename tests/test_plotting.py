@@ -11,8 +11,9 @@ import pytest
 import scipy.stats
 
 import keras_vae
-from keras_vae import plotting, training
-from keras_vae.config import TrainConfig
+from keras_vae.models.vae import pictures as plotting
+from keras_vae.runs.config import TrainConfig
+from keras_vae.workflows import train as training
 
 RNG = np.random.default_rng(7)
 SHAPE = (6, 6, 1)
@@ -314,9 +315,11 @@ def run_dirs(tmp_path_factory):
 
 
 def _cli(argv):
+    from keras_vae.workflows import plot
+
     parser = argparse.ArgumentParser(prog="keras-vae plot")
-    plotting.add_cli_arguments(parser)
-    return plotting.run_cli(parser.parse_args(argv))
+    plot.add_cli_arguments(parser)
+    return plot.run_cli(parser.parse_args(argv))
 
 
 @pytest.mark.parametrize("kind", plotting.KINDS)

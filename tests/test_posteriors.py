@@ -6,9 +6,9 @@ import tensorflow as tf
 from helpers import run_saving_test
 from scipy import stats
 
-from keras_vae import objectives
-from keras_vae.posteriors import DiagonalGaussianPosterior, FullCovariancePosterior
-from keras_vae.priors import StandardNormalPrior
+from keras_vae.parts import objectives
+from keras_vae.parts.posteriors import DiagonalGaussianPosterior, FullCovariancePosterior
+from keras_vae.parts.priors import StandardNormalPrior
 
 RNG = np.random.default_rng(0)
 

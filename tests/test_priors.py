@@ -15,7 +15,7 @@ from scipy import special, stats
 
 import keras_vae
 from keras_vae import registry
-from keras_vae.priors import MixturePrior, gumbel_max_choice
+from keras_vae.parts.priors import MixturePrior, gumbel_max_choice
 
 RNG = np.random.default_rng(3)
 SHAPE = (3, 3, 1)

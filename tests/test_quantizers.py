@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from helpers import run_saving_test
 
-from keras_vae.quantizers import CodebookUsage, VectorQuantizer, nearest_codes
+from keras_vae.parts.quantizers import CodebookUsage, VectorQuantizer, nearest_codes
 
 
 def _quantizer(k=6, d=3, **options):

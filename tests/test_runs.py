@@ -10,8 +10,11 @@ import keras
 import numpy as np
 import pytest
 
-from keras_vae import cli, data, runs, training
-from keras_vae.config import TrainConfig
+from keras_vae.cli import commands as cli
+from keras_vae.data import pipeline as data
+from keras_vae.runs import directory as runs
+from keras_vae.runs.config import TrainConfig
+from keras_vae.workflows import train as training
 
 RNG = np.random.default_rng(4)
 

@@ -14,8 +14,9 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from keras_vae import data, training
-from keras_vae.config import ConfigError, TrainConfig
+from keras_vae.data import pipeline as data
+from keras_vae.runs.config import ConfigError, TrainConfig
+from keras_vae.workflows import train as training
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 TFDS_DIR = SHARED / "tensorflow_datasets"
@@ -268,7 +269,7 @@ SYNTHETIC_SPEC = data.DatasetSpec(
 _MEASURE = """
 import json, sys
 sys.path.insert(0, {tests!r})
-from keras_vae import data
+from keras_vae.data import pipeline as data
 from test_streaming import SYNTHETIC_SPEC
 
 def peak():
@@ -325,7 +326,7 @@ def test_cli_starts_quietly_and_first_says_what_trains_on_what(tmp_path: Path) -
         k: v for k, v in os.environ.items() if k not in ("KERAS_VAE_DEBUG", "TF_CPP_MIN_LOG_LEVEL")
     }
     done = subprocess.run(
-        [sys.executable, "-m", "keras_vae.cli", *argv],
+        [sys.executable, "-m", "keras_vae.cli.commands", *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -8,9 +8,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_vae import training
-from keras_vae.config import ConfigError, TrainConfig
-from keras_vae.networks import GatedMLP
+from keras_vae.parts.networks import GatedMLP
+from keras_vae.runs.config import ConfigError, TrainConfig
+from keras_vae.workflows import train as training
 
 
 @pytest.fixture

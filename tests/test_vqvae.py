@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from helpers import run_saving_test
 
-from keras_vae.vqvae import VQVAE, GridDecoder, GridEncoder, vqvae
+from keras_vae.models.vqvae.model import VQVAE, GridDecoder, GridEncoder, vqvae
 
 
 def _binary(n, shape=(12, 12, 1), seed=0):
@@ -106,10 +106,10 @@ MIRRORED_VQVAE = textwrap.dedent(
     """
     import json
     import numpy as np
-    from keras_vae import distribute
+    from keras_vae.engine import distribute
     distribute.configure_cpu_replicas(2)
     import keras
-    from keras_vae.vqvae import vqvae
+    from keras_vae.models.vqvae.model import vqvae
 
     rng = np.random.default_rng(0)
     # 42 examples in global batches of 21: each splits 11 + 10 over the 2 replicas

@@ -16,10 +16,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_vae import cli, runs, training
-from keras_vae.code_prior import CodePrior
-from keras_vae.config import TrainConfig
-from keras_vae.vqvae import VQVAE
+from keras_vae.cli import commands as cli
+from keras_vae.models.vqvae.code_prior import CodePrior
+from keras_vae.models.vqvae.model import VQVAE
+from keras_vae.runs import directory as runs
+from keras_vae.runs.config import TrainConfig
+from keras_vae.workflows import train as training
 
 VQ_OPTIONS = ["--model", "vqvae", "--codebook-size", "8", "--code-dim", "3", "--conv-filters",
               "4", "6", "--activation", "relu", "--batch-size", "32", "--no-xla", "--quiet",

@@ -1,5 +1,5 @@
-"""The `keras-vae` command (`keras_vae.cli.main`), thin over the workflows."""
+"""The `keras-vae` command (`keras_vae.cli.commands`), thin over the workflows."""
 
-from keras_vae.cli.main import main
+from keras_vae.cli.commands import main
 
 __all__ = ["main"]

@@ -2,6 +2,6 @@
 
 import sys
 
-from keras_vae.cli.main import main
+from keras_vae.cli.commands import main
 
 sys.exit(main())

@@ -87,9 +87,9 @@ def save_model(model: keras.Model, path: str | Path) -> None:
 
 def load_model(path: str | Path, compile: bool = True) -> keras.Model:
     """Loads a `.keras` file with `safe_mode=True`; a damaged file gets a one-line error.
-    `compile=False` leaves out the optimizer (a model used frozen inside another)."""
-    import keras_vae  # noqa: F401 - registers the serializable classes
-    import keras_vae.models.vqvae.code_prior  # noqa: F401 - and the VQ-VAE family's
+    `compile=False` leaves out the optimizer (a model used frozen inside another). Every
+    class of keras_vae is registered: importing any module of it imports `keras_vae`, which
+    imports every part and model kind."""
 
     path = Path(path)
     if not path.is_file():

@@ -19,6 +19,8 @@ import tensorflow as tf
 from keras_vae.serving.signatures import given
 
 _REPRESENTATIVE_BATCH = 32
+#: TFLite variants a kind may write (each kind writes some of them: its `quantizations`)
+QUANTIZATIONS = ("none", "dynamic", "float16", "int8")
 
 
 def tflite_filename(part: str, quantization: str) -> str:

@@ -409,37 +409,10 @@ class ConditionalGaussianPrior(Prior):
         return config
 
 
-def image_grid_callback(images, labels, **kwargs) -> keras.callbacks.Callback:
-    """`keras_vae.callbacks.ImageGridCallback` for a `ConditionalVAE`: reconstructions of
-    `images` given their `labels`, and samples of the classes in turn (`sample` with y=None).
-    (A function: the callbacks module imports matplotlib, which the model does not need.)"""
-    from keras_vae.engine import callbacks
-    from keras_vae.models.vae import pictures as plotting
-
-    class ConditionalImageGridCallback(callbacks.ImageGridCallback):
-        def render(self) -> dict[str, np.ndarray]:
-            outputs = plotting.reconstructions(self.model, self.images, self.labels)
-            num_cols, pad = min(len(self.images), 16), self.padding
-            samples = np.asarray(self.model.sample(self.num_samples, seed=self.seed))
-            return {
-                callbacks.RECONSTRUCTIONS_TAG: callbacks._stack_rows(
-                    plotting.tile_images(self.images, num_cols=num_cols, padding=pad),
-                    plotting.tile_images(outputs, num_cols=num_cols, padding=pad),
-                    gap=max(2 * pad, 2),
-                ),
-                callbacks.SAMPLES_TAG: plotting.tile_images(samples, padding=pad),
-            }
-
-    callback = ConditionalImageGridCallback(images, **kwargs)
-    callback.labels = np.asarray(labels)[: len(callback.images)]
-    return callback
-
-
 __all__ = [
     "ConditionalGaussianPrior",
     "ConditionalVAE",
     "ConditionedVAE",
     "as_condition",
     "concat_condition",
-    "image_grid_callback",
 ]

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from keras_vae.models.kind import bits_per_dim  # noqa: F401  (one function, every kind)
 from keras_vae.models.vae.model import VAE
 from keras_vae.parts import objectives
 
@@ -260,11 +261,6 @@ def importance_sampled_log_likelihood(
 def active_units(posterior_means: np.ndarray, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:
     """How many latent dimensions u have Cov_x(E_q[z_u|x]) > threshold (Burda et al.)."""
     return int(np.sum(np.var(posterior_means, axis=0) > threshold))
-
-
-def bits_per_dim(nll_nats: float, num_dims: int) -> float:
-    """NLL in nats per example converted to bits per pixel: nll / (D ln 2)."""
-    return float(nll_nats) / (num_dims * math.log(2.0))
 
 
 def evaluate(

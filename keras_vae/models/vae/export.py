@@ -92,6 +92,7 @@ from keras_vae.serving.signatures import (
     tracked_module,
 )
 from keras_vae.serving.tflite import (
+    QUANTIZATIONS,
     convert_tflite,
     representative_dataset,
     tflite_filename,
@@ -116,7 +117,6 @@ __all__ = [
     "tflite_operators",
 ]
 
-QUANTIZATIONS = ("none", "dynamic", "float16", "int8")
 PARTS = ("encoder", "decoder", "scorer")
 DEFAULT_SCORER_SAMPLES = 100
 #: Max error of float32 artefacts against the Keras model (abs; relative for the scorer).

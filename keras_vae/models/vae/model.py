@@ -195,7 +195,7 @@ def mlp_vae(
     *,
     posterior: str = "diagonal",
     prior: str = "standard",
-    prior_components: int = 10,
+    prior_components: int | None = None,
     objective: objectives.Objective | None = None,
     likelihood_options: dict | None = None,
     network: str = "mlp",
@@ -223,7 +223,8 @@ def mlp_vae(
         name: Model name.
         posterior: A registered posterior: `"diagonal"` or `"full"`.
         prior: A registered prior: `"standard"`, `"mixture"` or `"vamp"`.
-        prior_components: K of the mixture and VampPrior.
+        prior_components: K of the mixture and VampPrior; None: the prior's own default
+            (10 components for `mixture`, 500 pseudo-inputs for `vamp`, as `keras-vae train`).
         objective: The objective; default `ELBO(num_samples, beta)`.
         likelihood_options: Extra arguments of the likelihood head.
         network: A registered network family (`keras_vae.networks`): `"mlp"`, `"gated_mlp"`
@@ -240,10 +241,11 @@ def mlp_vae(
         with `vae.build((None, *image_shape))`.
     """
     image_shape = tuple(image_shape)
+    components = {} if prior_components is None else {"num_components": prior_components}
     prior_options = {
         "standard": {},
-        "mixture": {"num_components": prior_components, "seed": seed},
-        "vamp": {"image_shape": image_shape, "num_components": prior_components, "seed": seed},
+        "mixture": {**components, "seed": seed},
+        "vamp": {"image_shape": image_shape, **components, "seed": seed},
     }.get(prior, {})
     head = registry.get("likelihood", likelihood)
     encoder, decoder = registry.get("network", network).pair(

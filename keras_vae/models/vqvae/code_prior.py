@@ -43,6 +43,7 @@ import tensorflow as tf
 from keras_vae import registry
 from keras_vae._internal.checks import check_positive_int
 from keras_vae.engine.trainer import ExactReplicaTrainer
+from keras_vae.models.kind import bits_per_dim
 from keras_vae.models.vqvae.model import VQVAE
 
 
@@ -253,9 +254,9 @@ class CodePrior(ExactReplicaTrainer):
         means = {name: value / len(x) for name, value in sums.items()}
         dims = math.prod(self.image_shape)
         return {**{f"{k}_nats": v for k, v in means.items()},
-                "bits_per_dim": means["bound"] / (dims * math.log(2)),
-                "code_bits_per_code": means["code_nll"] / (math.prod(self.code_shape)
-                                                           * math.log(2))}  # fmt: skip
+                "bits_per_dim": bits_per_dim(means["bound"], dims),
+                "code_bits_per_code": bits_per_dim(means["code_nll"],
+                                                   math.prod(self.code_shape))}  # fmt: skip
 
     def sample(self, num_samples: int, seed: int | None = None) -> tf.Tensor:
         """Codes `[num_samples, h, w]` by ancestral sampling (seeded: reproducible)."""

@@ -44,6 +44,7 @@ from keras_vae._internal import atomic
 from keras_vae.models.vqvae.code_prior import CodePrior, ancestral_sample
 from keras_vae.models.vqvae.model import VQVAE
 from keras_vae.serving.checks import (
+    SAMPLE_CHECK_SIZE,
     ExportCheckError,
     max_error,
     run_in_session,
@@ -53,7 +54,7 @@ from keras_vae.serving.checks import (
 from keras_vae.serving.signatures import tracked_module
 from keras_vae.serving.tflite import convert_tflite, tflite_filename, tflite_operators
 
-QUANTIZATIONS = ("none", "int8")
+QUANTIZATIONS = ("none", "int8")  # of keras_vae.serving.tflite.QUANTIZATIONS
 FLOAT32_BOUND = 1e-4
 #: Max abs error of an int8 decoder's mean pixels (and of the int8 prior's decoded samples):
 #: about 2.5x the 0.161 that a trained binarized-MNIST VQ-VAE measured (K = 256, D = 16, conv
@@ -64,7 +65,6 @@ INT8_MEAN_BOUND = 0.4
 #: z_e across the boundaries of close codes; a trained binarized-MNIST model (K = 256, D = 16)
 #: measured 0.445. Use the float32 encoder where exact codes matter.
 INT8_CODE_AGREEMENT = 0.2
-SAMPLE_CHECK_SIZE = 4
 _BATCH = 32
 
 

@@ -49,7 +49,6 @@ DATA_KEYS = ("dataset", "data_dir", "manual_dir", "eval_split", "validation_spli
              "eval_data", "likelihood", "likelihood_components")  # fmt: skip
 PLOT_KINDS = {"vqvae": ("reconstructions", "codebook"),
               "vqvae-prior": ("reconstructions", "samples", "codebook")}  # fmt: skip
-EXPORT_QUANTIZATIONS = ("none", "int8")
 _BATCH = 500
 _DEFAULT_NUM = {"reconstructions": 8, "samples": 64}  # images a figure shows
 

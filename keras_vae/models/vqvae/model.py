@@ -311,12 +311,12 @@ class VQVAE(ExactReplicaTrainer):
 
 def vqvae(
     image_shape: Sequence[int],
-    codebook_size: int = 512,
-    code_dim: int = 64,
+    codebook_size: int = 256,
+    code_dim: int = 16,
     *,
     filters: Sequence[int] = (32, 64),
     kernel_size: int = 3,
-    activation: str = "relu",
+    activation: str = "tanh",
     likelihood: str = "bernoulli",
     likelihood_options: dict | None = None,
     commitment_weight: float = 0.25,
@@ -327,6 +327,9 @@ def vqvae(
     name: str = "vqvae",
 ) -> VQVAE:
     """A VQ-VAE with grid conv bodies, a registered likelihood and a `VectorQuantizer`.
+
+    The defaults are `keras-vae train --model vqvae`'s (`TrainConfig`): 256 codes of 16
+    dimensions, tanh, conv levels of 32 and 64 channels.
 
     Binarized MNIST: `vqvae((28, 28, 1), 512, 64)` (7 x 7 codes, Bernoulli); 8-bit colour
     images: `vqvae((32, 32, 3), 512, 64, likelihood="logistic", filters=[64, 128])` (8 x 8).
