@@ -7,11 +7,10 @@ machines and TensorFlow versions):
     python docs/make_images.py                      # about 4 minutes on 2 CPU cores
     python docs/make_images.py --epochs-scale 0.2   # a quick check of the script itself
 
-| picture | run | command |
-| --- | --- | --- |
-| samples.png | the paper's 784-500-20 model (ReLU), binarized MNIST | `plot --kind samples` |
-| manifold.png | the same with 2 latents | `plot --kind manifold` |
-| conditional.png | a conditional VAE, p(z|y) per class, on the labelled test split | `plot --kind samples` |
+    samples.png      the paper's 784-500-20 model (ReLU) on binarized MNIST, `plot --kind samples`
+    manifold.png     the same with 2 latents, `plot --kind manifold`
+    conditional.png  a conditional VAE with p(z|y) per class, trained on the labelled test
+                     split, `plot --kind samples` (one row per class)
 
 Data: binarized MNIST from tensorflow-datasets (`--data-dir`, default `$TFDS_DATA_DIR` or
 `../shared/tensorflow_datasets`) and, for the labelled split, the raw files in

@@ -1,4 +1,4 @@
-"""The "write your own part" examples of docs/guide/models.md, run as written, checked with NumPy."""
+"""The "write your own part" examples of docs/guide/models.md, run as written, checked in NumPy."""
 
 import keras
 import numpy as np
