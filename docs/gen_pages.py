@@ -3,7 +3,8 @@
 - `reference/cli.md`: the `--help` of every `keras-vae` subcommand, taken from the parser that
   `keras_vae.cli` builds, so the reference cannot drift from the command line.
 - `deployment.md`: `export/README.md` (the deployment kit's guide, one source for the repository
-  and the site), with its links to other repository files turned into plain paths.
+  and the site), its links to site pages kept and to other repository files turned into
+  plain paths.
 
 A renamed parser function or a changed parser shape fails the build with a message saying what
 to update here.
@@ -82,10 +83,12 @@ def deployment_page() -> str:
     text = (ROOT / "export" / "README.md").read_text()
 
     def plain(match: re.Match) -> str:
-        label, target = match.group(1), match.group(2)
+        label, target, anchor = match.group(1), match.group(2), match.group(3) or ""
         if re.match(r"[a-z]+://", target):
             return match.group(0)
         path = os.path.normpath(os.path.join("export", target))
+        if path.startswith("docs/"):  # a page of this site: deployment.md sits at its root
+            return f"[{label}]({path.removeprefix('docs/')}{anchor})"
         return label if label.strip("`") == path else f"{label} (`{path}`)"
 
     note = "<!-- generated from export/README.md by docs/gen_pages.py: edit that file -->\n\n"
