@@ -20,7 +20,7 @@ from pathlib import Path
 import mkdocs_gen_files
 
 ROOT = Path(__file__).resolve().parents[1]
-HELP_COLUMNS = "100"  # argparse wraps --help to $COLUMNS: fixed, so the page is stable
+HELP_COLUMNS = "88"  # argparse wraps --help to $COLUMNS: fixed, so the page is stable
 
 
 def keras_vae_parser() -> argparse.ArgumentParser:
@@ -72,7 +72,46 @@ def cli_reference() -> str:
         if summary:
             lines += [summary[0].upper() + summary[1:] + ".", ""]
         lines += ["```text", sub.format_help().rstrip(), "```"]
+        if name == "train":
+            lines += ["", *train_defaults(sub)]
     return "\n".join(lines) + "\n"
+
+
+def train_defaults(train: argparse.ArgumentParser) -> list[str]:
+    """A table of `train`'s settings: option, config-file key and default, read from the
+    TrainConfig dataclass that the parser fills (its options default to "not given")."""
+    import dataclasses
+
+    try:
+        from keras_vae.config import TrainConfig
+    except ImportError as error:
+        raise RuntimeError(
+            "docs/gen_pages.py: keras_vae.config.TrainConfig (the defaults of `keras-vae "
+            f"train`) cannot be imported; update train_defaults() ({error})"
+        ) from error
+    options = {a.dest: a.option_strings[0] for a in train._actions if a.option_strings}
+    lines = [
+        "### Settings and their defaults",
+        "",
+        "The defaults of `keras_vae.config.TrainConfig`; a `--config` file (JSON or YAML) takes",
+        "the same keys. `None` means unset: the data set, the part or the run chooses.",
+        "",
+        "| option | config key | default |",
+        "| --- | --- | --- |",
+    ]
+    for field in dataclasses.fields(TrainConfig):
+        if field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()
+        else:
+            default = field.default
+        option = options.get(field.name)
+        if option is None:
+            raise RuntimeError(
+                f"docs/gen_pages.py: TrainConfig.{field.name} has no `keras-vae train` option"
+            )
+        shown = " ".join(map(str, default)) if isinstance(default, list) else default
+        lines.append(f"| `{option}` | `{field.name}` | `{shown}` |")
+    return lines
 
 
 _LINK = re.compile(r"\[([^\]]+)\]\(([^)#]+)(#[^)]*)?\)")
