@@ -1,4 +1,4 @@
-"""The README's "write your own part" examples, run as written, and checked against NumPy."""
+"""The "write your own part" examples of docs/guide/models.md, run as written, checked in NumPy."""
 
 import keras
 import numpy as np
@@ -16,10 +16,10 @@ tfd = tfp.distributions
 
 @pytest.fixture(scope="module")
 def parts():
-    """The README's two parts, registered for this module only (the registry is global: the
+    """The guide's two parts, registered for this module only (the registry is global: the
     CLI tests list the registered names)."""
 
-    # the README's code, as written; example 1: a prior
+    # the guide's code, as written; example 1: a prior
     @registry.register("prior", "laplace")
     class LaplacePrior(priors.Prior):
         """p(z) = prod_j Laplace(z_j; 0, 1)."""
