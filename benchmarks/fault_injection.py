@@ -40,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kill_resume  # noqa: E402  (the training command, the data set, check_run)
 
-CLI = [sys.executable, "-m", "keras_vae.cli.commands"]
+CLI = [sys.executable, "-m", "keras_vae.cli"]
 
 
 def _train(run_dir: Path, dataset: Path, *more: str) -> list[str]:

@@ -27,7 +27,7 @@ import numpy as np
 
 EPOCHS = 8
 TRAIN_COMMAND = [
-    sys.executable, "-m", "keras_vae.cli.commands", "train", "--eval-split", "train", "--latent-dim",
+    sys.executable, "-m", "keras_vae.cli", "train", "--eval-split", "train", "--latent-dim",
     "2", "--hidden-units", "128", "--epochs", str(EPOCHS), "--batch-size", "16", "--seed", "0",
     "--steps-per-execution", "1", "--quiet",
 ]  # fmt: skip

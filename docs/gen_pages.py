@@ -26,10 +26,10 @@ HELP_COLUMNS = "88"  # argparse wraps --help to $COLUMNS: fixed, so the page is 
 def keras_vae_parser() -> argparse.ArgumentParser:
     """The `keras-vae` parser, from the function keras_vae.cli builds it with."""
     try:
-        from keras_vae.cli import _build_parser as build_parser
+        from keras_vae.cli import build_parser
     except ImportError as error:
         raise RuntimeError(
-            "docs/gen_pages.py: keras_vae.cli no longer has `_build_parser`, the function that "
+            "docs/gen_pages.py: keras_vae.cli no longer has `build_parser`, the function that "
             "builds the `keras-vae` argparse parser; point keras_vae_parser() at its new name "
             f"({error})"
         ) from error
@@ -37,7 +37,7 @@ def keras_vae_parser() -> argparse.ArgumentParser:
     parser = built[0] if isinstance(built, tuple) else built
     if not isinstance(parser, argparse.ArgumentParser):
         raise RuntimeError(
-            "docs/gen_pages.py: keras_vae.cli._build_parser() returned "
+            "docs/gen_pages.py: keras_vae.cli.build_parser() returned "
             f"{type(built).__name__}, not an ArgumentParser (or a tuple starting with one)"
         )
     return parser

@@ -25,6 +25,7 @@ from keras_vae.models import kinds as _kinds  # noqa: E402, F401
 from keras_vae.models.vae.conditional import ConditionalVAE  # noqa: E402
 from keras_vae.models.vae.model import VAE, mlp_vae  # noqa: E402
 from keras_vae.parts import objectives  # noqa: E402
+from keras_vae.parts.disentangling_objectives import AnnealedCapacity, BetaTC  # noqa: E402
 from keras_vae.parts.likelihoods import (  # noqa: E402
     BernoulliLikelihood,
     DiscretizedLogisticLikelihood,
@@ -43,6 +44,8 @@ __all__ = [
     "MLP",
     "ELBO",
     "IWAE",
+    "AnnealedCapacity",
+    "BetaTC",
     "BernoulliLikelihood",
     "DiagonalGaussianPosterior",
     "DiscretizedLogisticLikelihood",

@@ -1,4 +1,5 @@
-"""keras_vae._internal.atomic: old-or-new files, durable directory entries, full disks, checksums."""
+"""keras_vae._internal.atomic: old-or-new files, durable directory entries, full disks,
+checksums."""
 
 import errno
 import hashlib

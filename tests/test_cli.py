@@ -126,7 +126,7 @@ def test_user_errors_are_one_line_without_traceback(argv, message, capsys, tmp_p
 def test_config_file_then_command_line_precedence(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"latent_dim": 7, "epochs": 3}))
-    parser, _ = cli._build_parser()
+    parser, _ = cli.build_parser()
     args = parser.parse_args(["train", "--config", str(path), "--epochs", "5"])
     config = cli.config_from_args(args)
     assert (config.latent_dim, config.epochs) == (7, 5)
@@ -172,7 +172,7 @@ def test_train_under_mirrored_strategy_equals_one_device(tmp_path):
         runs_dirs[name] = tmp_path / name
         command = [*base, *options, "--output", str(runs_dirs[name])]
         completed = subprocess.run(
-            [sys.executable, "-m", "keras_vae.cli.commands", *command],
+            [sys.executable, "-m", "keras_vae.cli", *command],
             capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert completed.returncode == 0, completed.stderr[-3000:]
@@ -454,7 +454,7 @@ def test_conv_vae_on_frey_sized_images_under_mirrored_strategy(tmp_path, capsys)
                       "8", "--conv-kernel-size", "5", "--strategy", "mirrored",
                       "--cpu-replicas", "2")  # fmt: skip
     completed = subprocess.run(
-        [sys.executable, "-m", "keras_vae.cli.commands", *argv], capture_output=True, text=True,
+        [sys.executable, "-m", "keras_vae.cli", *argv], capture_output=True, text=True,
         timeout=300,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-3000:]

@@ -1,5 +1,5 @@
-"""keras_vae.engine.cluster: TF_CONFIG values TensorFlow itself accepts, and worker processes that are
-started, awaited and stopped."""
+"""keras_vae.engine.cluster: TF_CONFIG values TensorFlow itself accepts, and worker processes
+that are started, awaited and stopped."""
 
 import json
 import sys

@@ -588,7 +588,9 @@ def test_cli_arguments():
     given = {"quantize": args.quantize, "scorer": args.scorer,
              "scorer_samples": args.scorer_samples}  # fmt: skip
     assert export_workflow.kind_options(VAEKind(), given) == {
-        "quantize": ["none"], "scorer": True, "scorer_samples": 100
+        "quantize": ["none"],
+        "scorer": True,
+        "scorer_samples": 100,
     }  # a VAE's defaults, applied where not given
     args = parser.parse_args(["r", "--output", "o", "--no-scorer", "--scorer-samples", "7"])
     assert (args.scorer, args.scorer_samples) == (False, 7)

@@ -15,7 +15,7 @@ from keras_vae.engine import cluster
 from keras_vae.runs import directory as runs
 
 TRAIN = [
-    sys.executable, "-m", "keras_vae.cli.commands", "train", "--latent-dim", "2", "--hidden-units", "8",
+    sys.executable, "-m", "keras_vae.cli", "train", "--latent-dim", "2", "--hidden-units", "8",
     "--batch-size", "21", "--eval-split", "train", "--quiet", "--image-every", "0", "--seed", "3",
 ]  # fmt: skip
 # 96 examples in global batches of 21 (the last one 12): every batch splits 11 + 10 or 6 + 6

@@ -326,7 +326,7 @@ def test_cli_starts_quietly_and_first_says_what_trains_on_what(tmp_path: Path) -
         k: v for k, v in os.environ.items() if k not in ("KERAS_VAE_DEBUG", "TF_CPP_MIN_LOG_LEVEL")
     }
     done = subprocess.run(
-        [sys.executable, "-m", "keras_vae.cli.commands", *argv],
+        [sys.executable, "-m", "keras_vae.cli", *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -1,5 +1,5 @@
 """The `keras-vae` command (`keras_vae.cli.commands`), thin over the workflows."""
 
-from keras_vae.cli.commands import main
+from keras_vae.cli.commands import build_parser, main
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]

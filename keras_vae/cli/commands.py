@@ -113,7 +113,9 @@ _TRAIN_OPTIONS = (
 )
 
 
-def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The `keras-vae` parser and its subcommands' parsers by name (the docs site's CLI
+    reference is generated from it)."""
     parser = _Parser(prog="keras-vae", description="Variational autoencoders for Keras 3.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -192,7 +194,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def train_config(argv: Sequence[str]) -> TrainConfig:
     """The TrainConfig that `keras-vae train ARGV` starts from (before the data resolve the
     likelihood), e.g. `train_config(["--prior", "vamp"])`."""
-    parser, _ = _build_parser()
+    parser, _ = build_parser()
     return config_from_args(parser.parse_args(["train", *argv]))
 
 
@@ -297,7 +299,7 @@ _COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `keras-vae` console script."""
-    parser, commands = _build_parser()
+    parser, commands = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # reported by the subcommand, so that its valid options are listed
         commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")

@@ -5,6 +5,7 @@ Importing this package registers every built-in part.
 """
 
 from keras_vae.parts import (  # noqa: F401
+    disentangling_objectives,
     likelihoods,
     networks,
     objectives,

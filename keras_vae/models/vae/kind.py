@@ -34,6 +34,11 @@ def make_objective(config, epoch_steps: int | None = None) -> objectives.Objecti
             "free_bits": config.free_bits,
         },
         "iwae": {"num_samples": config.samples, "gradient": config.gradient_estimator},
+        # keras_vae.parts.disentangling_objectives, with the papers' weights (no CLI options
+        # yet); N of beta-TCVAE's aggregate posterior: the examples of one epoch
+        "betatc": {"num_samples": config.samples}
+        | ({"dataset_size": max(2, steps * config.batch_size)} if steps else {}),
+        "annealed_capacity": {"num_samples": config.samples},
     }[config.objective]
     return registry.get("objective", config.objective)(**options)
 
