@@ -7,7 +7,7 @@ continuous history. Prints how many kills were survived.
 
 `--options` adds training options (the model's parts: any combination of `keras-vae train`'s
 options); the finished run must hold them. The test suite runs the same harness with 3 kills
-and a non-default combination (tests/test_runs.py).
+and a non-default combination (tests/runs/test_directory.py).
 """
 
 from __future__ import annotations

@@ -1,15 +1,43 @@
-"""Test helpers shared by the parts' tests (import with `from helpers import ...`)."""
+"""Helpers shared by the tests (import with `from helpers import ...`; tests/conftest.py puts
+this folder on the path): where the repository and the offline data are, toy data sets, the
+`.keras` round trip of any part, and an exported signature against its Keras model."""
 
 from __future__ import annotations
 
 import json
 import tempfile
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"  # the offline data beside the clone (../shared/DATA.md)
+TFDS_DIR = SHARED / "tensorflow_datasets"
+FIXTURES = REPO / "tests" / "fixtures"
+
+
+def write_toy_images(path, count, shape, seed, dtype="uint8", key="x") -> Path:
+    """Writes `count` random binary images of `shape` to an `.npz` (under `key`) or `.npy`."""
+    images = (np.random.default_rng(seed).uniform(size=(count, *shape)) > 0.5).astype(dtype)
+    path = Path(path)
+    if path.suffix == ".npy":
+        np.save(path, images)
+    else:
+        np.savez(path, **{key: images})
+    return path
+
+
+def assert_signature_matches(exported, signature: str, inputs: dict, expected: dict, atol=1e-5):
+    """Runs `signature` of a loaded SavedModel (`tf.saved_model.load`) on `inputs` and checks
+    each named output against `expected` (what the Keras model computes), to `atol`."""
+    outputs = exported.signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()})
+    for name, want in expected.items():
+        np.testing.assert_allclose(outputs[name].numpy(), np.asarray(want), atol=atol,
+                                   err_msg=f"{signature}/{name}")  # fmt: skip
 
 
 def _default_outputs(part, inputs):
@@ -61,3 +89,66 @@ def run_saving_test(
     for a, b in zip(actual, expected, strict=True):
         np.testing.assert_array_equal(a, b)
     return restored
+
+
+#: A script that trains a VAE of the parts in argv[1] (JSON) on one device and under a
+#: 2-replica MirroredStrategy and prints both results (tests of distribute and networks).
+MIRRORED_EQUIVALENCE = textwrap.dedent(
+    """
+    import json, sys, warnings
+    import numpy as np
+    import tensorflow as tf
+    from keras_vae.engine import distribute
+    distribute.configure_cpu_replicas(2)
+    import keras
+    from keras_vae import mlp_vae, registry
+
+    case = json.loads(sys.argv[1])  # the model's parts and objective, the XLA settings
+
+    rng = np.random.default_rng(0)
+    # 63 examples in global batches of 21: every batch splits 11 + 10 over the 2 replicas
+    x = (rng.uniform(size=(63, 6, 5, 1)) > 0.5).astype("float32")
+
+    def make(strategy, jit_compile=None):
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            # the model's own noise: every replica draws the global batch's eps and keeps its
+            # rows, so the same example gets the same eps on 1 device and on 2 replicas
+            objective = case.get("objective")
+            if objective is not None:
+                objective = registry.get("objective", objective["name"])(**objective["config"])
+            model = mlp_vae((6, 5, 1), latent_dim=3, hidden_units=[16], seed=1,
+                            objective=objective, **case["model"])
+            model.build((None, 6, 5, 1))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                model.compile(keras.optimizers.SGD(0.05), jit_compile=jit_compile)
+        return model, [str(w.message) for w in caught]
+
+    # the reference: one device without XLA. (With XLA, one device compiles the whole step,
+    # noise included, and XLA's Philox kernel draws other numbers than TensorFlow's; under
+    # replicas the noise is drawn outside the compiled replica math, by TensorFlow's kernel.)
+    single, _ = make(distribute.get_strategy("default"), False)
+    initial = [w.copy() for w in single.get_weights()]
+    hs = single.fit(x, batch_size=21, epochs=2, shuffle=False, verbose=0).history
+    out = {"xla_single": single.xla, "jit_single": bool(single.jit_compile),
+           "weight_change": max(float(np.abs(a - b).max())
+                                for a, b in zip(initial, single.get_weights())),
+           "metrics_single": {k: v[-1] for k, v in hs.items()}}
+    strategy = distribute.get_strategy("mirrored")
+    out["replicas"] = strategy.num_replicas_in_sync
+    for jit in case["jit_compile"]:
+        mirrored, caught = make(strategy, jit)
+        mirrored.set_weights(initial)
+        hm = mirrored.fit(x, batch_size=21, epochs=2, shuffle=False, verbose=0).history
+        out[f"mirrored_{jit}"] = {
+            "xla": mirrored.xla, "jit": bool(mirrored.jit_compile), "warnings": caught,
+            "weight_diff": max(float(np.abs(a - b).max())
+                               for a, b in zip(single.get_weights(), mirrored.get_weights())),
+            "metrics": {k: v[-1] for k, v in hm.items()},
+            "evaluate": mirrored.evaluate(x, batch_size=21, verbose=0, return_dict=True),
+        }
+    out["evaluate_single"] = single.evaluate(x, batch_size=21, verbose=0, return_dict=True)
+    print("RESULT " + json.dumps(out))
+    """
+)

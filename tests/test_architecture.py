@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import REPO as ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "keras_vae"
 
 #: Code that decides by the model's kind instead of asking the kind (keras_vae.models.kind).

@@ -8,18 +8,18 @@ directory whose training was killed in its second epoch, after the backup of the
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+from helpers import FIXTURES as FIXTURES_DIR
 from keras_vae.config import TrainConfig
 from keras_vae.training import train
 
 import keras_vae
 from keras_vae import runs
 
-FIXTURES = Path(__file__).parent / "fixtures" / "v0_2_0"
+FIXTURES = FIXTURES_DIR / "v0_2_0"
 
 
 @pytest.fixture(scope="module")

@@ -7,15 +7,15 @@ Jupyter would run it, so its `../../shared` fallbacks are exercised.
 """
 
 import shutil
-from pathlib import Path
 
 import pytest
+from helpers import REPO as ROOT
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 kernelspec = pytest.importorskip("ipykernel.kernelspec")
 
-ROOT = Path(__file__).resolve().parents[1]
+
 NOTEBOOKS = ROOT / "notebooks"
 SHARED = ROOT.parent / "shared"
 BUDGET = {"KERAS_VAE_NOTEBOOK_EPOCHS": "1", "KERAS_VAE_NOTEBOOK_LIMIT": "2000"}

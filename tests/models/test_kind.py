@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import FIXTURES
 
 from keras_vae import registry
 from keras_vae.cli import commands as cli
@@ -155,7 +156,7 @@ def test_a_kind_of_one_file_trains_resumes_evaluates_plots_and_exports_from_the_
     assert "does not apply to a test-ae run" in capsys.readouterr().err
     assert cli.main(["export", str(run), "--output", str(tmp_path / "ex")]) == 0
     model = runs.load_model(run / runs.MODEL_FILE)
-    x = np.load(__import__("pathlib").Path(__file__).parents[1] / "fixtures/v0_2_0/inputs.npy")
+    x = np.load(FIXTURES / "v0_2_0" / "inputs.npy")
     served = tf.saved_model.load(str(tmp_path / "ex" / "autoencoder" / "1"))
     np.testing.assert_allclose(
         served.signatures["serving_default"](x=tf.constant(x))["mean"],

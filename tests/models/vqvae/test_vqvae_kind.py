@@ -9,12 +9,12 @@ a NumPy log-softmax of its logits, and the exported SavedModel's codes against K
 
 import importlib.util
 import json
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import REPO
 
 from keras_vae.cli import commands as cli
 from keras_vae.models.vqvae.code_prior import CodePrior
@@ -172,7 +172,7 @@ def test_export_of_a_prior_run_serves_the_keras_codes(prior_run, tmp_path, capsy
     np.testing.assert_array_equal(served(x=tf.constant(x))["codes"].numpy(),
                                   prior.vqvae.encode(x).numpy())  # fmt: skip
     spec = importlib.util.spec_from_file_location(
-        "make_examples", Path(__file__).resolve().parents[1] / "export" / "make_examples.py"
+        "make_examples", REPO / "export" / "make_examples.py"
     )
     examples = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(examples)  # REST bodies of export/client.py, run in-process

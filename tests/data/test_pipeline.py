@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 import scipy.io
 import tensorflow_datasets as tfds
+from helpers import SHARED, TFDS_DIR
 
 from keras_vae import registry
 from keras_vae.data import pipeline as data
 from keras_vae.data.builders import frey_face
 from keras_vae.data.pipeline import DatasetNotFoundError, DataValidationError
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-TFDS_DIR = SHARED / "tensorflow_datasets"  # read-only: only read from it, never prepare into it
+# TFDS_DIR (helpers) is read-only: only read from it, never prepare into it
 FREY_MANUAL_DIR = SHARED / "data" / "frey_face"
 MNIST_TEST_IMAGES = SHARED / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"
 

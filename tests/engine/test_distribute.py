@@ -3,74 +3,13 @@
 import json
 import subprocess
 import sys
-import textwrap
 import warnings
 
 import pytest
 import tensorflow as tf
+from helpers import MIRRORED_EQUIVALENCE
 
 from keras_vae.engine import distribute
-
-MIRRORED_EQUIVALENCE = textwrap.dedent(
-    """
-    import json, sys, warnings
-    import numpy as np
-    import tensorflow as tf
-    from keras_vae.engine import distribute
-    distribute.configure_cpu_replicas(2)
-    import keras
-    from keras_vae import mlp_vae, registry
-
-    case = json.loads(sys.argv[1])  # the model's parts and objective, the XLA settings
-
-    rng = np.random.default_rng(0)
-    # 63 examples in global batches of 21: every batch splits 11 + 10 over the 2 replicas
-    x = (rng.uniform(size=(63, 6, 5, 1)) > 0.5).astype("float32")
-
-    def make(strategy, jit_compile=None):
-        keras.utils.set_random_seed(0)
-        with strategy.scope():
-            # the model's own noise: every replica draws the global batch's eps and keeps its
-            # rows, so the same example gets the same eps on 1 device and on 2 replicas
-            objective = case.get("objective")
-            if objective is not None:
-                objective = registry.get("objective", objective["name"])(**objective["config"])
-            model = mlp_vae((6, 5, 1), latent_dim=3, hidden_units=[16], seed=1,
-                            objective=objective, **case["model"])
-            model.build((None, 6, 5, 1))
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                model.compile(keras.optimizers.SGD(0.05), jit_compile=jit_compile)
-        return model, [str(w.message) for w in caught]
-
-    # the reference: one device without XLA. (With XLA, one device compiles the whole step,
-    # noise included, and XLA's Philox kernel draws other numbers than TensorFlow's; under
-    # replicas the noise is drawn outside the compiled replica math, by TensorFlow's kernel.)
-    single, _ = make(distribute.get_strategy("default"), False)
-    initial = [w.copy() for w in single.get_weights()]
-    hs = single.fit(x, batch_size=21, epochs=2, shuffle=False, verbose=0).history
-    out = {"xla_single": single.xla, "jit_single": bool(single.jit_compile),
-           "weight_change": max(float(np.abs(a - b).max())
-                                for a, b in zip(initial, single.get_weights())),
-           "metrics_single": {k: v[-1] for k, v in hs.items()}}
-    strategy = distribute.get_strategy("mirrored")
-    out["replicas"] = strategy.num_replicas_in_sync
-    for jit in case["jit_compile"]:
-        mirrored, caught = make(strategy, jit)
-        mirrored.set_weights(initial)
-        hm = mirrored.fit(x, batch_size=21, epochs=2, shuffle=False, verbose=0).history
-        out[f"mirrored_{jit}"] = {
-            "xla": mirrored.xla, "jit": bool(mirrored.jit_compile), "warnings": caught,
-            "weight_diff": max(float(np.abs(a - b).max())
-                               for a, b in zip(single.get_weights(), mirrored.get_weights())),
-            "metrics": {k: v[-1] for k, v in hm.items()},
-            "evaluate": mirrored.evaluate(x, batch_size=21, verbose=0, return_dict=True),
-        }
-    out["evaluate_single"] = single.evaluate(x, batch_size=21, verbose=0, return_dict=True)
-    print("RESULT " + json.dumps(out))
-    """
-)
-
 
 DEFAULT_MODEL = {"model": {"num_samples": 2}, "jit_compile": [None, False]}
 # a non-default family member: IWAE (K = 3, DReG gradients) with a VampPrior, whose prior runs

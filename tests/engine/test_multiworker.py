@@ -21,14 +21,6 @@ TRAIN = [
 # 96 examples in global batches of 21 (the last one 12): every batch splits 11 + 10 or 6 + 6
 
 
-@pytest.fixture
-def toy_npy(tmp_path):
-    rng = np.random.default_rng(1)
-    path = tmp_path / "toy.npy"
-    np.save(path, (rng.uniform(size=(96, 4, 4, 1)) > 0.5).astype("float32"))
-    return path
-
-
 def _run_workers(command, tmp_path, name, timeout=300, **kwargs):
     log_dir = tmp_path / f"logs-{name}"
     log_dir.mkdir()

@@ -9,6 +9,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from helpers import REPO
 
 from keras_vae.cli import commands as cli
 from keras_vae.data import pipeline as data
@@ -17,13 +18,6 @@ from keras_vae.runs.config import TrainConfig
 from keras_vae.workflows import train as training
 
 RNG = np.random.default_rng(4)
-
-
-@pytest.fixture
-def toy_npz(tmp_path):
-    path = tmp_path / "toy.npz"
-    np.savez(path, x=(RNG.uniform(size=(256, 6, 6)) > 0.5).astype("uint8"))
-    return path
 
 
 def _config(toy_npz, **changes):
@@ -159,7 +153,7 @@ def test_model_files_with_code_are_refused(tmp_path):
 
 def _load_kill_harness():
     """benchmarks/kill_resume.py, which runs the same harness with many more kills."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "kill_resume.py"
+    path = REPO / "benchmarks" / "kill_resume.py"
     spec = importlib.util.spec_from_file_location("kill_resume", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -13,13 +13,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from helpers import REPO, TFDS_DIR
 
 from keras_vae.data import pipeline as data
 from keras_vae.runs.config import ConfigError, TrainConfig
 from keras_vae.workflows import train as training
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-TFDS_DIR = SHARED / "tensorflow_datasets"
 needs_binarized_mnist = pytest.mark.skipif(
     not (TFDS_DIR / "binarized_mnist").is_dir(), reason=f"no prepared binarized_mnist in {TFDS_DIR}"
 )
@@ -268,7 +267,7 @@ SYNTHETIC_SPEC = data.DatasetSpec(
 
 _MEASURE = """
 import json, sys
-sys.path.insert(0, {tests!r})
+sys.path[:0] = [{tests!r}, {helpers!r}]
 from keras_vae.data import pipeline as data
 from test_streaming import SYNTHETIC_SPEC
 
@@ -296,7 +295,9 @@ print(json.dumps(measured))
 @pytest.mark.slow
 def test_streaming_memory_stays_bounded_where_loading_grows_with_the_split(tmp_path) -> None:
     SyntheticImages(data_dir=str(tmp_path)).download_and_prepare()
-    script = _MEASURE.format(tests=str(Path(__file__).parent), data_dir=str(tmp_path))
+    script = _MEASURE.format(
+        tests=str(Path(__file__).parent), helpers=str(REPO / "tests"), data_dir=str(tmp_path)
+    )
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
     )

@@ -8,8 +8,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from helpers import run_saving_test
-from test_distribute import MIRRORED_EQUIVALENCE
+from helpers import MIRRORED_EQUIVALENCE, run_saving_test
 
 from keras_vae import mlp_vae
 from keras_vae.parts.networks import (
@@ -274,7 +273,7 @@ def test_conv_vae_with_full_posterior_and_vamp_prior_survives_keras_round_trip()
 
 
 def test_mirrored_conv_vae_steps_equal_single_device_steps():
-    """The MirroredStrategy equivalence of tests/test_distribute.py, on a conv VAE: 2 logical
+    """The MirroredStrategy equivalence of tests/engine/test_distribute.py, on a conv VAE: 2 logical
     CPU replicas and one device make the same SGD steps on the same global batches."""
     case = {"model": {"network": "conv", "network_options": {"filters": [4, 8]},
                       "activation": "relu"}, "jit_compile": [False]}  # fmt: skip

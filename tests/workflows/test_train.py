@@ -13,14 +13,6 @@ from keras_vae.runs.config import ConfigError, TrainConfig
 from keras_vae.workflows import train as training
 
 
-@pytest.fixture
-def toy_npz(tmp_path):
-    path = tmp_path / "toy.npz"
-    rng = np.random.default_rng(7)
-    np.savez(path, x=(rng.uniform(size=(200, 6, 6)) > 0.5).astype("uint8"))
-    return path
-
-
 def _config(toy_npz, **changes):
     values = dict(dataset=str(toy_npz), eval_split="train", latent_dim=2, hidden_units=[8],
                   epochs=2, batch_size=50, seed=3, image_every=0)  # fmt: skip

@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
+from helpers import REPO
 from scipy import special, stats
 
 import keras_vae
 from keras_vae.models.vae import export
 from keras_vae.serving import checks as export_checks
 
-REPO = Path(__file__).resolve().parents[1]
 MNIST = REPO.parent / "shared" / "data" / "mnist"
 CLASSES, LATENT = 10, 4
 

@@ -5,11 +5,11 @@ import gzip
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+from helpers import SHARED, TFDS_DIR
 
 from keras_vae.cli import commands as cli
 from keras_vae.data import pipeline as data
@@ -17,8 +17,6 @@ from keras_vae.runs import directory as runs
 from keras_vae.runs.config import TrainConfig
 from keras_vae.workflows import train as training
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-TFDS_DIR = SHARED / "tensorflow_datasets"
 pytestmark = pytest.mark.skipif(not TFDS_DIR.is_dir(), reason=f"no offline data at {TFDS_DIR}")
 
 

@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
+from helpers import REPO
 
 import keras_vae
 from keras_vae.models.vae import export
 
-REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 LATENT = 4
 SHAPES = {"bernoulli": (28, 28, 1), "gaussian": (28, 20, 1)}

@@ -17,13 +17,12 @@ import json
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import run_saving_test
+from helpers import SHARED, run_saving_test
 from scipy import stats
 
 from keras_vae import mlp_vae
@@ -41,7 +40,6 @@ from keras_vae.parts.posteriors import DiagonalGaussianPosterior
 from keras_vae.runs import directory as runs
 from keras_vae.workflows import train as training
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 RNG = np.random.default_rng(7)
 SHAPE, C = (6, 5, 1), 3
 

@@ -1,0 +1,30 @@
+"""Fixtures shared by the tests; the tests mirror the package (tests/<folder>/test_<module>.py).
+
+This folder is put on `sys.path` (pytest's default import mode does so for a conftest.py
+outside a package), so every test imports the shared helpers with `from helpers import ...`.
+"""
+
+from __future__ import annotations
+
+import pytest
+from helpers import SHARED, TFDS_DIR, write_toy_images
+
+
+@pytest.fixture(scope="session")
+def shared_dir():
+    """The offline data beside the clone; tests that need it skip where it is absent."""
+    if not TFDS_DIR.is_dir():
+        pytest.skip(f"no offline data in {SHARED} (see ../shared/DATA.md)")
+    return SHARED
+
+
+@pytest.fixture
+def toy_npz(tmp_path):
+    """256 random binary 6x6 images in an `.npz` (key `x`), uint8."""
+    return write_toy_images(tmp_path / "toy.npz", 256, (6, 6), seed=7)
+
+
+@pytest.fixture
+def toy_npy(tmp_path):
+    """96 random binary 4x4x1 images in an `.npy`, float32."""
+    return write_toy_images(tmp_path / "toy.npy", 96, (4, 4, 1), seed=1, dtype="float32")
