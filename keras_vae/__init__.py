@@ -36,7 +36,7 @@ from keras_vae.parts.objectives import ELBO, IWAE  # noqa: E402
 from keras_vae.parts.posteriors import DiagonalGaussianPosterior, FullCovariancePosterior  # noqa: E402
 from keras_vae.parts.priors import MixturePrior, StandardNormalPrior, VampPrior  # noqa: E402
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "VAE",

@@ -113,10 +113,17 @@ _TRAIN_OPTIONS = (
 )
 
 
+def _version() -> str:
+    import keras_vae
+
+    return keras_vae.__version__
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The `keras-vae` parser and its subcommands' parsers by name (the docs site's CLI
     reference is generated from it)."""
     parser = _Parser(prog="keras-vae", description="Variational autoencoders for Keras 3.")
+    parser.add_argument("--version", action="version", version=f"keras-vae {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = commands.add_parser("train", help="train a VAE and write a run directory")
@@ -150,33 +157,27 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     train.add_argument("--overwrite", action="store_true", help="replace an existing run")
     train.add_argument("--quiet", action="store_true", help="no per-epoch progress")
 
-    evaluate = commands.add_parser(
-        "evaluate", help="held-out ELBO, importance-sampled NLL, bits/dim, active units"
-    )
-    evaluate.add_argument("run_dir", type=Path)
-    evaluate.add_argument(
-        "--split", default=None, help="split to evaluate (default: the run's eval split)"
-    )
-    evaluate.add_argument(
-        "--importance-samples", type=int, default=None,
-        help="VAE: K for the NLL estimate (default: 1000; the paper's: 5000)",
-    )  # fmt: skip
-    evaluate.add_argument("--limit", type=int, default=None, help="first N examples only")
-    evaluate.add_argument(
-        "--seed", type=int, default=None, help="VAE: seed of the importance samples (default: 0)"
-    )
-    evaluate.add_argument("--json", action="store_true", help="print one JSON object last")
+    found = {"train": train}
+    for name, (module, text) in _workflows().items():
+        found[name] = commands.add_parser(
+            name, help=text, description=module.__doc__.split("\n\n")[0]
+        )
+        module.add_cli_arguments(found[name])
+    return parser, found
 
-    export = commands.add_parser("export", help="SavedModels and TFLite files of a run")
-    from keras_vae.workflows import export as export_module
 
-    export_module.add_cli_arguments(export)
+def _workflows() -> dict:
+    """The subcommands besides `train`: name -> (workflow module, one-line help). Each module
+    has `add_cli_arguments(parser)` and `run_cli(args)`."""
+    from keras_vae.workflows import encode, evaluate, export, plot, sample
 
-    plot = commands.add_parser("plot", help="reconstructions, samples, manifold, latents")
-    from keras_vae.workflows import plot as plot_module
-
-    plot_module.add_cli_arguments(plot)
-    return parser, {"train": train, "evaluate": evaluate, "export": export, "plot": plot}
+    return {
+        "evaluate": (evaluate, "held-out metrics of a run (a VAE: ELBO, NLL, bits/dim)"),
+        "sample": (sample, "draw images from a run's model to .npy or .png"),
+        "encode": (encode, "a data set to latents (.npz), optionally for TensorBoard's Projector"),
+        "plot": (plot, "reconstructions, samples, manifold, latents, ... as a PNG"),
+        "export": (export, "SavedModels (TF Serving) and TFLite files of a run"),
+    }
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -221,32 +222,18 @@ def _run_train(args: argparse.Namespace) -> int:
     metrics = training.train(
         config, output=output, verbose=verbose, overwrite=args.overwrite, progress=progress
     )
-    line = kind_of(config).summary_line(metrics)
-    print(line)
+    print(kind_of(config).summary_line(metrics))
+    if metrics.get("kept_for"):  # early stopping: the model holds the best epoch's weights
+        print(
+            f"kept the weights of epoch {metrics['kept_epoch']} of {metrics['epochs']} "
+            f"({metrics['kept_for']} {metrics['kept_value']:.2f}); the metrics above are theirs"
+        )
     if not metrics["chief"]:
         print(f"the chief worker writes the run files to {output}")
         return 0
     print(f"wrote {output}/model.keras, config.json, history.csv, metrics.json")
     print(f"TensorBoard: tensorboard --logdir {output / 'tensorboard'}")
     return 0
-
-
-def _run_evaluate(args: argparse.Namespace) -> int:
-    from keras_vae.workflows import evaluate
-
-    return evaluate.run_cli(args)
-
-
-def _run_export(args: argparse.Namespace) -> int:
-    from keras_vae.workflows import export
-
-    return export.run_cli(args)
-
-
-def _run_plot(args: argparse.Namespace) -> int:
-    from keras_vae.workflows import plot
-
-    return plot.run_cli(args)
 
 
 class _Progress:
@@ -289,17 +276,33 @@ def _show_warning(command: str, default):
     return show
 
 
-_COMMANDS = {
-    "train": _run_train,
-    "evaluate": _run_evaluate,
-    "export": _run_export,
-    "plot": _run_plot,
-}
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "train":
+        return _run_train(args)
+    module, _ = _workflows()[args.command]
+    return module.run_cli(args)
+
+
+OVERVIEW = """keras-vae: variational autoencoders for Keras 3 (version {version})
+
+  keras-vae train    --dataset binarized_mnist --epochs 10 --output runs/mnist
+  keras-vae evaluate runs/mnist --importance-samples 5000
+  keras-vae sample   runs/mnist --output samples.png
+  keras-vae encode   runs/mnist test --output latents.npz
+  keras-vae plot     runs/mnist --kind manifold --output manifold.png
+  keras-vae export   runs/mnist --output export/mnist
+
+keras-vae COMMAND --help lists a command's options; keras-vae --version prints the version.
+"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `keras-vae` console script."""
     parser, commands = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:
+        print(OVERVIEW.format(version=_version()), end="")
+        return 0
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # reported by the subcommand, so that its valid options are listed
         commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
@@ -307,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning(args.command, warnings.showwarning)
-            return _COMMANDS[args.command](args)
+            return _run(args)
     except (ConfigError, ValueError, FileExistsError, FileNotFoundError) as error:
         _PROGRESS.print_waiting()
         if os.environ.get("KERAS_VAE_DEBUG"):

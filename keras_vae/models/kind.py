@@ -107,6 +107,18 @@ class ModelKind:
         result["num_examples"] = len(images)
         return result, ", ".join(f"{k} {v:.4f}" for k, v in result.items())
 
+    # ------------------------------------------------------------------------ sample, encode
+    def sample(self, model, num: int, seed: int = 0, labels=None) -> np.ndarray:
+        """`keras-vae sample`: `num` images drawn from the model, `[num, *image_shape]`."""
+        if not hasattr(model, "sample"):
+            raise ValueError(f"a {self.registered_name} run has no model to sample from.")
+        return np.asarray(model.sample(num, seed=seed))
+
+    def encode(self, model, images, labels=None) -> dict[str, np.ndarray]:
+        """`keras-vae encode`: the representation of each image, arrays by name; the first
+        is what the Projector shows."""
+        raise NotImplementedError(f"the {self.registered_name} kind has no encoder")
+
     # -------------------------------------------------------------------------------- plot
     def make_figure(self, model, figure: str, *, images=None, labels=None, num=None, seed=0,
                     split="test"):  # fmt: skip

@@ -120,16 +120,19 @@ def check_run_dir(run_dir: str | Path) -> Path:
     return run_dir
 
 
-def load_config(run_dir: str | Path) -> TrainConfig:
-    """The training config of a run directory (its model is not loaded)."""
-    return TrainConfig.from_file(check_run_dir(run_dir) / CONFIG_FILE)
+def load_config(run_dir: str | Path, data_dir: str | Path | None = None) -> TrainConfig:
+    """The training config of a run directory (its model is not loaded); `data_dir`
+    replaces the tfds data directory it recorded (the data moved, or another machine)."""
+    config = TrainConfig.from_file(check_run_dir(run_dir) / CONFIG_FILE)
+    return config if data_dir is None else config.replace(data_dir=str(data_dir))
 
 
-def load_run(run_dir: str | Path) -> tuple[keras.Model, TrainConfig]:
-    """Loads the model and the training config of a run directory."""
-    run_dir = check_run_dir(run_dir)
-    config = TrainConfig.from_file(run_dir / CONFIG_FILE)
-    return load_model(run_dir / MODEL_FILE), config
+def load_run(
+    run_dir: str | Path, data_dir: str | Path | None = None
+) -> tuple[keras.Model, TrainConfig]:
+    """Loads the model and the training config of a run directory (see `load_config`)."""
+    config = load_config(run_dir, data_dir)
+    return load_model(Path(run_dir) / MODEL_FILE), config
 
 
 class RunStateError(RunDirectoryError):

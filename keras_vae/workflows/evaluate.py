@@ -20,6 +20,7 @@ def evaluate_run(
     split: str | None = None,
     *,
     limit: int | None = None,
+    data_dir: str | Path | None = None,
     progress_stream=None,
     **options,
 ) -> dict:
@@ -29,6 +30,7 @@ def evaluate_run(
         run_dir: A run directory written by `keras-vae train`.
         split: The split of the run's data.
         limit: The first `limit` examples only.
+        data_dir: The tfds data directory, instead of the one the run recorded.
         progress_stream: Where a long evaluation reports progress.
         **options: The kind's evaluation options (`ModelKind.evaluate_options`; a VAE's
             `importance_samples` and `seed`). One the kind does not take is refused.
@@ -36,7 +38,7 @@ def evaluate_run(
     Returns:
         The metrics, with `split` and `line` (what the command prints).
     """
-    model, config = runs.load_run(run_dir)
+    model, config = runs.load_run(run_dir, data_dir)
     kind = kind_of(config)
     for key in options:
         if key not in kind.evaluate_options:
@@ -66,7 +68,7 @@ def run_cli(args) -> int:
     options = {key: getattr(args, key) for key in ("importance_samples", "seed")
                if getattr(args, key) is not None}  # fmt: skip
     stream = sys.stderr if args.json else sys.stdout  # beside --json: progress on stderr
-    result = evaluate_run(args.run_dir, args.split, limit=args.limit,
+    result = evaluate_run(args.run_dir, args.split, limit=args.limit, data_dir=args.data_dir,
                           progress_stream=stream, **options)  # fmt: skip
     line = result.pop("line")
     if args.json:
@@ -75,3 +77,24 @@ def run_cli(args) -> int:
         print(line)
         print(f"wrote {Path(args.run_dir) / ('eval_' + result['split'] + '.json')}")
     return 0
+
+
+def add_cli_arguments(parser) -> None:
+    """Adds the options of `keras-vae evaluate` to `parser`."""
+    from keras_vae.workflows.arguments import add_data_dir_argument
+
+    parser.add_argument("run_dir", type=Path, help="run directory written by `keras-vae train`")
+    parser.add_argument(
+        "--split", default=None, help="split to evaluate (default: the run's eval split)"
+    )
+    parser.add_argument(
+        "--importance-samples", type=int, default=None, metavar="K",
+        help="VAE: importance samples of the NLL estimate (default: 1000; published NLLs "
+        "use 5000)",
+    )  # fmt: skip
+    parser.add_argument("--limit", type=int, default=None, help="first N examples only")
+    parser.add_argument(
+        "--seed", type=int, default=None, help="VAE: seed of the importance samples (default: 0)"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object last")
+    add_data_dir_argument(parser)

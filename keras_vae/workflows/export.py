@@ -18,11 +18,14 @@ from keras_vae.models.vae.export import DEFAULT_SCORER_SAMPLES, QUANTIZATIONS
 from keras_vae.runs import directory as runs
 from keras_vae.runs.config import ConfigError
 from keras_vae.runs.splits import load_labeled_split, load_split
+from keras_vae.workflows.arguments import add_data_dir_argument
 
 _DEFAULTS = {"quantize": ["none"], "scorer": True, "scorer_samples": DEFAULT_SCORER_SAMPLES}
 
 
-def export_run(run_dir: str | Path, export_dir: str | Path, **options) -> dict:
+def export_run(
+    run_dir: str | Path, export_dir: str | Path, data_dir: str | Path | None = None, **options
+) -> dict:
     """Exports the model of a `keras-vae train` run directory, checked on its training data.
 
     Loads the run (`keras_vae.runs.load_run`), reads its training split (with the labels of
@@ -31,13 +34,14 @@ def export_run(run_dir: str | Path, export_dir: str | Path, **options) -> dict:
     Args:
         run_dir: A run directory written by `keras-vae train`.
         export_dir: Where to export.
+        data_dir: The tfds data directory, instead of the one the run recorded.
         **options: The kind's export options (`version`, `tflite`, `quantize`, `overwrite`,
             `progress`; a VAE's `scorer`, `scorer_samples`).
 
     Returns:
         The export report.
     """
-    model, config = runs.load_run(run_dir)
+    model, config = runs.load_run(run_dir, data_dir)
     kind = kind_of(config)
     likelihood = kind.likelihood_name(model)
     labels = None
@@ -72,6 +76,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
         f"(default: {DEFAULT_SCORER_SAMPLES})",
     )  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    add_data_dir_argument(parser)
 
 
 def kind_options(kind, given: dict) -> dict:
@@ -96,7 +101,8 @@ def run_cli(args: argparse.Namespace) -> int:
     kind = kind_of(config)
     given = {"quantize": args.quantize, "scorer": args.scorer,
              "scorer_samples": args.scorer_samples}  # fmt: skip
-    report = export_run(args.run_dir, args.output, version=args.version, tflite=args.tflite,
+    report = export_run(args.run_dir, args.output, args.data_dir, version=args.version,
+                        tflite=args.tflite,
                         overwrite=args.overwrite, **kind_options(kind, given))  # fmt: skip
     for line in kind.report_lines(report, args.output):
         print(line)

@@ -18,6 +18,7 @@ from keras_vae.models.vae.pictures import *  # noqa: F403  (keras_vae.plotting o
 from keras_vae.models.vae.pictures import DEFAULT_NUM, _check_count
 from keras_vae.runs import directory as runs
 from keras_vae.runs.splits import load_labeled_split, load_split
+from keras_vae.workflows.arguments import add_data_dir_argument
 
 
 # ------------------------------------------------------------------------------------ CLI
@@ -56,6 +57,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
         "and of the images picked for reconstructions/interpolation",
     )  # fmt: skip
     parser.add_argument("--dpi", type=float, default=DEFAULT_DPI, help="PNG resolution")
+    add_data_dir_argument(parser)
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -63,7 +65,7 @@ def run_cli(args: argparse.Namespace) -> int:
     the run's model kind for the figure and writes the PNG."""
     if args.num is not None:
         _check_count("--num", args.num)
-    model, config = runs.load_run(args.run_dir)
+    model, config = runs.load_run(args.run_dir, args.data_dir)
     kind = kind_of(config)
     if args.kind not in kind.figure_kinds:
         raise ValueError(

@@ -453,10 +453,10 @@ def _train(session: _Session, config: TrainConfig, output, verbose, overwrite, c
     distribute.barrier(session.strategy)  # workers read the run directory once it is ready
     model, initial_epoch = _model_and_restore(session, config, x_train)
     guard = StopOnNonFiniteLoss()
+    fit_callbacks = _training_callbacks(session, config, guard, callbacks, x_eval)
     history, wall = _fit(
         session, model, config, x_train, x_eval,
-        initial_epoch=initial_epoch, verbose=verbose,
-        callbacks=_training_callbacks(session, config, guard, callbacks, x_eval),
+        initial_epoch=initial_epoch, verbose=verbose, callbacks=fit_callbacks,
     )  # fmt: skip
     _raise_if_not_finite(session, guard)
     epochs_run = len(history.history.get("loss", []))  # fewer after early stopping
@@ -464,12 +464,23 @@ def _train(session: _Session, config: TrainConfig, output, verbose, overwrite, c
     metrics.update(
         resumed_from_epoch=initial_epoch,
         epochs=initial_epoch + epochs_run,
+        **_kept_epoch(fit_callbacks, initial_epoch + epochs_run),
         train_seconds=round(wall, 2),
         train_examples_per_s=round(metrics["examples_seen"] / max(wall, 1e-9), 1),
     )
     if output is not None and session.chief:
         runs.finish_run(output, model, session.backup.history, metrics)
     return {**metrics, "model": model, "history": history.history, "chief": session.chief}
+
+
+def _kept_epoch(callbacks, last_epoch: int) -> dict:
+    """Which epoch's weights the model holds (1-based): the best one early stopping kept,
+    with the held-out value it was kept for, else the last one trained."""
+    stopper = next((c for c in callbacks if isinstance(c, BestEpochStopping)), None)
+    if stopper is None or stopper.best_weights is None:
+        return {"kept_epoch": last_epoch}
+    return {"kept_epoch": stopper.best_epoch + 1, "kept_for": stopper.monitor,
+            "kept_value": float(stopper.best)}  # fmt: skip
 
 
 # ------------------------------------------------------------------ resource errors, one line

@@ -189,6 +189,9 @@ def test_early_stopping_keeps_the_best_epoch(toy_npz):
     val = result["history"]["val_elbo"]
     assert len(val) < 40 and result["epochs"] == len(val)
     assert len(val) - 1 - int(np.argmax(val)) == 2  # stopped two epochs after the best one
+    # metrics.json says which epoch the model's weights are from, and that epoch's bound
+    assert result["kept_epoch"] == int(np.argmax(val)) + 1 and result["kept_for"] == "val_elbo"
+    assert result["kept_value"] == pytest.approx(max(val), abs=1e-4)
 
 
 class _EvaluatedWeights(keras.callbacks.Callback):
@@ -215,6 +218,7 @@ def test_early_stopping_with_ema_keeps_the_averaged_weights_of_the_best_epoch(to
     val = result["history"]["val_elbo"]
     best = int(np.argmax(val))
     assert len(val) == 8 and best < 7  # the best epoch is not the last one
+    assert result["kept_epoch"] == best + 1
     final = result["model"].get_weights()
     for kept, scored in zip(final, seen.by_epoch[best], strict=True):
         np.testing.assert_array_equal(kept, scored)

@@ -319,6 +319,15 @@ class _VQKind(ModelKind):
     def figure_needs_images(self, figure: str) -> bool:
         return figure in ("reconstructions", "codebook")
 
+    def encode(self, model, images, labels=None) -> dict[str, np.ndarray]:
+        """The codes `[N, h, w]` (`codes`) and the quantized latents flattened (`latents`)."""
+        vq = model.vqvae if isinstance(model, CodePrior) else model
+        codes, latents = [], []
+        for x in _batches(images):
+            codes.append(vq.encode(x).numpy())
+            latents.append(vq.quantized_latents(x).numpy().reshape(int(x.shape[0]), -1))
+        return {"latents": np.concatenate(latents), "codes": np.concatenate(codes)}
+
     def make_figure(self, model, figure, *, images=None, labels=None, num=None, seed=0,
                     split="test"):  # fmt: skip
         return make_figure(model, figure, images, num, seed, split)
@@ -364,6 +373,12 @@ class VQVAEKind(_VQKind):
     def training_pictures(self, model, images, labels, num_samples, seed) -> dict:
         return {"reconstructions": np.asarray(model.reconstruct(images))}
 
+    def sample(self, model, num, seed=0, labels=None):
+        raise ValueError(
+            "a vqvae run has no prior over its codes to sample from; train one with "
+            "`keras-vae train --model vqvae-prior --vqvae-run RUN` and sample that run."
+        )
+
     def evaluate(self, model, images, labels=None, **options):
         result = evaluate_vqvae(model, images)
         line = (
@@ -386,6 +401,10 @@ class CodePriorKind(_VQKind):
         samples, _ = model.sample_images(num_samples, seed=seed)
         return {"reconstructions": np.asarray(model.vqvae.reconstruct(images)),
                 "samples": np.asarray(samples)}  # fmt: skip
+
+    def sample(self, model, num, seed=0, labels=None):
+        samples, _ = model.sample_images(num, seed=seed)
+        return np.asarray(samples)
 
     def evaluate(self, model, images, labels=None, **options):
         result = evaluate_prior(model, images)
