@@ -98,7 +98,7 @@ _TRAIN_OPTIONS = (
     ("--cpu-replicas", "cpu_replicas", int, "split the CPU into N logical devices"),
     ("--limit", "limit", int, "use only the first N training examples"),
     ("--keep-backups", "keep_backups", int, "verified per-epoch backups kept (newest resumed)"),
-    ("--model", "model", str, "vae, vqvae, or vqvae-prior (needs --vqvae-run)"),
+    ("--model", "model", str, "vae, hvae, vqvae, or vqvae-prior (needs --vqvae-run)"),
     ("--codebook-size", "codebook_size", int, "vqvae: K, the number of codes"),
     ("--code-dim", "code_dim", int, "vqvae: D, the size of each code"),
     ("--commitment-weight", "commitment_weight", float, "vqvae: beta of the commitment loss"),
@@ -137,6 +137,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         "--conv-filters", dest="conv_filters", type=int, nargs="+", default=argparse.SUPPRESS,
         help="conv, vqvae: channels of each stride-2 conv level (depth: their count), e.g. "
         "32 64 (a 7x7 map for 28x28)",
+    )  # fmt: skip
+    train.add_argument(
+        "--latent-dims", dest="latent_dims", type=int, nargs="+", default=argparse.SUPPRESS,
+        help="hvae: size of each stochastic layer, z_1 (next to x) first, e.g. 64 32",
     )  # fmt: skip
     train.add_argument(
         "--xla", dest="jit_compile", action=argparse.BooleanOptionalAction,
@@ -202,6 +206,7 @@ def train_config(argv: Sequence[str]) -> TrainConfig:
 _CONFIG_KEYS = {key for _, key, _, _ in _TRAIN_OPTIONS} | {
     "hidden_units",
     "conv_filters",
+    "latent_dims",
     "jit_compile",
     "dynamic_binarization",
     "conditional",

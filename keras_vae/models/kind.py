@@ -14,18 +14,38 @@ and registers such a class (see tests/models/test_kind.py for one written in a t
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import keras
 import numpy as np
 
 from keras_vae import registry
+from keras_vae.metrics.latent import bits_per_dim  # noqa: F401  (one function, every kind)
+from keras_vae.parts import objectives
 
 
-def bits_per_dim(nats: float, num_dims: int) -> float:
-    """nats per example -> bits per dimension: nats / (D ln 2), D = pixels x channels."""
-    return float(nats) / (num_dims * math.log(2.0))
+def make_objective(config, epoch_steps: int | None = None) -> objectives.Objective:
+    """The configured objective: ELBO with its KL schedule (epochs converted to steps with
+    `epoch_steps`) and free bits, or IWAE with K = `samples` and its gradient estimator."""
+    if config.kl_warmup_epochs and epoch_steps is None:
+        raise ValueError("A KL warm-up in epochs needs epoch_steps, the steps of one epoch.")
+    steps = epoch_steps or 0
+    options = {
+        "elbo": {
+            "num_samples": config.samples,
+            "beta": config.beta,
+            "warmup_steps": config.kl_warmup_epochs * steps,
+            "cycle_steps": config.kl_cycle_epochs * steps,
+            "free_bits": config.free_bits,
+        },
+        "iwae": {"num_samples": config.samples, "gradient": config.gradient_estimator},
+        # keras_vae.parts.disentangling_objectives, with the papers' weights (no CLI options
+        # yet); N of beta-TCVAE's aggregate posterior: the examples of one epoch
+        "betatc": {"num_samples": config.samples}
+        | ({"dataset_size": max(2, steps * config.batch_size)} if steps else {}),
+        "annealed_capacity": {"num_samples": config.samples},
+    }[config.objective]
+    return registry.get("objective", config.objective)(**options)
 
 
 class ModelKind:

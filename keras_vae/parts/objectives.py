@@ -7,6 +7,12 @@ object with a config: called with a model, a batch, the trainer's noise and the 
 it returns the loss to minimise and the per-example terms that `fit` reports as metrics. The
 reported `elbo` is always the true bound (weight 1, no floor), whatever is optimised.
 
+A model whose q(z|x) is not one head over one z (a hierarchy with top-down inference, where
+q(z_i|z_{>i}, x) depends on the sampled z_{>i}) provides `latent_terms(x, noise, analytic_kl,
+dreg)` instead, returning `LatentTerms`: per-sample log p(x|z), log weights and the KL split
+into free-bits groups. `ELBO` and `IWAE` use it when the model has it, so the same objective
+objects train both kinds.
+
 Notation: x is a batch of B examples, z has shape [L, B, latent_dim] (L Monte Carlo samples per
 example, drawn by the caller from q(z|x) with the reparameterisation z = mu + sigma * eps), and
 `log_likelihood` is log p(x|z) with shape [L, B]. Every returned term has shape [B] and is in
@@ -40,6 +46,38 @@ class ElboTerms(NamedTuple):
     elbo: tf.Tensor
     reconstruction: tf.Tensor
     kl: tf.Tensor
+
+
+class LatentTerms(NamedTuple):
+    """What a model with its own sampling of z gives an objective (`model.latent_terms`).
+
+    S samples of the whole latent vector per example (z_s ~ q(z|x), built from the trainer's
+    noise), B examples; every term in nats.
+
+    Attributes:
+        log_likelihood: log p(x|z_s), `[S, B]`.
+        log_weights: log w_s = log p(x, z_s) - log q(z_s|x), `[S, B]`. With `dreg=True` the
+            variables inside log q are held constant (stop-gradient) while z_s stays a function
+            of them, what `dreg_surrogate` needs.
+        kl: The KL estimate per example `[B]`: closed form where a part of q and p allows it,
+            else the Monte Carlo mean of log q - log p over the S samples.
+        kl_groups: `[B, J]`, `kl` split into J free-bits groups (the columns sum to `kl`).
+        group_sizes: `[J]` float, latent units per group: group j gets lambda * size_j free
+            nats (lambda per unit, as `ELBO(free_bits=lambda)` documents).
+        terms: Extra per-example terms `[B]` reported as metrics (a hierarchy's kl_1, ...).
+        latents: With `dreg=True`, all of z_s as one vector `[S, B, D]` (else None).
+        score: With `dreg=True`, the partial derivatives d log w_s / d z_s `[S, B, D]`, each
+            unit's with the other units held fixed (else None).
+    """
+
+    log_likelihood: tf.Tensor
+    log_weights: tf.Tensor
+    kl: tf.Tensor
+    kl_groups: tf.Tensor
+    group_sizes: tf.Tensor
+    terms: dict
+    latents: tf.Tensor | None = None
+    score: tf.Tensor | None = None
 
 
 def gaussian_kl_to_standard_normal(loc: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
@@ -266,7 +304,9 @@ def free_bits_kl(kl_per_dim: tf.Tensor, free_bits: float) -> tf.Tensor:
 
     Each group j (a latent dimension, or the whole z when only the total KL is known) gets
     `lambda` nats for free: its KL is not pushed below that, which keeps units from
-    collapsing. `kl_per_dim` is `[B, J]`; returns a scalar (0 for an empty batch).
+    collapsing. `kl_per_dim` is `[B, J]`; `free_bits` a number or one floor per group `[J]`
+    (groups of several units get lambda times their size); returns a scalar (0 for an empty
+    batch).
     """
     size = tf.shape(kl_per_dim)[0]
     batch_mean = tf.reduce_sum(kl_per_dim, axis=0) / tf.cast(tf.maximum(size, 1), kl_per_dim.dtype)
@@ -413,6 +453,8 @@ class ELBO(Objective):
         self.free_bits = check_nonnegative_float("free_bits", free_bits)
 
     def __call__(self, model, x, noise, step):
+        if hasattr(model, "latent_terms"):  # the model samples z itself (a hierarchy)
+            return self._from_latent_terms(model, x, noise, step)
         parameters = model.encode_parameters(x)
         q = model.posterior.distribution(**parameters)
         z = model.posterior.reparameterize(parameters, noise)
@@ -429,6 +471,21 @@ class ELBO(Objective):
         loss = -batch_mean(reconstruction) + tf.cast(weight, kl.dtype) * kl_term
         terms = {"elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl}
         return loss, terms
+
+    def _from_latent_terms(self, model, x, noise, step):
+        """The same loss from `model.latent_terms`: free bits floor each of its groups."""
+        latent = model.latent_terms(x, noise, analytic_kl=self.analytic_kl)
+        reconstruction = tf.reduce_mean(latent.log_likelihood, axis=0)
+        kl = latent.kl
+        if self.free_bits:
+            floors = self.free_bits * tf.cast(latent.group_sizes, kl.dtype)
+            kl_term = free_bits_kl(latent.kl_groups, floors)
+        else:
+            kl_term = batch_mean(kl)
+        weight = kl_weight(step, self.beta, self.warmup_steps, self.cycle_steps)
+        loss = -batch_mean(reconstruction) + tf.cast(weight, kl.dtype) * kl_term
+        terms = {"elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl}
+        return loss, {**terms, **latent.terms}
 
     def get_config(self):
         return {
@@ -469,6 +526,8 @@ class IWAE(Objective):
         self.gradient = gradient
 
     def __call__(self, model, x, noise, step):
+        if hasattr(model, "latent_terms"):  # the model samples z itself (a hierarchy)
+            return self._from_latent_terms(model, x, noise)
         parameters = model.encode_parameters(x)
         q = model.posterior.distribution(**parameters)
         prior = model.prior_distribution()
@@ -500,6 +559,24 @@ class IWAE(Objective):
             "kl": kl,
         }
         return -batch_mean(objective), terms
+
+    def _from_latent_terms(self, model, x, noise):
+        """The same bound from `model.latent_terms` (DReG from its latents and score)."""
+        dreg = self.gradient == "dreg"
+        latent = model.latent_terms(x, noise, analytic_kl="auto", dreg=dreg)
+        bound = tf.reduce_logsumexp(latent.log_weights, axis=0) - math.log(self.num_samples)
+        objective = bound
+        if dreg:  # the value of the bound, the gradient of DReG
+            surrogate = dreg_surrogate(latent.log_weights, latent.latents, latent.score)
+            objective = tf.stop_gradient(bound) + surrogate - tf.stop_gradient(surrogate)
+        reconstruction = tf.reduce_mean(latent.log_likelihood, axis=0)
+        terms = {
+            "iwae": bound,
+            "elbo": reconstruction - latent.kl,
+            "reconstruction": reconstruction,
+            "kl": latent.kl,
+        }
+        return -batch_mean(objective), {**terms, **latent.terms}
 
     def get_config(self):
         return {**super().get_config(), "gradient": self.gradient}

@@ -146,6 +146,8 @@ class TrainConfig:
             them): L levels give a ceil(H/2^L) x ceil(W/2^L) map, so at most
             ceil(log2(max(H, W))) levels. `hidden_units` are a conv VAE's dense layers between.
         conv_kernel_size: Side k of those convolutions' k x k kernels.
+        latent_dims: Hierarchical VAE (`model="hvae"`): the size of each stochastic layer,
+            z_1 (next to x) first; L = their count.
         vqvae_run: VQ-VAE prior: the run directory of the trained VQ-VAE; its data settings
             (dataset, splits, likelihood) are the prior's.
         prior_channels: VQ-VAE prior: channels of the gated PixelCNN's stacks.
@@ -208,6 +210,7 @@ class TrainConfig:
     codebook_decay: float = 0.99
     restart_threshold: float = 0.1
     conv_filters: list[int] = dataclasses.field(default_factory=lambda: [32, 64])
+    latent_dims: list[int] = dataclasses.field(default_factory=lambda: [64, 32])
     conv_kernel_size: int = 3
     vqvae_run: str | None = None
     prior_channels: int = 64

@@ -38,11 +38,14 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from keras_vae.models.kind import bits_per_dim  # noqa: F401  (one function, every kind)
+from keras_vae.metrics.latent import (  # noqa: F401  (one function each, every kind)
+    ACTIVE_UNIT_THRESHOLD,
+    active_units,
+    bits_per_dim,
+)
 from keras_vae.models.vae.model import VAE
 from keras_vae.parts import objectives
 
-ACTIVE_UNIT_THRESHOLD = 0.01
 CLOSED_FORM, MONTE_CARLO = "closed_form", "monte_carlo"
 DEFAULT_CHUNK_SIZE = 50  # samples per loop step: 50 x 100 examples = 5,000 decoded rows
 
@@ -256,11 +259,6 @@ def importance_sampled_log_likelihood(
     result.setdefault("kl_per_dim", None)
     result["kl_method"] = CLOSED_FORM if closed_form else MONTE_CARLO
     return result
-
-
-def active_units(posterior_means: np.ndarray, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:
-    """How many latent dimensions u have Cov_x(E_q[z_u|x]) > threshold (Burda et al.)."""
-    return int(np.sum(np.var(posterior_means, axis=0) > threshold))
 
 
 def evaluate(

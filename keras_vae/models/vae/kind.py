@@ -13,34 +13,9 @@ import numpy as np
 
 from keras_vae import registry
 from keras_vae.data import pipeline as data
-from keras_vae.models.kind import ModelKind, _tail
+from keras_vae.models.kind import ModelKind, _tail, make_objective  # noqa: F401
 from keras_vae.models.vae import evaluation, pictures
 from keras_vae.models.vae.model import mlp_vae
-from keras_vae.parts import objectives
-
-
-def make_objective(config, epoch_steps: int | None = None) -> objectives.Objective:
-    """The configured objective: ELBO with its KL schedule (epochs converted to steps with
-    `epoch_steps`) and free bits, or IWAE with K = `samples` and its gradient estimator."""
-    if config.kl_warmup_epochs and epoch_steps is None:
-        raise ValueError("A KL warm-up in epochs needs epoch_steps, the steps of one epoch.")
-    steps = epoch_steps or 0
-    options = {
-        "elbo": {
-            "num_samples": config.samples,
-            "beta": config.beta,
-            "warmup_steps": config.kl_warmup_epochs * steps,
-            "cycle_steps": config.kl_cycle_epochs * steps,
-            "free_bits": config.free_bits,
-        },
-        "iwae": {"num_samples": config.samples, "gradient": config.gradient_estimator},
-        # keras_vae.parts.disentangling_objectives, with the papers' weights (no CLI options
-        # yet); N of beta-TCVAE's aggregate posterior: the examples of one epoch
-        "betatc": {"num_samples": config.samples}
-        | ({"dataset_size": max(2, steps * config.batch_size)} if steps else {}),
-        "annealed_capacity": {"num_samples": config.samples},
-    }[config.objective]
-    return registry.get("objective", config.objective)(**options)
 
 
 @registry.register("model", "vae")

@@ -43,7 +43,7 @@ import tensorflow as tf
 from keras_vae import registry
 from keras_vae._internal.checks import check_positive_int
 from keras_vae.engine.trainer import ExactReplicaTrainer
-from keras_vae.models.kind import bits_per_dim
+from keras_vae.metrics.latent import bits_per_dim
 from keras_vae.models.vqvae.model import VQVAE
 
 

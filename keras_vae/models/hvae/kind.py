@@ -1,0 +1,137 @@
+"""The hierarchical VAE kind: `keras-vae train --model hvae --latent-dims 64 32 ...`.
+
+The MLP hierarchy of `mlp_hvae` (top-down inference, NVAE's residual posterior relative to
+the prior, see `keras_vae.models.hvae.model`) from the configured parts: the likelihood, the
+prior of the top layer, the objective (ELBO with its schedule and free bits, or IWAE), the
+hidden units of every block. Evaluation reports the importance-sampled NLL over the whole
+hierarchy and each layer's KL and active units; `plot --kind resample` shows what each layer
+encodes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from keras_vae import registry
+from keras_vae._internal import figures
+from keras_vae.data import pipeline as data
+from keras_vae.models.hvae import metrics
+from keras_vae.models.hvae.presets import mlp_hvae
+from keras_vae.models.kind import ModelKind, _tail, make_objective
+
+
+@registry.register("model", "hvae")
+class HierarchicalVAEKind(ModelKind):
+    """An MLP hierarchical VAE of `len(latent_dims)` stochastic layers."""
+
+    options = (
+        "latent_dims", "hidden_units", "activation", "prior", "prior_components", "objective",
+        "gradient_estimator", "samples", "start_samples", "start_samples_epochs", "beta",
+        "kl_warmup_epochs", "kl_cycle_epochs", "free_bits", "posterior",
+    )  # fmt: skip
+    figure_kinds = ("samples", "reconstructions", "resample")
+    evaluate_options = ("importance_samples", "seed")
+
+    def build(self, config, image_shape, epoch_steps=None, condition_dim=None):
+        options = {} if config.likelihood_components is None else {
+            "likelihood_options": {"num_components": config.likelihood_components}}  # fmt: skip
+        return mlp_hvae(
+            image_shape, latent_dims=config.latent_dims, hidden_units=config.hidden_units,
+            likelihood=config.likelihood, activation=config.activation, seed=config.seed,
+            top_posterior=config.posterior, prior=config.prior,
+            prior_components=config.prior_components,
+            objective=make_objective(config, epoch_steps), **options,
+        )  # fmt: skip
+
+    def initialize(self, model, x_train, config) -> None:
+        """Starts a VampPrior's pseudo-inputs from training examples (as the VAE kind)."""
+        prior = model.prior
+        if not hasattr(prior, "set_pseudo_inputs"):
+            return
+        images = data.first_images(x_train, len(x_train))
+        rng = np.random.default_rng(config.seed)
+        count = prior.num_components
+        prior.set_pseudo_inputs(images[rng.choice(len(images), count, count > len(images))])
+
+    def describe(self, config, x_train) -> str:
+        sizes = "-".join(map(str, config.latent_dims))
+        return (
+            f"a hierarchical VAE (latents {sizes}, z_1 first; mlp "
+            f"{'-'.join(map(str, config.hidden_units))} per block, {config.posterior} top "
+            f"posterior, {config.prior} top prior, {config.likelihood} likelihood, "
+            f"{config.objective})"
+        )
+
+    def monitor(self, config):
+        return ("val_iwae" if config.objective == "iwae" else "val_elbo"), "max"
+
+    def metric_names(self, model, result: dict) -> list[str]:
+        return [name for name in result if name != "loss"]
+
+    def run_facts(self, config, model, metrics: dict) -> dict:
+        return {"objective": config.objective, "prior": config.prior,
+                "latent_dims": list(config.latent_dims)}  # fmt: skip
+
+    def summary_line(self, metrics: dict) -> str:
+        split = metrics["eval_split"]
+        prefix = split if split.isidentifier() and split != "train" else "eval"
+        return (
+            f"train ELBO {metrics['train_elbo']:.2f} nats/example; "
+            f"{split} ELBO {metrics[f'{prefix}_elbo']:.2f} nats/example ({_tail(metrics)})"
+        )
+
+    def training_pictures(self, model, images, labels, num_samples, seed) -> dict:
+        return {"reconstructions": np.asarray(model.reconstruct(images)),
+                "samples": np.asarray(model.sample(num_samples, seed=seed))}  # fmt: skip
+
+    def evaluate(self, model, images, labels=None, *, importance_samples=1000, seed=0,
+                 progress_stream=None):  # fmt: skip
+        result = metrics.evaluate(model, np.asarray(images, np.float32), importance_samples,
+                                  seed=seed)  # fmt: skip
+        layers = ", ".join(f"KL_{i + 1} {kl:.2f}" for i, kl in enumerate(result["kl_layers"]))
+        line = (
+            f"ELBO {result['elbo']:.2f} nats, NLL {result['nll']:.2f} +- "
+            f"{result['nll_stderr']:.2f} nats (K={result['importance_samples']}), "
+            f"{result['bits_per_dim']:.4f} bits/dim; {layers}; active units "
+            f"{result['active_units']} of {result['latent_sizes']}, "
+            f"{result['num_examples']} examples"
+        )
+        return result, line
+
+    def encode(self, model, images, labels=None) -> dict[str, np.ndarray]:
+        """Each layer's posterior mean along the mean path (`mean_1`, `mean_2`, ...)."""
+        found: dict[str, list] = {}
+        for start in range(0, len(images), 1000):
+            x = np.asarray(images[start : start + 1000], np.float32)
+            for layer, q in enumerate(model.encode(x), 1):
+                found.setdefault(f"mean_{layer}", []).append(np.asarray(q.mean()))
+        return {name: np.concatenate(parts) for name, parts in found.items()}
+
+    def figure_needs_images(self, figure: str) -> bool:
+        return figure in ("reconstructions", "resample")
+
+    def make_figure(self, model, figure, *, images=None, labels=None, num=None, seed=0,
+                    split="test"):  # fmt: skip
+        if figure == "samples":
+            samples = np.asarray(model.sample(num or 64, seed=seed))
+            return figures.grid_figure(figures.tile_images(samples), "Samples E[x|z], z ~ p(z)")
+        rng = np.random.default_rng(seed)
+        picked = np.sort(rng.choice(len(images), size=min(num or 8, len(images)), replace=False))
+        x = np.asarray(images[picked], np.float32)
+        if figure == "reconstructions":
+            return figures.reconstruction_figure(
+                x, np.asarray(model.reconstruct(x)), "Reconstructions", "E[x|z], z the mean path"
+            )
+        rows = [x] + [np.asarray(model.resample_from_layer(x, layer, seed=seed))
+                      for layer in range(model.num_layers, 0, -1)]  # fmt: skip
+        grid = np.concatenate([figures.tile_images(r, num_cols=len(x)) for r in rows], axis=0)
+        return figures.grid_figure(
+            grid, "Resampled from layer L (top row after the inputs) down to layer 1: "
+            "z_{>i} kept, the rest redrawn",
+        )  # fmt: skip
+
+    def export(self, model, config, output, **options):
+        raise ValueError(
+            "export of a hierarchical VAE run is not available yet (its encoder, decoder and "
+            "scorer signatures are future work); use the Keras model: keras-vae sample/encode."
+        )
