@@ -154,6 +154,8 @@ class ModelKind:
         raise NotImplementedError(f"the {self.registered_name} kind has no export")
 
     export_options: tuple[str, ...] = ()
+    #: The TFLite variants the kind writes (of `keras_vae.serving.tflite.QUANTIZATIONS`).
+    quantizations: tuple[str, ...] = ("none",)
 
     def report_lines(self, report: dict, output) -> list[str]:
         """The table `keras-vae export` prints of the report."""

@@ -44,7 +44,7 @@ def _option_owners() -> dict[str, list[str]]:
     for name in registry.names("model"):
         for key in registry.get("model", name).options:
             owners.setdefault(key, []).append(name)
-    return owners
+    return {key: sorted(names) for key, names in owners.items()}
 
 
 class ConfigError(ValueError):

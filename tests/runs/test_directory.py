@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from helpers import REPO
 
+import keras_vae
 from keras_vae.cli import commands as cli
 from keras_vae.data import pipeline as data
 from keras_vae.runs import directory as runs
@@ -405,7 +406,7 @@ def _error_lines(stderr: str) -> list[str]:
 def _full_disk_at(call):
     """A `save_weights` that fails at its `call`-th use as on a full disk: part of the file
     is written, then ENOSPC."""
-    real, calls = training.VAE.save_weights, []
+    real, calls = keras_vae.VAE.save_weights, []
 
     def save_weights(model, path, *args, **kwargs):
         calls.append(path)
@@ -425,7 +426,7 @@ def test_a_full_disk_at_a_backup_is_one_line_and_loses_nothing(toy_npz, tmp_path
         "--output", str(run_dir), "--quiet", "--image-every", "0", "--no-xla",
     ]  # fmt: skip
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(training.VAE, "save_weights", _full_disk_at(3))
+        patch.setattr(keras_vae.VAE, "save_weights", _full_disk_at(3))
         assert cli.main(argv) == 1
     error = _error_lines(capsys.readouterr().err)
     assert len(error) == 1, error

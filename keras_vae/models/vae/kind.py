@@ -157,6 +157,7 @@ class VAEKind(ModelKind):
                                     seed=seed)  # fmt: skip
 
     export_options = ("quantize", "scorer", "scorer_samples")
+    quantizations = ("none", "dynamic", "float16", "int8")
 
     def export(self, model, config, output, *, images, labels=None, **options) -> dict:
         from keras_vae.models.vae.export import export_vae

@@ -297,6 +297,7 @@ class _VQKind(ModelKind):
 
     figure_kinds = ("reconstructions", "codebook")
     export_options = ("quantize",)
+    quantizations = ("none", "int8")
 
     def resolve_config(self, config):
         return resolve_prior_data(config)

@@ -157,7 +157,7 @@ def test_plots_of_both_runs(prior_run, tmp_path, capsys):
     assert cli.main(["plot", str(root / "vq"), "--kind", "samples", "--output",
                      str(tmp_path / "x.png")]) == 2  # fmt: skip
     err = capsys.readouterr().err
-    assert "kind='samples' is not drawn for a VQVAE run" in err and len(err.splitlines()) == 1
+    assert "--kind samples is not drawn for a vqvae run" in err and len(err.splitlines()) == 1
 
 
 def test_export_of_a_prior_run_serves_the_keras_codes(prior_run, tmp_path, capsys):
@@ -191,7 +191,8 @@ def test_export_of_a_prior_run_serves_the_keras_codes(prior_run, tmp_path, capsy
     capsys.readouterr()
     assert cli.main(["export", str(prior_run), "--output", str(out), "--version", "2",
                      "--quantize", "float16"]) == 2  # fmt: skip
-    assert "--quantize float16 applies to VAE runs" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--quantize float16 does not apply to a vqvae-prior run; it writes none and int8" in err
 
 
 @pytest.mark.parametrize(
@@ -205,7 +206,8 @@ def test_export_of_a_prior_run_serves_the_keras_codes(prior_run, tmp_path, capsy
         (["--model", "vqvae", "--codebook-update", "sgd"], "codebook_update must be one of"),
         (["--model", "vqvae", "--restart-threshold", "1"], "restart_threshold must be in [0, 1)"),
         (["--model", "vqvae-prior", "--vqvae-run", "r", "--activation", "relu"],
-         "activation='relu' applies only to model='vae' or 'vqvae'"),
+         "activation='relu' applies only to model='hvae' or 'vae' or 'vqvae', not to "
+         "model='vqvae-prior'"),
         (["--model", "vqvae-prior", "--vqvae-run", "/nonexistent"], "not a keras_vae run"),
     ],
 )  # fmt: skip
