@@ -83,17 +83,17 @@ def train_defaults(train: argparse.ArgumentParser) -> list[str]:
     import dataclasses
 
     try:
-        from keras_vae.config import TrainConfig
+        from keras_vae.runs.config import TrainConfig
     except ImportError as error:
         raise RuntimeError(
-            "docs/gen_pages.py: keras_vae.config.TrainConfig (the defaults of `keras-vae "
+            "docs/gen_pages.py: keras_vae.runs.config.TrainConfig (the defaults of `keras-vae "
             f"train`) cannot be imported; update train_defaults() ({error})"
         ) from error
     options = {a.dest: a.option_strings[0] for a in train._actions if a.option_strings}
     lines = [
         "### Settings and their defaults",
         "",
-        "The defaults of `keras_vae.config.TrainConfig`; a `--config` file (JSON or YAML) takes",
+        "The defaults of `keras_vae.runs.config.TrainConfig`; a `--config` file (JSON or YAML) takes",
         "the same keys. `None` means unset: the data set, the part or the run chooses.",
         "",
         "| option | config key | default |",
