@@ -54,63 +54,166 @@ def _names(kind: str) -> str:
     return ", ".join(registry.names(kind))
 
 
-# (option, config key, type, help); every default lives in TrainConfig, the choices in the
-# registry: neither is repeated here.
-_TRAIN_OPTIONS = (
-    ("--dataset", "dataset", str, "tfds name (binarized_mnist, mnist, frey_face) or .npz/.npy"),
-    ("--data-dir", "data_dir", str, "tfds data directory (default: $TFDS_DATA_DIR)"),
-    ("--manual-dir", "manual_dir", str, "directory with manually downloaded raw files"),
-    ("--eval-split", "eval_split", str, "held-out split for validation and final ELBO"),
-    ("--validation-split", "validation_split", float, ".npz/.npy: fraction held out (0.1)"),
-    ("--eval-data", "eval_data", str, ".npz/.npy: held-out images file (the test split)"),
-    ("--shuffle-buffer", "shuffle_buffer", int, "tfds: examples in the shuffle buffer"),
-    ("--likelihood", "likelihood", str, f"{_names('likelihood')} (default: by dataset)"),
-    ("--likelihood-components", "likelihood_components", int, "M per pixel (logistic: 5)"),
-    ("--posterior", "posterior", str, f"q(z|x): {_names('posterior')}"),
-    ("--prior", "prior", str, f"p(z): {_names('prior')}"),
-    ("--prior-components", "prior_components", int, "K (default: 10 mixture, 500 vamp)"),
-    ("--objective", "objective", str, f"{_names('objective')}; iwae uses K = --samples"),
-    ("--gradient-estimator", "gradient_estimator", str, f"iwae: {', '.join(GRADIENT_ESTIMATORS)}"),
-    ("--kl-warmup-epochs", "kl_warmup_epochs", int, "elbo: KL weight 0 -> beta over N epochs"),
-    ("--kl-cycle-epochs", "kl_cycle_epochs", int, "elbo: restart the warm-up every N epochs"),
-    ("--free-bits", "free_bits", float, "elbo: lambda, free nats per latent dimension"),
-    ("--latent-dim", "latent_dim", int, "size of z"),
-    ("--activation", "activation", str, "hidden activation (paper: tanh)"),
-    ("--network", "network", str, f"encoder/decoder bodies: {_names('network')}"),
-    ("--lr-schedule", "lr_schedule", str, "constant, or cosine decay to 0 over the epochs"),
-    ("--ema-momentum", "ema_momentum", float, "average the weights (EMA), e.g. 0.999"),
-    ("--weight-decay", "weight_decay", float, "decoupled weight decay (AdamW), e.g. 0.01"),
-    ("--time-budget-minutes", "time_budget_minutes", float, "stop after N minutes of training"),
-    ("--epochs", "epochs", int, "training epochs"),
-    ("--steps-per-epoch", "steps_per_epoch", int, "steps per epoch (default: one pass)"),
-    ("--steps-per-execution", "steps_per_execution", int, "train steps per compiled call"),
-    ("--early-stopping", "early_stopping", int, "stop after N epochs without a better eval bound"),
-    ("--image-every", "image_every", int, "TensorBoard/PNG pictures every N epochs (0: off)"),
-    ("--batch-size", "batch_size", int, "global batch size"),
-    ("--learning-rate", "learning_rate", float, "Adam step size"),
-    ("--clipnorm", "clipnorm", float, "clip each gradient to this L2 norm"),
-    ("--samples", "samples", int, "L, Monte Carlo samples of z per example (iwae: K)"),
-    ("--start-samples", "start_samples", int, "samples of the first epochs (a cheap start)"),
-    ("--start-samples-epochs", "start_samples_epochs", int, "epochs with --start-samples"),
-    ("--beta", "beta", float, "elbo: KL weight of the loss (1 = ELBO)"),
-    ("--seed", "seed", int, "seed of weights, shuffling and noise"),
-    ("--strategy", "strategy", str, "auto, default, mirrored or multiworker (reads TF_CONFIG)"),
-    ("--cpu-replicas", "cpu_replicas", int, "split the CPU into N logical devices"),
-    ("--limit", "limit", int, "use only the first N training examples"),
-    ("--keep-backups", "keep_backups", int, "verified per-epoch backups kept (newest resumed)"),
-    ("--model", "model", str, "vae, hvae, vqvae, or vqvae-prior (needs --vqvae-run)"),
-    ("--codebook-size", "codebook_size", int, "vqvae: K, the number of codes"),
-    ("--code-dim", "code_dim", int, "vqvae: D, the size of each code"),
-    ("--commitment-weight", "commitment_weight", float, "vqvae: beta of the commitment loss"),
-    ("--codebook-update", "codebook_update", str, "vqvae: ema, or loss (a trained codebook)"),
-    ("--codebook-decay", "codebook_decay", float, "vqvae: decay of the EMA codebook"),
-    ("--restart-threshold", "restart_threshold", float, "vqvae: restart rarer codes (0: off)"),
-    ("--conv-kernel-size", "conv_kernel_size", int, "conv, vqvae: side k of the k x k kernels"),
-    ("--vqvae-run", "vqvae_run", str, "vqvae-prior: run directory of the trained VQ-VAE"),
-    ("--prior-channels", "prior_channels", int, "vqvae-prior: PixelCNN channels"),
-    ("--prior-layers", "prior_layers", int, "vqvae-prior: gated PixelCNN layers"),
-    ("--prior-hidden-units", "prior_hidden_units", int, "vqvae-prior: units before the logits"),
-)
+# train's options by group: (option, config key, type, help). Every default lives in
+# TrainConfig and is shown from there, the choices come from the registry: neither is repeated.
+_TRAIN_GROUPS = {
+    "data": (
+        ("--dataset", "dataset", str, "tfds name (binarized_mnist, mnist, frey_face) or an "
+         ".npz/.npy file"),
+        ("--data-dir", "data_dir", str, "tfds data directory (default: $TFDS_DATA_DIR)"),
+        ("--manual-dir", "manual_dir", str, "directory with manually downloaded raw files"),
+        ("--eval-split", "eval_split", str, "held-out split for validation and final metrics"),
+        ("--validation-split", "validation_split", float, ".npz/.npy: fraction held out "
+         "(0.1 when there is no --eval-data)"),
+        ("--eval-data", "eval_data", str, ".npz/.npy: held-out images file (the test split)"),
+        ("--shuffle-buffer", "shuffle_buffer", int, "tfds: examples in the shuffle buffer"),
+        ("--limit", "limit", int, "use only the first N training examples"),
+    ),
+    "model kind and parts": (
+        ("--model", "model", str, "the model kind: {model}"),
+        ("--likelihood", "likelihood", str, "p(x|z): {likelihood} (default: by dataset)"),
+        ("--likelihood-components", "likelihood_components", int, "M per pixel (logistic: 5)"),
+        ("--posterior", "posterior", str, "q(z|x): {posterior}"),
+        ("--prior", "prior", str, "p(z): {prior}"),
+        ("--prior-components", "prior_components", int, "K (default: 10 mixture, 500 vamp)"),
+        ("--latent-dim", "latent_dim", int, "vae: size of z"),
+    ),
+    "objective": (
+        ("--objective", "objective", str, "{objective}; iwae uses K = --samples"),
+        ("--samples", "samples", int, "L, Monte Carlo samples of z per example (iwae: K)"),
+        ("--gradient-estimator", "gradient_estimator", str, "iwae: {estimators}"),
+        ("--beta", "beta", float, "elbo: KL weight of the loss (1 = ELBO)"),
+        ("--kl-warmup-epochs", "kl_warmup_epochs", int, "elbo: KL weight 0 -> beta over N epochs"),
+        ("--kl-cycle-epochs", "kl_cycle_epochs", int, "elbo: restart the warm-up every N epochs"),
+        ("--free-bits", "free_bits", float, "elbo: lambda, free nats per latent dimension"),
+        ("--start-samples", "start_samples", int, "samples of the first epochs (a cheap start)"),
+        ("--start-samples-epochs", "start_samples_epochs", int, "epochs with --start-samples"),
+    ),
+    "network": (
+        ("--network", "network", str, "encoder/decoder bodies: {network}"),
+        ("--activation", "activation", str, "hidden activation (the paper's: tanh)"),
+        ("--conv-kernel-size", "conv_kernel_size", int, "conv, vqvae: side k of the kernels"),
+    ),
+    "optimisation": (
+        ("--epochs", "epochs", int, "training epochs"),
+        ("--batch-size", "batch_size", int, "global batch size"),
+        ("--learning-rate", "learning_rate", float, "Adam step size"),
+        ("--lr-schedule", "lr_schedule", str, "constant, or cosine decay to 0 over the epochs"),
+        ("--ema-momentum", "ema_momentum", float, "average the weights (EMA), e.g. 0.999"),
+        ("--weight-decay", "weight_decay", float, "decoupled weight decay (AdamW), e.g. 0.05"),
+        ("--clipnorm", "clipnorm", float, "clip each gradient to this L2 norm"),
+        ("--early-stopping-patience", "early_stopping", int, "stop after N epochs without a "
+         "better held-out bound and keep the best epoch's weights"),
+        ("--steps-per-epoch", "steps_per_epoch", int, "steps per epoch (default: one pass)"),
+        ("--seed", "seed", int, "seed of weights, shuffling and noise"),
+    ),
+    "run": (
+        ("--time-budget-minutes", "time_budget_minutes", float, "stop after N minutes of "
+         "training"),
+        ("--image-every", "image_every", int, "TensorBoard/PNG pictures every N epochs (0: off)"),
+        ("--keep-backups", "keep_backups", int, "verified per-epoch backups kept"),
+    ),
+    "distribution and speed": (
+        ("--strategy", "strategy", str, "auto, default, mirrored or multiworker (TF_CONFIG)"),
+        ("--cpu-replicas", "cpu_replicas", int, "split the CPU into N logical devices"),
+        ("--steps-per-execution", "steps_per_execution", int, "train steps per compiled call"),
+    ),
+    "vqvae": (
+        ("--codebook-size", "codebook_size", int, "K, the number of codes"),
+        ("--code-dim", "code_dim", int, "D, the size of each code"),
+        ("--commitment-weight", "commitment_weight", float, "beta of the commitment loss"),
+        ("--codebook-update", "codebook_update", str, "ema, or loss (a trained codebook)"),
+        ("--codebook-decay", "codebook_decay", float, "decay of the EMA codebook"),
+        ("--restart-threshold", "restart_threshold", float, "restart rarer codes (0: off)"),
+    ),
+    "vqvae-prior": (
+        ("--vqvae-run", "vqvae_run", str, "run directory of the trained VQ-VAE"),
+        ("--pixelcnn-channels", "prior_channels", int, "channels of the gated PixelCNN"),
+        ("--pixelcnn-layers", "prior_layers", int, "gated PixelCNN layers"),
+        ("--pixelcnn-hidden-units", "prior_hidden_units", int, "units before the logits"),
+    ),
+}  # fmt: skip
+#: Old spellings, still accepted with a one-line note.
+_RENAMED = {
+    "--early-stopping": "--early-stopping-patience",
+    "--prior-channels": "--pixelcnn-channels",
+    "--prior-layers": "--pixelcnn-layers",
+    "--prior-hidden-units": "--pixelcnn-hidden-units",
+}
+_TRAIN_OPTIONS = tuple(option for group in _TRAIN_GROUPS.values() for option in group)
+_METAVARS = {int: "N", float: "X", str: "NAME"}
+_EPILOG = """examples:
+  keras-vae train --dataset binarized_mnist --epochs 10 --output runs/mnist
+  keras-vae train --prior vamp --objective iwae --samples 5 --network gated_mlp \\
+      --hidden-units 300 300 --latent-dim 40 --output runs/vamp
+  keras-vae train --dataset mydata.npz --network conv --likelihood logistic --output runs/mine
+  keras-vae train --model hvae --latent-dims 64 32 --activation elu --output runs/hvae
+  keras-vae train --config recipe.yaml --epochs 50    # the command line wins over the file
+"""
+
+
+class _Renamed(argparse.Action):
+    """An old spelling of an option: sets the same value and notes the new name once."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        new = _RENAMED[option_string]
+        print(f"keras-vae: note: {option_string} is now {new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _help(key: str, text: str) -> str:
+    """The help text with the registry's choices filled in and TrainConfig's default."""
+    from keras_vae.runs.config import _default
+
+    choices = {kind: _names(kind) for kind in ("likelihood", "posterior", "prior", "objective",
+                                                "network", "model")}  # fmt: skip
+    text = text.format(estimators=", ".join(GRADIENT_ESTIMATORS), **choices)
+    default = _default(key)
+    if default is None or "default:" in text:
+        return text
+    shown = " ".join(map(str, default)) if isinstance(default, list) else default
+    return f"{text} (default: {shown})"
+
+
+def _add_train_options(train: argparse.ArgumentParser) -> None:
+    """train's options in their groups, with defaults and choices shown."""
+    groups = {}
+    for title, options in _TRAIN_GROUPS.items():
+        groups[title] = train.add_argument_group(title)
+        for option, key, kind, text in options:
+            groups[title].add_argument(option, dest=key, type=kind, default=argparse.SUPPRESS,
+                                       metavar=_METAVARS[kind], help=_help(key, text))  # fmt: skip
+    for old, new in _RENAMED.items():
+        key, kind = next((k, t) for o, k, t, _ in _TRAIN_OPTIONS if o == new)
+        train.add_argument(old, dest=key, type=kind, default=argparse.SUPPRESS,
+                           action=_Renamed, help=argparse.SUPPRESS)  # fmt: skip
+    lists = (
+        ("network", "--hidden-units", "hidden_units", "hidden layer sizes, e.g. 500 or 300 300"),
+        ("network", "--conv-filters", "conv_filters", "conv, vqvae: channels of each stride-2 "
+         "conv level (depth: their count)"),
+        ("model kind and parts", "--latent-dims", "latent_dims", "hvae: size of each "
+         "stochastic layer, z_1 (next to x) first"),
+    )  # fmt: skip
+    for title, option, key, text in lists:
+        groups[title].add_argument(option, dest=key, type=int, nargs="+", metavar="N",
+                                   default=argparse.SUPPRESS, help=_help(key, text))  # fmt: skip
+    flags = (
+        ("distribution and speed", "--xla", "jit_compile", "compile with XLA (default: on for "
+         "one device)"),
+        ("data", "--dynamic-binarization", "dynamic_binarization", "redraw binary images from "
+         "grey levels every epoch"),
+        ("model kind and parts", "--conditional", "conditional", "vae: q(z|x,y), p(x|z,y) given "
+         "each image's label y (--prior conditional learns p(z|y))"),
+    )  # fmt: skip
+    for title, option, key, text in flags:
+        groups[title].add_argument(option, dest=key, action=argparse.BooleanOptionalAction,
+                                   default=argparse.SUPPRESS, help=text)  # fmt: skip
+    run = groups["run"]
+    run.add_argument("--config", type=Path, metavar="FILE", help="JSON or YAML file of options")
+    run.add_argument("--output", type=Path, metavar="DIR", help="run directory (default: "
+                     "runs/<dataset>)")  # fmt: skip
+    run.add_argument("--overwrite", action="store_true", help="replace an existing run")
+    run.add_argument("--quiet", action="store_true", help="no per-epoch progress")
 
 
 def _version() -> str:
@@ -126,40 +229,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     parser.add_argument("--version", action="version", version=f"keras-vae {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    train = commands.add_parser("train", help="train a VAE and write a run directory")
-    for option, key, kind, text in _TRAIN_OPTIONS:
-        train.add_argument(option, dest=key, type=kind, default=argparse.SUPPRESS, help=text)
-    train.add_argument(
-        "--hidden-units", dest="hidden_units", type=int, nargs="+",
-        default=argparse.SUPPRESS, help="hidden layer sizes, e.g. 500 (paper) or 500 500",
+    train = commands.add_parser(
+        "train", help="train a model and write a run directory", epilog=_EPILOG,
+        description="Trains a model of the chosen kind and writes a run directory; rerunning\n"
+        "the same command resumes it. Settings: the defaults shown, then --config FILE, then\n"
+        "the command line.", formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
-    train.add_argument(
-        "--conv-filters", dest="conv_filters", type=int, nargs="+", default=argparse.SUPPRESS,
-        help="conv, vqvae: channels of each stride-2 conv level (depth: their count), e.g. "
-        "32 64 (a 7x7 map for 28x28)",
-    )  # fmt: skip
-    train.add_argument(
-        "--latent-dims", dest="latent_dims", type=int, nargs="+", default=argparse.SUPPRESS,
-        help="hvae: size of each stochastic layer, z_1 (next to x) first, e.g. 64 32",
-    )  # fmt: skip
-    train.add_argument(
-        "--xla", dest="jit_compile", action=argparse.BooleanOptionalAction,
-        default=argparse.SUPPRESS, help="compile with XLA (default: on for one device)",
-    )  # fmt: skip
-    train.add_argument(
-        "--dynamic-binarization", dest="dynamic_binarization",
-        action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-        help="redraw binary images from grey levels every epoch",
-    )  # fmt: skip
-    train.add_argument(
-        "--conditional", dest="conditional", action=argparse.BooleanOptionalAction,
-        default=argparse.SUPPRESS, help="a conditional VAE q(z|x,y), p(x|z,y) given each "
-        "image's label y (labelled data; --prior conditional learns p(z|y))",
-    )  # fmt: skip
-    train.add_argument("--config", type=Path, help="JSON or YAML file of training options")
-    train.add_argument("--output", type=Path, help="run directory (default: runs/<dataset>)")
-    train.add_argument("--overwrite", action="store_true", help="replace an existing run")
-    train.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    _add_train_options(train)
 
     found = {"train": train}
     for name, (module, text) in _workflows().items():

@@ -419,6 +419,11 @@ def open_array_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | N
         raise DataValidationError(f"Cannot read '{path}': {_one_line(err)}") from err
     if x.dtype.hasobject:
         raise DataValidationError(f"'{path}' {_SAFETY}")
+    if x.ndim < 2 or x.shape[0] == 0 or min(x.shape[1:]) == 0:
+        raise DataValidationError(
+            f"'{path}' holds no images: x has shape {x.shape}; save N >= 1 images as [N, H, W], "
+            "[N, H, W, C] or flat [N, D]."
+        )
     if y is not None:
         y = np.asarray(y)
         if y.shape[:1] != x.shape[:1]:
@@ -580,15 +585,30 @@ def _map_images(ds: tf.data.Dataset, fn, **options) -> tf.data.Dataset:
     return ds.map(lambda x, *rest: (fn(x), *rest) if rest else fn(x), **options)
 
 
-def _check_labels(labels, x) -> np.ndarray:
-    """Labels as int64 `[N]` or float32 `[N, C]`, one per image, else a one-line error."""
+def _check_labels(labels, x, name: str = "the data") -> np.ndarray:
+    """Labels as int64 `[N]` or float32 `[N, C]`, one per image, else a one-line error that
+    names the file: class labels must be whole numbers (a float 1.5 is no class)."""
     labels = np.asarray(labels)
     integer = np.issubdtype(labels.dtype, np.integer)
-    if len(labels) != len(x) or labels.ndim not in (1, 2) or (labels.ndim == 2 and integer):
+    numeric = integer or np.issubdtype(labels.dtype, np.floating) or labels.dtype == bool
+    shape_ok = (
+        len(labels) == len(x) and labels.ndim in (1, 2) and not (labels.ndim == 2 and integer)
+    )
+    if not numeric or not shape_ok:
         raise DataValidationError(
-            f"labels must be one int label [N] or one float vector [N, C] per image ({len(x)}). "
-            f"Received: shape={labels.shape}, dtype={labels.dtype}"
+            f"The labels y of {name} must be one int label [N] or one float vector [N, C] per "
+            f"image ({len(x)}). Received: shape={labels.shape}, dtype={labels.dtype}"
         )
+    if not np.all(np.isfinite(labels.astype(np.float64))):
+        raise DataValidationError(f"The labels y of {name} hold NaN or inf; save finite labels.")
+    if labels.ndim == 1 and not integer:
+        whole = np.round(labels) == labels
+        if not np.all(whole):
+            bad = int(np.argmin(whole))
+            raise DataValidationError(
+                f"The labels y of {name} are not whole numbers ({labels[bad]:g} at index {bad}); "
+                "save int class labels 0 .. C - 1 (or one vector [N, C] per image)."
+            )
     return labels.astype(np.int64 if labels.ndim == 1 else np.float32)
 
 
@@ -822,7 +842,7 @@ class ArrayStream(ImageStream):
         head = _to_float_images(np.asarray(array[: head_size(array.shape[1:])]), name)
         extra = {}
         if labels is not None:
-            labels = _check_labels(labels, array)
+            labels = _check_labels(labels, array, name)
             extra = {"head_labels": labels[: len(head)], "condition_dim": condition_dim(labels)}
         super().__init__(name, len(array), head, scale, checked, **extra)
         self.array = array

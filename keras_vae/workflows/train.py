@@ -34,6 +34,7 @@ from keras_vae.runs import directory as runs
 from keras_vae.runs.config import TrainConfig
 from keras_vae.runs.splits import (  # noqa: F401  (keras_vae.training of 0.2.0)
     check_labels,
+    check_same_images,
     is_array_dataset,
     load_labeled_split,
     load_split,
@@ -176,6 +177,7 @@ def load_training_data(config: TrainConfig):
         kind.check_data(config, x_train, x_train)
         return config, x_train, x_train
     x_eval = open_split(config, config.eval_split, likelihood, labels=labels)
+    check_same_images(config, x_train, x_eval)
     kind.check_data(config, x_train, x_eval)
     return config, x_train, x_eval
 
