@@ -23,7 +23,8 @@ _aliases.install()  # the module paths of the flat layout (0.2.0) keep working
 from keras_vae import models, parts, registry  # noqa: E402, F401
 from keras_vae.models import kinds as _kinds  # noqa: E402, F401
 from keras_vae.models.vae.conditional import ConditionalVAE  # noqa: E402
-from keras_vae.models.vae.model import VAE, mlp_vae  # noqa: E402
+from keras_vae.models.vae.model import VAE  # noqa: E402
+from keras_vae.models.vae.presets import mlp_vae  # noqa: E402
 from keras_vae.parts import objectives  # noqa: E402
 from keras_vae.parts.disentangling_objectives import AnnealedCapacity, BetaTC  # noqa: E402
 from keras_vae.parts.likelihoods import (  # noqa: E402

@@ -30,7 +30,7 @@ MOVED = {
     "keras_vae.export_tflite": "keras_vae.serving.tflite",
     "keras_vae.export_checks": "keras_vae.serving.checks",
     "keras_vae.export_signatures": "keras_vae.serving.signatures",
-    "keras_vae.model": "keras_vae.models.vae.model",
+    "keras_vae.model": "keras_vae.models.vae.presets",  # VAE and mlp_vae
     "keras_vae.conditional": "keras_vae.models.vae.conditional",
     "keras_vae.evaluation": "keras_vae.models.vae.evaluation",
     "keras_vae.plotting": "keras_vae.workflows.plot",

@@ -15,7 +15,7 @@ from keras_vae import registry
 from keras_vae.data import pipeline as data
 from keras_vae.models.kind import ModelKind, _tail, make_objective  # noqa: F401
 from keras_vae.models.vae import evaluation, pictures
-from keras_vae.models.vae.model import mlp_vae
+from keras_vae.models.vae.presets import mlp_vae
 
 
 @registry.register("model", "vae")
