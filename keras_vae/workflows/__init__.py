@@ -1,2 +1,2 @@
-"""The workflows on a run: train, evaluate, plot, export. They look the model kind up in
-the registry (`keras_vae.models.kind.ModelKind`) and never branch on it."""
+"""The workflows on a run: train, evaluate, sample, encode, plot, export. They look the model
+kind up in the registry (`keras_vae.models.kind.ModelKind`) and never branch on it."""
