@@ -163,6 +163,9 @@ def main() -> None:
     default_data = os.environ.get("TFDS_DATA_DIR", "../shared/tensorflow_datasets")
     parser.add_argument("--data-dir", default=default_data)
     args = parser.parse_args()
+    from _machine import cpu_line
+
+    print(cpu_line())
 
     model, description = build_model(args, args.data_dir)
     images = load_test_images(args.data_dir, args.examples)

@@ -220,6 +220,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--likelihood", default="bernoulli", help="conv: the likelihood")
     parser.add_argument("--json", action="store_true", help="last line: one JSON object")
     args = parser.parse_args(argv)
+    from _machine import cpu_line
+
+    print(cpu_line())
 
     model, export_dir, version = prepare(args)
     try:

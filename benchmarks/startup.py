@@ -11,7 +11,9 @@ Runs the CLI's own `keras_vae.training.train` on the default configuration (bina
                          (the first `on_train_batch_end`)
 
 The run stops there (no run directory is written). Each phase is the median over `--repeats`
-fresh processes.
+fresh processes. The environment passes through: `TF_XLA_FLAGS=--tf_xla_persistent_cache_directory=DIR`
+times a start with TensorFlow's persistent XLA compilation cache (`bf16_study.py --part startup`
+runs it twice, filling and then reading the cache).
 
 Usage:
     python benchmarks/startup.py [--repeats 3] [--data-dir DIR] [--json]
@@ -77,6 +79,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         _child(args.data_dir)
         return
+    from _machine import cpu_line
+
+    print(cpu_line())
+    if os.environ.get("TF_XLA_FLAGS"):
+        print(f"TF_XLA_FLAGS={os.environ['TF_XLA_FLAGS']}")
     runs = []
     for _ in range(args.repeats):
         env = {**os.environ, "KV_STARTUP_T0": repr(time.time()), "TF_CPP_MIN_LOG_LEVEL": "2"}
