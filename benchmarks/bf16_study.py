@@ -86,7 +86,7 @@ def child_matmul_tf(shapes) -> dict:
     tf = _tf()
     out = {}
     for m, k, n in shapes:
-        for dtype in (tf.float32, tf.bfloat16):
+        for dtype in (tf.float32, tf.bfloat16, tf.float16):
             a = tf.cast(tf.random.normal((m, k)), dtype)
             b = tf.cast(tf.random.normal((k, n)), dtype)
             repeats = 10 if m * k * n > 1e8 else 200
@@ -105,7 +105,7 @@ def child_matmul_torch(shapes) -> dict:
 
     out = {}
     for m, k, n in shapes:
-        for dtype in (torch.float32, torch.bfloat16):
+        for dtype in (torch.float32, torch.bfloat16, torch.float16):
             a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
             repeats = 10 if m * k * n > 1e8 else 200
             rate = _best_rate(lambda a=a, b=b: a @ b, 2 * m * k * n, repeats)
@@ -243,13 +243,40 @@ def make_hand_runner(tf, images, batch, dtype_name, jit, steps_per_call, optimiz
     return run, steps_per_call
 
 
-def make_keras_runner(images, batch, precision, xla, spe):
+def fused_adam_class():
+    """PROTOTYPE: `keras.optimizers.Adam` whose per-variable update is TF's fused
+    `ResourceApplyAdam` kernel (one op per variable instead of Keras' ~10 elementwise ops):
+    the same update (float32 m, v and weights), much less per-op overhead without XLA."""
+    import keras
+    import tensorflow as tf
+
+    class FusedAdam(keras.optimizers.Adam):
+        def update_step(self, gradient, variable, learning_rate):
+            index = self._get_variable_index(variable)
+            m, v = self._momentums[index], self._velocities[index]
+            dtype = variable.dtype
+            step = tf.cast(self.iterations + 1, dtype)
+            beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+            tf.raw_ops.ResourceApplyAdam(
+                var=variable.value.handle, m=m.value.handle, v=v.value.handle,
+                beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
+                lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2,
+                epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype),
+            )  # fmt: skip
+
+    return FusedAdam
+
+
+def make_keras_runner(images, batch, precision, xla, spe, optimizer="keras"):
     """keras_vae's `fit` (keras_reference.py), run(calls) = one fit of calls executions."""
     import keras_reference as kr
 
     if precision != "float32":
         kr.keras.mixed_precision.set_global_policy(precision)
     vae = kr.compiled_vae(xla, spe)
+    if optimizer == "fused":
+        vae.compile(optimizer=fused_adam_class()(kr.LEARNING_RATE, epsilon=1e-7),
+                    jit_compile=xla, steps_per_execution=spe)  # fmt: skip
     dataset = kr.kv_data.make_dataset(images.reshape(-1, 28, 28, 1), batch_size=batch,
                                       shuffle=True, seed=0, repeat=True, drop_remainder=True)
     spe_value = int(vae.steps_per_execution)
@@ -266,12 +293,14 @@ def child_step(spec: dict, images_path: str) -> dict:
     import numpy as np
 
     images = np.load(images_path).astype(np.float32)
+    if spec.get("remapping") is False:  # keeps MatMul, BiasAdd and Tanh apart (no _FusedMatMul)
+        tf.config.optimizer.set_experimental_options({"remapping": False})
     out = {}
     for batch in spec["batch_sizes"]:
         start = time.perf_counter()
         if spec["kind"] == "keras":
             run, per_call = make_keras_runner(images, batch, spec["precision"], spec["xla"],
-                                              spec.get("spe", 10))  # fmt: skip
+                                              spec.get("spe", 10), spec.get("optimizer", "keras"))
         else:
             run, per_call = make_hand_runner(tf, images, batch, spec["precision"], spec["xla"],
                                              spec.get("spe", 1), spec.get("optimizer", "fused"))
@@ -365,6 +394,10 @@ STEP_VARIANTS = {
         {"kind": "keras", "precision": "mixed_bfloat16", "xla": True}, {}),
     "keras_vae mixed_bfloat16, no XLA": (
         {"kind": "keras", "precision": "mixed_bfloat16", "xla": False}, {}),
+    "keras_vae mixed_bfloat16, no XLA, fused Adam": (
+        {"kind": "keras", "precision": "mixed_bfloat16", "xla": False, "optimizer": "fused"}, {}),
+    "keras_vae float32, no XLA, fused Adam": (
+        {"kind": "keras", "precision": "float32", "xla": False, "optimizer": "fused"}, {}),
     # (c) XLA with the oneDNN dot flags
     "keras_vae mixed_bfloat16, XLA + oneDNN dot flags": (
         {"kind": "keras", "precision": "mixed_bfloat16", "xla": True}, {"XLA_FLAGS": ONEDNN_DOT}),
@@ -388,9 +421,24 @@ STEP_VARIANTS = {
     "hand step bf16, Adam as one XLA call + auto-clustering (FUSIBLE)": (
         {"kind": "hand", "precision": "bfloat16", "xla": False, "optimizer": "xla"},
         {"TF_XLA_FLAGS": AUTO_JIT_FUSIBLE}),
+    # Grappler's remapper fuses MatMul+BiasAdd+Tanh into _FusedMatMul, which oneDNN runs as
+    # an inner product on `gemm:jit` (AVX-512, not AMX); unfused, the MatMuls reach AMX
+    "hand step bf16, no XLA, remapper off": (
+        {"kind": "hand", "precision": "bfloat16", "xla": False, "remapping": False}, {}),
+    "hand step bf16, remapper off + auto-clustering (FUSIBLE)": (
+        {"kind": "hand", "precision": "bfloat16", "xla": False, "remapping": False},
+        {"TF_XLA_FLAGS": AUTO_JIT_FUSIBLE}),
+    "hand step bf16, remapper off + auto-clustering (FUSIBLE), 10 steps per call": (
+        {"kind": "hand", "precision": "bfloat16", "xla": False, "remapping": False, "spe": 10},
+        {"TF_XLA_FLAGS": AUTO_JIT_FUSIBLE}),
     # (d) k steps per call in one graph while_loop
     "hand step bf16, no XLA, 10 steps per call": (
         {"kind": "hand", "precision": "bfloat16", "xla": False, "spe": 10}, {}),
+    "hand step bf16, auto-clustering (FUSIBLE), 10 steps per call": (
+        {"kind": "hand", "precision": "bfloat16", "xla": False, "spe": 10},
+        {"TF_XLA_FLAGS": AUTO_JIT_FUSIBLE}),
+    "hand step float32, auto-clustering (FUSIBLE)": (
+        {"kind": "hand", "precision": "float32", "xla": False}, {"TF_XLA_FLAGS": AUTO_JIT_FUSIBLE}),
     "hand step float32, XLA, 10 steps per call": (
         {"kind": "hand", "precision": "float32", "xla": True, "spe": 10}, {}),
     "hand step bf16, XLA, 10 steps per call": (
