@@ -38,7 +38,9 @@ def cpu_info() -> dict:
                     model = value.strip()
     return {
         "model_name": model,
-        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpus": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
         **{feature: feature in flags for feature in FEATURES},
     }
 

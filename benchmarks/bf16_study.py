@@ -284,8 +284,14 @@ def make_keras_runner(images, batch, precision, xla, spe, optimizer="keras"):
     if optimizer == "fused":
         vae.compile(optimizer=fused_adam_class()(kr.LEARNING_RATE, epsilon=1e-7),
                     jit_compile=xla, steps_per_execution=spe)  # fmt: skip
-    dataset = kr.kv_data.make_dataset(images.reshape(-1, 28, 28, 1), batch_size=batch,
-                                      shuffle=True, seed=0, repeat=True, drop_remainder=True)
+    dataset = kr.kv_data.make_dataset(
+        images.reshape(-1, 28, 28, 1),
+        batch_size=batch,
+        shuffle=True,
+        seed=0,
+        repeat=True,
+        drop_remainder=True,
+    )
     spe_value = int(vae.steps_per_execution)
     vae.fit(dataset, epochs=1, steps_per_epoch=2 * spe_value, shuffle=False, verbose=0)
     function = vae.make_train_function()
@@ -311,11 +317,24 @@ def child_step(spec: dict, images_path: str) -> dict:
     for batch in spec["batch_sizes"]:
         start = time.perf_counter()
         if spec["kind"] == "keras":
-            run, per_call = make_keras_runner(images, batch, spec["precision"], spec["xla"],
-                                              spec.get("spe", 10), spec.get("optimizer", "keras"))
+            run, per_call = make_keras_runner(
+                images,
+                batch,
+                spec["precision"],
+                spec["xla"],
+                spec.get("spe", 10),
+                spec.get("optimizer", "keras"),
+            )
         else:
-            run, per_call = make_hand_runner(tf, images, batch, spec["precision"], spec["xla"],
-                                             spec.get("spe", 1), spec.get("optimizer", "fused"))
+            run, per_call = make_hand_runner(
+                tf,
+                images,
+                batch,
+                spec["precision"],
+                spec["xla"],
+                spec.get("spe", 1),
+                spec.get("optimizer", "fused"),
+            )
         loss = run(max(2, 20 // per_call))  # warm-up: tracing, compilation
         first_s = time.perf_counter() - start
         calls = 5
@@ -400,61 +419,97 @@ def _fmt(result: dict | None) -> str:
 
 STEP_VARIANTS = {
     # (a) Keras' policy on keras_vae as it is today
-    "keras_vae float32, XLA (default)": ({"kind": "keras", "precision": "float32", "xla": True}, {}),
+    "keras_vae float32, XLA (default)": (
+        {"kind": "keras", "precision": "float32", "xla": True},
+        {},
+    ),
     "keras_vae float32, no XLA": ({"kind": "keras", "precision": "float32", "xla": False}, {}),
     "keras_vae mixed_bfloat16, XLA": (
-        {"kind": "keras", "precision": "mixed_bfloat16", "xla": True}, {}),
+        {"kind": "keras", "precision": "mixed_bfloat16", "xla": True},
+        {},
+    ),
     "keras_vae mixed_bfloat16, no XLA": (
-        {"kind": "keras", "precision": "mixed_bfloat16", "xla": False}, {}),
+        {"kind": "keras", "precision": "mixed_bfloat16", "xla": False},
+        {},
+    ),
     "keras_vae mixed_bfloat16, no XLA, fused Adam": (
-        {"kind": "keras", "precision": "mixed_bfloat16", "xla": False, "optimizer": "fused"}, {}),
+        {"kind": "keras", "precision": "mixed_bfloat16", "xla": False, "optimizer": "fused"},
+        {},
+    ),
     "keras_vae float32, no XLA, fused Adam": (
-        {"kind": "keras", "precision": "float32", "xla": False, "optimizer": "fused"}, {}),
+        {"kind": "keras", "precision": "float32", "xla": False, "optimizer": "fused"},
+        {},
+    ),
     # (c) XLA with the oneDNN dot flags
     "keras_vae mixed_bfloat16, XLA + oneDNN dot flags": (
-        {"kind": "keras", "precision": "mixed_bfloat16", "xla": True}, {"XLA_FLAGS": ONEDNN_DOT}),
+        {"kind": "keras", "precision": "mixed_bfloat16", "xla": True},
+        {"XLA_FLAGS": ONEDNN_DOT},
+    ),
     # (b) the hand-written step, one step per call, no XLA
     "hand step float32, no XLA": ({"kind": "hand", "precision": "float32", "xla": False}, {}),
     "hand step bf16, no XLA": ({"kind": "hand", "precision": "bfloat16", "xla": False}, {}),
     "hand step bf16, no XLA, Keras Adam": (
-        {"kind": "hand", "precision": "bfloat16", "xla": False, "optimizer": "keras"}, {}),
+        {"kind": "hand", "precision": "bfloat16", "xla": False, "optimizer": "keras"},
+        {},
+    ),
     "hand step bf16, no XLA, oneDNN opts off": (
-        {"kind": "hand", "precision": "bfloat16", "xla": False}, {"TF_ENABLE_ONEDNN_OPTS": "0"}),
+        {"kind": "hand", "precision": "bfloat16", "xla": False},
+        {"TF_ENABLE_ONEDNN_OPTS": "0"},
+    ),
     "hand step float32, XLA": ({"kind": "hand", "precision": "float32", "xla": True}, {}),
     "hand step bf16, XLA": ({"kind": "hand", "precision": "bfloat16", "xla": True}, {}),
     "hand step bf16, XLA + oneDNN dot flags": (
-        {"kind": "hand", "precision": "bfloat16", "xla": True}, {"XLA_FLAGS": ONEDNN_DOT}),
+        {"kind": "hand", "precision": "bfloat16", "xla": True},
+        {"XLA_FLAGS": ONEDNN_DOT},
+    ),
     # (b') hybrids: oneDNN bf16 matmuls as TF ops, elementwise work compiled by XLA
     "hand step bf16, no XLA, Adam as one XLA call": (
-        {"kind": "hand", "precision": "bfloat16", "xla": False, "optimizer": "xla"}, {}),
+        {"kind": "hand", "precision": "bfloat16", "xla": False, "optimizer": "xla"},
+        {},
+    ),
     "hand step bf16, XLA auto-clustering of elementwise ops (FUSIBLE)": (
         {"kind": "hand", "precision": "bfloat16", "xla": False},
-        {"TF_XLA_FLAGS": AUTO_JIT_FUSIBLE}),
+        {"TF_XLA_FLAGS": AUTO_JIT_FUSIBLE},
+    ),
     "hand step bf16, Adam as one XLA call + auto-clustering (FUSIBLE)": (
         {"kind": "hand", "precision": "bfloat16", "xla": False, "optimizer": "xla"},
-        {"TF_XLA_FLAGS": AUTO_JIT_FUSIBLE}),
+        {"TF_XLA_FLAGS": AUTO_JIT_FUSIBLE},
+    ),
     # Grappler's remapper fuses MatMul+BiasAdd+Tanh into _FusedMatMul, which oneDNN runs as
     # an inner product on `gemm:jit` (AVX-512, not AMX); unfused, the MatMuls reach AMX
     "hand step bf16, no XLA, remapper off": (
-        {"kind": "hand", "precision": "bfloat16", "xla": False, "remapping": False}, {}),
+        {"kind": "hand", "precision": "bfloat16", "xla": False, "remapping": False},
+        {},
+    ),
     "hand step bf16, remapper off + auto-clustering (FUSIBLE)": (
         {"kind": "hand", "precision": "bfloat16", "xla": False, "remapping": False},
-        {"TF_XLA_FLAGS": AUTO_JIT_FUSIBLE}),
+        {"TF_XLA_FLAGS": AUTO_JIT_FUSIBLE},
+    ),
     "hand step bf16, remapper off + auto-clustering (FUSIBLE), 10 steps per call": (
         {"kind": "hand", "precision": "bfloat16", "xla": False, "remapping": False, "spe": 10},
-        {"TF_XLA_FLAGS": AUTO_JIT_FUSIBLE}),
+        {"TF_XLA_FLAGS": AUTO_JIT_FUSIBLE},
+    ),
     # (d) k steps per call in one graph while_loop
     "hand step bf16, no XLA, 10 steps per call": (
-        {"kind": "hand", "precision": "bfloat16", "xla": False, "spe": 10}, {}),
+        {"kind": "hand", "precision": "bfloat16", "xla": False, "spe": 10},
+        {},
+    ),
     "hand step bf16, auto-clustering (FUSIBLE), 10 steps per call": (
         {"kind": "hand", "precision": "bfloat16", "xla": False, "spe": 10},
-        {"TF_XLA_FLAGS": AUTO_JIT_FUSIBLE}),
+        {"TF_XLA_FLAGS": AUTO_JIT_FUSIBLE},
+    ),
     "hand step float32, auto-clustering (FUSIBLE)": (
-        {"kind": "hand", "precision": "float32", "xla": False}, {"TF_XLA_FLAGS": AUTO_JIT_FUSIBLE}),
+        {"kind": "hand", "precision": "float32", "xla": False},
+        {"TF_XLA_FLAGS": AUTO_JIT_FUSIBLE},
+    ),
     "hand step float32, XLA, 10 steps per call": (
-        {"kind": "hand", "precision": "float32", "xla": True, "spe": 10}, {}),
+        {"kind": "hand", "precision": "float32", "xla": True, "spe": 10},
+        {},
+    ),
     "hand step bf16, XLA, 10 steps per call": (
-        {"kind": "hand", "precision": "bfloat16", "xla": True, "spe": 10}, {}),
+        {"kind": "hand", "precision": "bfloat16", "xla": True, "spe": 10},
+        {},
+    ),
 }
 
 
@@ -494,7 +549,9 @@ def part_startup(args, data: Path) -> dict:
                 env["TF_XLA_FLAGS"] = flags
             done = subprocess.run(startup, env=env, capture_output=True, text=True, check=False)
             lines = [x for x in done.stdout.splitlines() if x.startswith("{")]
-            result = json.loads(lines[-1])["phase_ends_s"] if lines else {"error": done.stderr[-300:]}
+            result = (
+                json.loads(lines[-1])["phase_ends_s"] if lines else {"error": done.stderr[-300:]}
+            )
             out[name] = result
             files = sum(len(f) for _, _, f in os.walk(cache))
             print(f"  keras-vae train, {name}: {result} (cache files {files}, load "
@@ -525,8 +582,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="per timed run")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--variants", nargs="*", help="substrings of step variant names")
-    parser.add_argument("--data-dir", default=os.environ.get("TFDS_DATA_DIR")
-                        or str(REPO_ROOT.parent / "shared" / "tensorflow_datasets"))
+    parser.add_argument(
+        "--data-dir",
+        default=os.environ.get("TFDS_DATA_DIR")
+        or str(REPO_ROOT.parent / "shared" / "tensorflow_datasets"),
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--shapes", help=argparse.SUPPRESS)

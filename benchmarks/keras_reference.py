@@ -301,8 +301,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fuse-steps", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--conv", choices=["bernoulli", "logistic"], default=None,
                         help="the conv VAE (28x28x1 Bernoulli or 32x32x3 logistic)")  # fmt: skip
-    parser.add_argument("--matmul-peak", action="store_true",
-                        help="also measure the 2048^2 float32 and bfloat16 tf.matmul rates")
+    parser.add_argument(
+        "--matmul-peak",
+        action="store_true",
+        help="also measure the 2048^2 float32 and bfloat16 tf.matmul rates",
+    )
     parser.add_argument("--write-data", metavar="FILE", help="write the binarized training "
                         "images as uint8 [N, 784] .npy and exit")  # fmt: skip
     parser.add_argument("--serve", action="store_true", help="timed rounds asked on stdin")

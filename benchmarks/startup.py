@@ -11,8 +11,9 @@ Runs the CLI's own `keras_vae.training.train` on the default configuration (bina
                          (the first `on_train_batch_end`)
 
 The run stops there (no run directory is written). Each phase is the median over `--repeats`
-fresh processes. The environment passes through: `TF_XLA_FLAGS=--tf_xla_persistent_cache_directory=DIR`
-times a start with TensorFlow's persistent XLA compilation cache (`bf16_study.py --part startup`
+fresh processes. The environment passes through:
+`TF_XLA_FLAGS=--tf_xla_persistent_cache_directory=DIR` times a start with TensorFlow's
+persistent XLA compilation cache (`bf16_study.py --part startup`
 runs it twice, filling and then reading the cache).
 
 Usage:

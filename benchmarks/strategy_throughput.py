@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     import warnings
 
     import keras
-    import tensorflow as tf
     import keras_reference as throughput  # the same model, data and timer as one device
+    import tensorflow as tf
     from _machine import cpu_line
 
     tf.get_logger().setLevel("ERROR")

@@ -98,7 +98,9 @@ class Row:
     steps: int = 0  # per round (conv rows: their own)
 
     def command(self, batch: int, data: Path, data_dir: str) -> list[str]:
-        source = ["--data-dir", data_dir] if self.framework == "keras_vae" else ["--data", str(data)]
+        source = (
+            ["--data-dir", data_dir] if self.framework == "keras_vae" else ["--data", str(data)]
+        )
         return [sys.executable, str(HERE / self.script), *self.args, "--batch-size", str(batch),
                 *source]  # fmt: skip
 
@@ -108,30 +110,64 @@ def default_rows(frameworks, precisions, keras_variants: bool, conv: bool) -> li
     for precision in precisions:
         keras_precision = "mixed_bfloat16" if precision == "bfloat16" else "float32"
         if "keras_vae" in frameworks:
-            rows.append(Row(f"keras_vae default, {keras_precision}", "keras_vae", precision,
-                            "keras_reference.py", ["--precision", keras_precision], "tensorflow"))
+            rows.append(
+                Row(
+                    f"keras_vae default, {keras_precision}",
+                    "keras_vae",
+                    precision,
+                    "keras_reference.py",
+                    ["--precision", keras_precision],
+                    "tensorflow",
+                )
+            )
             if keras_variants:
-                for variant, extra in (("XLA off", ["--xla", "off"]),
-                                       ("XLA, steps_per_execution=50",
-                                        ["--xla", "on", "--steps-per-execution", "50"]),
-                                       ("XLA, Keras' step loop", ["--xla", "on",
-                                        "--steps-per-execution", "10", "--no-fuse-steps"]),
-                                       ("XLA, steps_per_execution=1",
-                                        ["--xla", "on", "--steps-per-execution", "1"])):
+                for variant, extra in (
+                    ("XLA off", ["--xla", "off"]),
+                    ("XLA, steps_per_execution=50", ["--xla", "on", "--steps-per-execution", "50"]),
+                    (
+                        "XLA, Keras' step loop",
+                        ["--xla", "on", "--steps-per-execution", "10", "--no-fuse-steps"],
+                    ),
+                    ("XLA, steps_per_execution=1", ["--xla", "on", "--steps-per-execution", "1"]),
+                ):
                     rows.append(Row(f"keras_vae {variant}, {keras_precision}", "keras_vae",
                                     precision, "keras_reference.py",
                                     ["--precision", keras_precision, *extra], "tensorflow",
                                     variant=variant))  # fmt: skip
         peer_precision = ["--precision", precision]
         if "jax" in frameworks:
-            rows.append(Row(f"JAX + optax jit, {precision}", "jax", precision,
-                            "jax_reference.py", peer_precision, "jax"))
+            rows.append(
+                Row(
+                    f"JAX + optax jit, {precision}",
+                    "jax",
+                    precision,
+                    "jax_reference.py",
+                    peer_precision,
+                    "jax",
+                )
+            )
         if "torch" in frameworks:
-            rows.append(Row(f"PyTorch eager, {precision}", "torch", precision,
-                            "torch_reference.py", peer_precision, "torch"))
+            rows.append(
+                Row(
+                    f"PyTorch eager, {precision}",
+                    "torch",
+                    precision,
+                    "torch_reference.py",
+                    peer_precision,
+                    "torch",
+                )
+            )
         if "torch.compile" in frameworks:
-            rows.append(Row(f"PyTorch torch.compile, {precision}", "torch.compile", precision,
-                            "torch_reference.py", ["--compile", *peer_precision], "torch"))
+            rows.append(
+                Row(
+                    f"PyTorch torch.compile, {precision}",
+                    "torch.compile",
+                    precision,
+                    "torch_reference.py",
+                    ["--compile", *peer_precision],
+                    "torch",
+                )
+            )
     if conv:
         for likelihood in ("bernoulli", "logistic"):
             for xla in ("on", "off"):
@@ -276,8 +312,12 @@ def summarise(row: Row, batch: int) -> dict:
     if row.alone:
         alone = statistics.median(row.alone)
         difference = (alone - rate) / rate
-        result.update(alone_examples_per_s=alone, alone_runs=row.alone,
-                      alone_vs_harness=difference, agree=abs(difference) <= AGREEMENT)
+        result.update(
+            alone_examples_per_s=alone,
+            alone_runs=row.alone,
+            alone_vs_harness=difference,
+            agree=abs(difference) <= AGREEMENT,
+        )
     if row.error:
         result["error"] = row.error
     return result
@@ -286,6 +326,7 @@ def summarise(row: Row, batch: int) -> dict:
 def ratios(results: list[dict]) -> dict:
     """Per precision: keras_vae default over the fastest peer and over the fastest of JAX jit
     and torch.compile; keras_vae mixed_bfloat16 over float32."""
+
     def rate(r):
         return r.get("examples_per_s")
 
@@ -307,8 +348,8 @@ def ratios(results: list[dict]) -> dict:
         out[precision] = entry
         keras_rows[precision] = keras
     if keras_rows.get("float32") and keras_rows.get("bfloat16"):
-        out["keras_vae_bfloat16_over_float32"] = (
-            rate(keras_rows["bfloat16"]) / rate(keras_rows["float32"])
+        out["keras_vae_bfloat16_over_float32"] = rate(keras_rows["bfloat16"]) / rate(
+            keras_rows["float32"]
         )
     return out
 
@@ -372,12 +413,20 @@ def main(argv: list[str] | None = None) -> None:
     shared = REPO_ROOT.parent / "shared" / "tensorflow_datasets"
     parser.add_argument("--data-dir", default=os.environ.get("TFDS_DATA_DIR") or str(shared))
     parser.add_argument("--batch-size", type=int, nargs="+", default=[100, 1000])
-    parser.add_argument("--examples", type=int, default=None,
-                        help="timed examples per row and round (whole steps); default 100,000")
+    parser.add_argument(
+        "--examples",
+        type=int,
+        default=None,
+        help="timed examples per row and round (whole steps); default 100,000",
+    )
     parser.add_argument("--rounds", type=int, default=None, help="default 5")
     parser.add_argument("--warmup", type=int, default=50, help="untimed steps per process")
-    parser.add_argument("--alone-runs", type=int, default=1,
-                        help="plain runs of each row's script after the rounds (0: none)")
+    parser.add_argument(
+        "--alone-runs",
+        type=int,
+        default=1,
+        help="plain runs of each row's script after the rounds (0: none)",
+    )
     parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS))
     parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
     parser.add_argument("--keras-variants", action="store_true",
@@ -386,11 +435,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--conv", action="store_true", help="also the conv VAE rows (keras_vae)")
     parser.add_argument("--conv-examples", type=int, default=10_000,
                         help="timed examples per conv row and round")  # fmt: skip
-    parser.add_argument("--distributed", action="store_true",
-                        help="also the MirroredStrategy / MultiWorkerMirroredStrategy rows")
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help="also the MirroredStrategy / MultiWorkerMirroredStrategy rows",
+    )
     parser.add_argument("--no-distributed", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 20,000 examples x 2 rounds, batch 100 (unless given)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 20,000 examples x 2 rounds, batch 100 (unless given)",
+    )
     parser.add_argument("--json", action="store_true", help="last line: one JSON document")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -433,7 +488,8 @@ def main(argv: list[str] | None = None) -> None:
         summary_ratios[batch] = ratios(batch_results)
         for r in batch_results:
             if r.get("agree") is False:
-                warnings.append(f"batch {batch}, {r['setting']}: alone {r['alone_examples_per_s']:,.0f}"
+                alone = r["alone_examples_per_s"]
+                warnings.append(f"batch {batch}, {r['setting']}: alone {alone:,.0f}"
                                 f" vs harness {r['examples_per_s']:,.0f} examples/s "
                                 f"({100 * r['alone_vs_harness']:+.0f}%, more than "
                                 f"{100 * AGREEMENT:.0f}%)")  # fmt: skip
@@ -450,8 +506,10 @@ def main(argv: list[str] | None = None) -> None:
                          f"{entry['fastest_compiled_peer']}"
                          if entry.get("ratio_vs_fastest_compiled_peer") else ""))  # fmt: skip
         if "keras_vae_bfloat16_over_float32" in summary_ratios[batch]:
-            print(f"  keras_vae mixed_bfloat16 / float32: "
-                  f"{summary_ratios[batch]['keras_vae_bfloat16_over_float32']:.2f}x")
+            print(
+                f"  keras_vae mixed_bfloat16 / float32: "
+                f"{summary_ratios[batch]['keras_vae_bfloat16_over_float32']:.2f}x"
+            )
     for warning in warnings:
         print(f"WARNING: {warning}")
     print(f"load average at the start {started[0]:.1f}, at the end {os.getloadavg()[0]:.1f}")
