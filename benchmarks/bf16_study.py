@@ -22,9 +22,11 @@ starts:
   compilation cache (`TF_XLA_FLAGS=--tf_xla_persistent_cache_directory=DIR`, a first run
   that fills it and a second that reads it), and for the hand-written bfloat16 step (no XLA).
 
-`bf16_train_step` below is the prototype of the winning recipe (see benchmarks/README.md,
-"bfloat16 on an AMX CPU"): float32 variables, bfloat16 matmuls through oneDNN (no XLA),
-float32 islands for the posterior's outputs, the log-likelihood's sum, the KL and Adam.
+Prototypes for the package (see benchmarks/README.md, "bfloat16 on an AMX CPU"):
+`bf16_train_step`, one step with float32 variables, bfloat16 matmuls through oneDNN (no XLA),
+float32 islands for the posterior's outputs, the log-likelihood's sum, the KL and Adam; and
+`fused_adam_class()`, a `keras.optimizers.Adam` whose update is TF's fused `ResourceApplyAdam`
+kernel (what makes a non-XLA step cheap at batch 100).
 
 Usage:
     python benchmarks/bf16_study.py [--part matmul|steps|startup|all] [--batch-sizes 100 1000]

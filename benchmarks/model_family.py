@@ -138,6 +138,9 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=os.environ.get("TFDS_DATA_DIR"))
     args = parser.parse_args(argv)
+    from _machine import cpu_line
+
+    print(cpu_line())
     load = lambda split, limit=None: data.load_images(  # noqa: E731
         "binarized_mnist", split, data_dir=args.data_dir, limit=limit
     )

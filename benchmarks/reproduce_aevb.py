@@ -374,6 +374,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     tfds.disable_progress_bar()
+    from _machine import cpu_line
+
+    print(cpu_line())
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     print(
