@@ -124,7 +124,7 @@ def tfp_mixture_log_prob():
 
 def build_model(args, data_dir: str):
     if args.run_dir:
-        from keras_vae.runs import directory as runs
+        from keras_vae.runs.directory import directory as runs
 
         return runs.load_run(args.run_dir)[0], f"loaded from {args.run_dir}"
     if args.prior == "vamp":
@@ -164,6 +164,9 @@ def main() -> None:
     default_data = os.environ.get("TFDS_DATA_DIR", "../shared/tensorflow_datasets")
     parser.add_argument("--data-dir", default=default_data)
     args = parser.parse_args()
+    from _machine import cpu_line
+
+    print(cpu_line())
 
     model, description = build_model(args, args.data_dir)
     images = load_test_images(args.data_dir, args.examples)

@@ -186,7 +186,7 @@ def prepare(args) -> tuple[object | None, Path, int]:
         report = json.loads((args.export_dir / "export_report.json").read_text())
         return None, args.export_dir, report["version"]
     if args.run_dir:
-        from keras_vae.runs import directory as runs
+        from keras_vae.runs.directory import directory as runs
 
         model, _ = runs.load_run(args.run_dir)
     elif args.network == "conv":
@@ -220,6 +220,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--likelihood", default="bernoulli", help="conv: the likelihood")
     parser.add_argument("--json", action="store_true", help="last line: one JSON object")
     args = parser.parse_args(argv)
+    from _machine import cpu_line
+
+    print(cpu_line())
 
     model, export_dir, version = prepare(args)
     try:

@@ -43,10 +43,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_vae  # noqa: E402
-from keras_vae.data import pipeline as data  # noqa: E402
+from keras_vae.data.pipeline import pipeline as data  # noqa: E402
 from keras_vae.models.vae import evaluation  # noqa: E402
 from keras_vae.parts import objectives  # noqa: E402
-from keras_vae.runs import directory as runs  # noqa: E402
+from keras_vae.runs.directory import directory as runs  # noqa: E402
 
 ROWS = ("elbo", "iwae5", "vamp", "warmup")
 NETWORKS = {"gated": "gated MLPs 784-300-300-40", "tanh": "tanh MLPs 784-200-200-50"}
@@ -141,6 +141,9 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=os.environ.get("TFDS_DATA_DIR"))
     args = parser.parse_args(argv)
+    from _machine import cpu_line
+
+    print(cpu_line())
     load = lambda split, limit=None: data.load_images(  # noqa: E731
         "binarized_mnist", split, data_dir=args.data_dir, limit=limit
     )

@@ -3,7 +3,7 @@
 Runs the CLI's own `keras_vae.training.train` on the default configuration (binarized MNIST,
 784-500-20, XLA, steps_per_execution 10) in a fresh Python process and timestamps its phases:
 
-    python + imports     interpreter start to `import keras_vae.cli` done (TensorFlow, Keras,
+    python + imports     interpreter start to `import keras_vae.cli.main` done (TensorFlow, Keras,
                          TFP, the package; what `keras-vae train` imports before it parses)
     data                 loading and checking the training and eval images (`describe_run`)
     model                building and compiling the model (`on_train_begin`)
@@ -11,7 +11,10 @@ Runs the CLI's own `keras_vae.training.train` on the default configuration (bina
                          (the first `on_train_batch_end`)
 
 The run stops there (no run directory is written). Each phase is the median over `--repeats`
-fresh processes.
+fresh processes. The environment passes through:
+`TF_XLA_FLAGS=--tf_xla_persistent_cache_directory=DIR` times a start with TensorFlow's
+persistent XLA compilation cache (`bf16_study.py --part startup`
+runs it twice, filling and then reading the cache).
 
 Usage:
     python benchmarks/startup.py [--repeats 3] [--data-dir DIR] [--json]
@@ -41,8 +44,8 @@ def _child(data_dir: str) -> None:
     start = float(os.environ["KV_STARTUP_T0"])
     marks = {}
     import keras  # noqa: F401  (part of what the CLI imports)
+    from keras_vae.cli.main import commands as cli  # noqa: F401
 
-    from keras_vae.cli import commands as cli  # noqa: F401
     from keras_vae.runs.config import TrainConfig
     from keras_vae.workflows.train import train
 
@@ -77,6 +80,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         _child(args.data_dir)
         return
+    from _machine import cpu_line
+
+    print(cpu_line())
+    if os.environ.get("TF_XLA_FLAGS"):
+        print(f"TF_XLA_FLAGS={os.environ['TF_XLA_FLAGS']}")
     runs = []
     for _ in range(args.repeats):
         env = {**os.environ, "KV_STARTUP_T0": repr(time.time()), "TF_CPP_MIN_LOG_LEVEL": "2"}

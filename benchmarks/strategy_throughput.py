@@ -4,7 +4,7 @@ One process of `benchmarks/throughput.py`'s distributed rows: MirroredStrategy o
 CPU devices (`--strategy mirrored --cpu-replicas N`), or one worker of a
 MultiWorkerMirroredStrategy cluster (`--strategy multiworker`, TF_CONFIG set; the chief
 prints the result). The model, batch (100, global), optimizer and timing are those of
-throughput.py: a warm-up `fit`, then timed `fit`s whose first execution is left out.
+`keras_reference.py`: a warm-up `fit`, then timed `fit`s whose first execution is left out.
 
     python benchmarks/strategy_throughput.py --strategy mirrored --cpu-replicas 2 --xla
 """
@@ -40,10 +40,13 @@ def main(argv: list[str] | None = None) -> None:
     import warnings
 
     import keras
+    import keras_reference as throughput  # the same model, data and timer as one device
     import tensorflow as tf
-    import throughput  # the same model, data and timer as the single-device rows
+    from _machine import cpu_line
 
     tf.get_logger().setLevel("ERROR")
+    if distribute.is_chief(strategy):
+        print(cpu_line(), flush=True)
     images = throughput.kv_data.load_images(
         "binarized_mnist", split="train", data_dir=args.data_dir
     )

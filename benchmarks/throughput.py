@@ -1,54 +1,54 @@
-"""Training throughput of the AEVB paper's MNIST model: keras_vae next to a JAX + optax jit
-loop, PyTorch eager and torch.compile of the same model, measured in the same rounds.
+"""Training throughput of the AEVB paper's MNIST model: keras_vae against JAX + optax `jit`,
+PyTorch eager and `torch.compile`, in float32 and in each framework's mixed bfloat16, each
+framework in its own fresh process with its own default environment, rounds interleaved.
 
-Model: `mlp_vae((28, 28, 1), latent_dim=20, hidden_units=500)` (784-500-20, tanh, Bernoulli
-decoder), batch 100 (`--batch-size`), Adam(1e-3), trained with `VAE.fit` (the model's own
-`train_step`) on the real static binarized MNIST read through `keras_vae.data`.
+Model (the same for all): 784-500-20 VAE, tanh MLPs, Gaussian q(z|x) with one
+reparameterised sample, Bernoulli p(x|z), analytic KL, Adam(1e-3), the static binarized MNIST
+training images, batch 100 and 1000 (`--batch-size`). One row per framework and precision:
 
-Every keras_vae setting (XLA off/on x `steps_per_execution`, and the default setting with
-Keras' own step loop, `fuse_steps=False`, for comparison) gets its own model and an untimed
-warm-up `fit` (tracing, XLA compilation). The reference loops (`jax_reference.py`,
-`torch_reference.py` eager and `--compile`) run in their own processes, warm up there, and
-then wait for requests (`_serve.py`). In several rounds, each keras_vae setting runs one timed
-`fit` and each reference the same number of steps, one after the other, so that load changes
-on a shared machine hit all of them alike. A callback timestamps every execution of the train
-function; the first execution of each `fit` (iterator start-up, shuffle-buffer fill) is left
-out. The result per row is the median over the rounds (and the best round), with the process's
-CPU time per example (all threads; steadier than wall time when other jobs share the cores)
-and the ratio to the JAX loop of the same round set.
+    keras_vae            benchmarks/keras_reference.py  `vae.fit` with the package's defaults;
+                         mixed_bfloat16 through the package's precision option, or Keras'
+                         global dtype policy where the package has none (the row says which)
+    JAX + optax jit      benchmarks/jax_reference.py    float32; bfloat16 compute, f32 params
+    PyTorch eager        benchmarks/torch_reference.py  float32; torch.autocast bfloat16
+    torch.compile        torch_reference.py --compile   float32; torch.autocast bfloat16
 
-The table also shows the achieved GFLOP/s (`flops_per_example`, counted by hand) as a fraction
-of the machine's float32 matmul peak (`measure_matmul_peak`) and the rate of the input
-pipeline alone. A missing reference framework (`pip install -e '.[bench]'`) is reported in
-the table, not fatal.
+How it keeps the comparison fair:
 
-Distributed rows (`benchmarks/strategy_throughput.py`, fresh processes): MirroredStrategy over
-2 logical CPU devices with XLA on and off, and 2 local MultiWorkerMirroredStrategy workers on
-127.0.0.1, global batch 100, steps_per_execution 1 (the only value Keras 3.15 runs there).
-On one 2-core machine these rows measure the strategies' overhead, not a speed-up: the
-replicas share the same cores.
+- every row is a separate process started from this one with the environment this script was
+  started with, less the variables that change a framework's threading (`THREADING_VARIABLES`,
+  e.g. `OMP_WAIT_POLICY`, `OMP_NUM_THREADS`, `XLA_FLAGS`; each removal is printed), and with no
+  thread count imposed: each framework uses its own default. This process imports none of
+  TensorFlow, JAX or PyTorch (it idles while a row runs);
+- each process warms up (tracing, compilation, `--warmup` steps) before the first round; the
+  warm-up is not timed; the rows' warm-ups overlap, the timed runs never do;
+- `--rounds` rounds: in each, every row runs the same number of examples (`--examples`, as
+  whole steps) once, one row at a time, the order rotated by one each round, so load changes
+  on a shared machine hit all rows alike. A row's figure is the median over the rounds (the
+  best round and all rounds are in the JSON) with the process's CPU time per example;
+- then every row is run *alone*: a plain invocation of its script (`python
+  benchmarks/torch_reference.py --compile --precision bfloat16 --steps N --json ...`) with
+  nothing else of this harness alive but this idle process. A row whose alone figure differs
+  from its harness median by more than 10% gets a printed WARNING and `"agree": false`;
+- ratios: keras_vae over the fastest peer of the same precision (and over the fastest of JAX
+  jit and torch.compile, the issue's target), and keras_vae mixed_bfloat16 over its float32.
 
-Convolutional rows (`--conv`, `--conv-only`): keras_vae's conv VAE (`network="conv"`, stride-2
-3x3 convolutions of 32 and 64 channels, a dense layer of 256, relu, latent 20; `CONV_MODEL`)
-at 28x28x1 with the Bernoulli likelihood on the same binarized MNIST, and at 32x32x3 with the
-discretised logistic mixture (5 components) on random 8-bit colour images (the values do not
-change the speed), XLA on and off, `steps_per_execution` 10, `--conv-steps` timed steps per
-round, in the same rounds as the other rows. Their FLOPs are counted from the built model
-(`conv_flops_per_example`). The JAX and PyTorch loops are the MLP only, so the conv rows'
-ratios to them are "n/a".
+`--json` prints one JSON document (the last line) with every figure, the ratios, the load
+averages, the versions and the CPU (`lscpu` model name, `amx_bf16`/`avx512_bf16`).
+`--keras-variants` adds keras_vae rows with XLA off, `steps_per_execution` 50, and Keras' own
+step loop; `--conv` adds the conv VAE rows (keras_vae only); `--distributed` the
+MirroredStrategy / MultiWorkerMirroredStrategy rows (`strategy_throughput.py`).
 
 Usage (from the repository root):
-    python benchmarks/throughput.py --json             # full run, several minutes on 2 cores
-    python benchmarks/throughput.py --quick            # smoke run
-    python benchmarks/throughput.py --batch-size 1000 --no-distributed
-    python benchmarks/throughput.py --conv-only --conv-steps 50 --rounds 3   # conv rows
+    python benchmarks/throughput.py --json                      # the full comparison
+    python benchmarks/throughput.py --quick                     # smoke run, about 5 minutes
+    python benchmarks/throughput.py --batch-size 1000 --rounds 3
+    python benchmarks/throughput.py --frameworks keras_vae torch.compile --precisions bfloat16
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import itertools
 import json
 import os
 import statistics
@@ -56,377 +56,344 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from _machine import cpu_info, cpu_line
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-import keras_vae  # noqa: E402
-from keras_vae.data import pipeline as kv_data  # noqa: E402
-
-IMAGE_SHAPE = (28, 28, 1)
-INPUT_DIM = 784
-HIDDEN_UNITS = 500
-LATENT_DIM = 20
-BATCH_SIZE = 100
-LEARNING_RATE = 1e-3
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parent
+# variables that change how a framework threads or compiles; a peer runs without them
+THREADING_VARIABLES = (
+    "OMP_WAIT_POLICY", "OMP_NUM_THREADS", "OMP_PROC_BIND", "OMP_PLACES", "GOMP_SPINCOUNT",
+    "KMP_BLOCKTIME", "KMP_AFFINITY", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "XLA_FLAGS",
+    "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "TF_ENABLE_ONEDNN_OPTS",
+    "TF_XLA_FLAGS", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ONEDNN_VERBOSE",
+)  # fmt: skip
+FRAMEWORKS = ("keras_vae", "jax", "torch", "torch.compile")
+PRECISIONS = ("float32", "bfloat16")
+AGREEMENT = 0.10  # alone vs harness: warn beyond this relative difference
+FLOPS_PER_EXAMPLE = 4_100_000  # keras_reference.flops_per_example(): 784-500-20, matmuls
 
 
-def flops_per_example(
-    input_dim: int = INPUT_DIM, hidden: int = HIDDEN_UNITS, latent: int = LATENT_DIM
-) -> dict[str, int]:
-    """Floating-point operations of one training example of the MLP VAE (matmuls only).
+@dataclass
+class Row:
+    """One framework x precision x setting: its command and its measurements."""
 
-    Dense layers (in x out) and their multiply-adds (MACs) per example:
+    name: str
+    framework: str
+    precision: str  # "float32" or "bfloat16" (keras_vae: mixed_bfloat16)
+    script: str
+    args: list[str]
+    module: str  # the Python package it needs
+    extra_env: dict = field(default_factory=dict)
+    variant: str = "default"
+    rates: list = field(default_factory=list)
+    cpu: list = field(default_factory=list)
+    losses: list = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+    alone: list = field(default_factory=list)
+    error: str | None = None
+    process: subprocess.Popen | None = None
+    steps: int = 0  # per round (conv rows: their own)
 
-        encoder  input -> hidden       in*h          784*500 = 392,000
-        encoder  hidden -> 2*latent    h*2*latent    500*40  =  20,000
-        decoder  latent -> hidden      latent*h      20*500  =  10,000
-        decoder  hidden -> input       h*in          500*784 = 392,000
-                                                     forward   814,000 MACs
-
-    Backward: every layer needs its weight gradient (dW = x^T dy, as many MACs as the
-    forward), and every layer except the first needs its input gradient (dx = dy W^T, as
-    many MACs again). The encoder's first layer gets no input gradient because the data has
-    no parameters; the decoder's first layer does need one, since the gradient flows through
-    z = mu + sigma * eps back into the encoder. Backward = 814,000 + (814,000 - 392,000)
-    = 1,236,000 MACs.
-
-    Total 2,050,000 MACs = 4.10 MFLOP per example at 2 FLOPs per MAC. Not counted (a few per
-    cent): biases, tanh/sigmoid/softplus, the reparameterisation, the log-likelihood and KL,
-    and Adam's per-parameter update (about 10 FLOPs x 814k parameters per step, i.e. about
-    80 kFLOP per example at batch 100).
-
-    Returns:
-        `{"forward_macs", "backward_macs", "total_flops"}` per example.
-    """
-    layers = [(input_dim, hidden), (hidden, 2 * latent), (latent, hidden), (hidden, input_dim)]
-    forward = sum(n_in * n_out for n_in, n_out in layers)
-    first_layer = layers[0][0] * layers[0][1]
-    backward = forward + (forward - first_layer)  # weight grads + input grads (not layer 1)
-    return {
-        "forward_macs": forward,
-        "backward_macs": backward,
-        "total_flops": 2 * (forward + backward),
-    }
-
-
-def _halved(size: int, levels: int) -> int:
-    return -(-size // 2**levels)  # a stride-2 'same' convolution's output side, ceil(S / 2^L)
-
-
-def conv_flops_per_example(vae: keras_vae.VAE) -> dict[str, int]:
-    """Floating-point operations of one training example of a built conv VAE (multiply-adds
-    of its convolutions and dense layers; the rest as in `flops_per_example`).
-
-    Per example, with a layer's kernel of K = k*k*C_in*C_out (convolutions) or in*out weights:
-
-        encoder conv level l    ceil(H/2^l) * ceil(W/2^l) output positions * K
-        dense layers            K (encoder dense, posterior head, decoder dense, base map)
-        decoder deconv level l  h_0 2^(l-1) * w_0 2^(l-1) input positions * K
-        likelihood head         H * W positions * K (a 1x1 projection per pixel)
-
-    Backward: weight gradients (as many MACs as the forward) and input gradients of every
-    layer except the encoder's first convolution. FLOPs = 2 * (forward + backward) MACs.
-    """
-    height, width = vae.image_shape[:2]
-    encoder, decoder = vae.encoder, vae.decoder
-    convs = [
-        _halved(height, level) * _halved(width, level) * int(np.prod(layer.kernel.shape))
-        for level, layer in enumerate(encoder.conv_layers, start=1)
-    ]
-    first, forward = convs[0], sum(convs)
-    dense = [*encoder.dense_layers, vae.posterior.projection, *decoder.dense_layers,
-             decoder.base_layer]  # fmt: skip
-    forward += sum(int(np.prod(layer.kernel.shape)) for layer in dense)
-    base_h, base_w = decoder.base_size
-    for level, layer in enumerate(decoder.deconv_layers):
-        positions = base_h * 2**level * base_w * 2**level
-        forward += positions * int(np.prod(layer.kernel.shape))
-    forward += height * width * int(np.prod(vae.likelihood.projection.kernel.shape))
-    backward = forward + (forward - first)
-    return {"forward_macs": forward, "backward_macs": backward,
-            "total_flops": 2 * (forward + backward)}  # fmt: skip
-
-
-def measure_matmul_peak(n: int = 2048, repeats: int = 10, cpu: bool = False) -> float:
-    """Single-precision matmul peak in GFLOP/s: the best of `repeats` n x n `tf.matmul`s.
-
-    With `cpu`, GFLOP per CPU-second of the process (all threads) instead of per second of
-    wall time: on a machine shared with other jobs this one barely depends on the load.
-    """
-    clock = time.process_time if cpu else time.perf_counter
-    a = tf.random.normal((n, n), dtype=tf.float32)
-    b = tf.random.normal((n, n), dtype=tf.float32)
-    tf.matmul(a, b).numpy()  # warm-up (thread pool, kernels)
-    best = float("inf")
-    for _ in range(repeats):
-        start = clock()
-        tf.matmul(a, b).numpy()
-        best = min(best, clock() - start)
-    return 2.0 * n**3 / best / 1e9
-
-
-class ExecutionTimer(keras.callbacks.Callback):
-    """Records `(steps done, time)` at the end of every execution of the train function.
-
-    With `steps_per_execution=k` Keras calls `on_train_batch_end` once per k steps, with the
-    index of the last step of the execution.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.marks: list[tuple[int, float]] = []
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.marks.append((batch + 1, time.perf_counter()))
-
-    def examples_per_s(self, batch_size: int) -> float:
-        """Rate between the end of the first and of the last execution of the `fit` call.
-
-        Leaving out the first execution leaves out the start-up of `fit` and of the data
-        iterator (filling the shuffle buffer), which happen once per `fit` call.
-        """
-        (first_steps, first_time), (last_steps, last_time) = self.marks[0], self.marks[-1]
-        return (last_steps - first_steps) * batch_size / (last_time - first_time)
-
-
-def compiled_vae(
-    jit_compile: bool, steps_per_execution: int, seed: int = 0, fuse_steps: bool = True
-) -> keras_vae.VAE:
-    """A fresh paper MNIST model, compiled for one benchmark setting."""
-    keras.utils.set_random_seed(seed)
-    vae = keras_vae.mlp_vae(
-        IMAGE_SHAPE, latent_dim=LATENT_DIM, hidden_units=HIDDEN_UNITS, seed=seed
-    )
-    vae.fuse_steps = fuse_steps
-    vae.compile(
-        optimizer=keras.optimizers.Adam(LEARNING_RATE),
-        jit_compile=jit_compile,
-        steps_per_execution=steps_per_execution,
-    )
-    return vae
-
-
-def timed_fit(
-    vae: keras_vae.VAE, dataset: tf.data.Dataset, steps: int, batch_size: int = BATCH_SIZE
-) -> float:
-    """Steady-state examples/s of one `vae.fit` of `steps` steps (see `ExecutionTimer`)."""
-    timer = ExecutionTimer()
-    vae.fit(dataset, epochs=1, steps_per_epoch=steps, callbacks=[timer], shuffle=False, verbose=0)
-    return timer.examples_per_s(batch_size)
-
-
-class KerasSetting:
-    """One keras_vae row: a warmed-up model; `run(steps)` -> (examples/s, CPU s)."""
-
-    def __init__(self, dataset, batch_size, jit: bool, spe: int, fuse: bool = True):
-        loop = "" if fuse or not (jit and spe > 1) else ", Keras' step loop (fuse_steps=False)"
-        self.name = f"keras_vae XLA {'on' if jit else 'off'}, steps_per_execution={spe}{loop}"
-        self.config = {"jit_compile": jit, "steps_per_execution": spe, "fuse_steps": fuse}
-        self.dataset, self.batch_size, self.spe = dataset, batch_size, spe
-        self.vae = compiled_vae(jit, spe, fuse_steps=fuse)
-        start = time.perf_counter()
-        self.vae.fit(dataset, epochs=1, steps_per_epoch=2 * spe, shuffle=False, verbose=0)
-        self.warmup_s = time.perf_counter() - start
-
-    def run(self, steps: int) -> tuple[float, float]:
-        steps = max(3 * self.spe, -(-steps // self.spe) * self.spe)  # whole executions
-        cpu = time.process_time()
-        rate = timed_fit(self.vae, self.dataset, steps, self.batch_size)
-        return rate, (time.process_time() - cpu) / (steps * self.batch_size)
-
-
-# the conv rows' model: mlp_vae arguments besides the image shape and likelihood
-CONV_MODEL = {
-    "latent_dim": LATENT_DIM, "hidden_units": [256], "activation": "relu", "network": "conv",
-    "network_options": {"filters": [32, 64], "kernel_size": 3},
-}  # fmt: skip
-CONV_STEPS_PER_EXECUTION = 10
-
-
-def colour_images(count: int = 5000, seed: int = 0) -> np.ndarray:
-    """Random 8-bit colour images k/255, [count, 32, 32, 3] (speed does not depend on them)."""
-    levels = np.random.default_rng(seed).integers(0, 256, size=(count, 32, 32, 3))
-    return (levels / 255.0).astype(np.float32)
-
-
-class ConvSetting:
-    """One conv row: a warmed-up conv VAE on its own data; `run(steps)` times `self.steps`
-    steps instead (a conv example costs tens of times an MLP one)."""
-
-    def __init__(self, images, likelihood: str, batch_size: int, jit: bool, steps: int):
-        shape = "x".join(map(str, images.shape[1:]))
-        self.name = (f"keras_vae conv {shape} {likelihood}, XLA {'on' if jit else 'off'}, "
-                     f"steps_per_execution={CONV_STEPS_PER_EXECUTION}")  # fmt: skip
-        spe = CONV_STEPS_PER_EXECUTION
-        self.config = {"network": "conv", "jit_compile": jit, "steps_per_execution": spe}
-        self.batch_size, self.spe, self.steps = batch_size, spe, steps
-        self.dataset = kv_data.make_dataset(
-            images, batch_size=batch_size, shuffle=True, seed=0, repeat=True, drop_remainder=True
+    def command(self, batch: int, data: Path, data_dir: str) -> list[str]:
+        source = (
+            ["--data-dir", data_dir] if self.framework == "keras_vae" else ["--data", str(data)]
         )
-        keras.utils.set_random_seed(0)
-        self.vae = keras_vae.mlp_vae(images.shape[1:], likelihood=likelihood, seed=0, **CONV_MODEL)
-        self.vae.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), jit_compile=jit,
-                         steps_per_execution=spe)  # fmt: skip
-        start = time.perf_counter()
-        self.vae.fit(self.dataset, epochs=1, steps_per_epoch=2 * spe, shuffle=False, verbose=0)
-        self.warmup_s = time.perf_counter() - start
-        self.flops = conv_flops_per_example(self.vae)
-        self.config["flops_per_example"] = self.flops["total_flops"]
-
-    def run(self, steps: int) -> tuple[float, float]:
-        del steps  # the conv rows' own count
-        steps = max(3 * self.spe, -(-self.steps // self.spe) * self.spe)
-        cpu = time.process_time()
-        rate = timed_fit(self.vae, self.dataset, steps, self.batch_size)
-        return rate, (time.process_time() - cpu) / (steps * self.batch_size)
+        return [sys.executable, str(HERE / self.script), *self.args, "--batch-size", str(batch),
+                *source]  # fmt: skip
 
 
-def conv_rows(mnist: np.ndarray, batch_size: int, steps: int) -> list[ConvSetting]:
-    """The conv rows, warmed up: 28x28x1 Bernoulli on `mnist` and 32x32x3 logistic on
-    `colour_images()`, each with XLA on and off."""
+def default_rows(frameworks, precisions, keras_variants: bool, conv: bool) -> list[Row]:
     rows = []
-    data = {"bernoulli": mnist, "logistic": colour_images()}
-    for (likelihood, images), jit in itertools.product(data.items(), (True, False)):
-        rows.append(ConvSetting(images, likelihood, batch_size, jit, steps))
-        print(f"  warm-up {rows[-1].name}: {rows[-1].warmup_s:.1f} s, "
-              f"{rows[-1].flops['total_flops'] / 1e6:.1f} MFLOP/example", flush=True)  # fmt: skip
+    for precision in precisions:
+        keras_precision = "mixed_bfloat16" if precision == "bfloat16" else "float32"
+        if "keras_vae" in frameworks:
+            rows.append(
+                Row(
+                    f"keras_vae default, {keras_precision}",
+                    "keras_vae",
+                    precision,
+                    "keras_reference.py",
+                    ["--precision", keras_precision],
+                    "tensorflow",
+                )
+            )
+            if keras_variants:
+                for variant, extra in (
+                    ("XLA off", ["--xla", "off"]),
+                    ("XLA, steps_per_execution=50", ["--xla", "on", "--steps-per-execution", "50"]),
+                    (
+                        "XLA, Keras' step loop",
+                        ["--xla", "on", "--steps-per-execution", "10", "--no-fuse-steps"],
+                    ),
+                    ("XLA, steps_per_execution=1", ["--xla", "on", "--steps-per-execution", "1"]),
+                ):
+                    rows.append(Row(f"keras_vae {variant}, {keras_precision}", "keras_vae",
+                                    precision, "keras_reference.py",
+                                    ["--precision", keras_precision, *extra], "tensorflow",
+                                    variant=variant))  # fmt: skip
+        peer_precision = ["--precision", precision]
+        if "jax" in frameworks:
+            rows.append(
+                Row(
+                    f"JAX + optax jit, {precision}",
+                    "jax",
+                    precision,
+                    "jax_reference.py",
+                    peer_precision,
+                    "jax",
+                )
+            )
+        if "torch" in frameworks:
+            rows.append(
+                Row(
+                    f"PyTorch eager, {precision}",
+                    "torch",
+                    precision,
+                    "torch_reference.py",
+                    peer_precision,
+                    "torch",
+                )
+            )
+        if "torch.compile" in frameworks:
+            rows.append(
+                Row(
+                    f"PyTorch torch.compile, {precision}",
+                    "torch.compile",
+                    precision,
+                    "torch_reference.py",
+                    ["--compile", *peer_precision],
+                    "torch",
+                )
+            )
+    if conv:
+        for likelihood in ("bernoulli", "logistic"):
+            for xla in ("on", "off"):
+                rows.append(Row(f"keras_vae conv {likelihood}, XLA {xla}, float32", "keras_vae",
+                                "float32", "keras_reference.py",
+                                ["--conv", likelihood, "--xla", xla], "tensorflow",
+                                variant=f"conv {likelihood} XLA {xla}"))  # fmt: skip
     return rows
 
 
-class Reference:
-    """A reference loop in its own process (`_serve.py`); `run(steps)` -> (examples/s, CPU s).
-
-    `start` launches it (warm-up and compilation run there, overlapping other warm-ups);
-    `wait_ready` reads its first line. `error` holds why it is unavailable, if it is.
-    """
-
-    def __init__(self, name: str, script: str, extra: list[str], module: str):
-        self.name, self.error, self.meta, self.process = name, None, {}, None
-        self.batch_size = None
-        self._command = [sys.executable, str(Path(__file__).resolve().with_name(script)), *extra]
-        self._module = module
-
-    def start(self, data_path: Path, batch_size: int, threads: int) -> None:
-        if importlib.util.find_spec(self._module) is None:
-            self.error = "not installed (pip install -e '.[bench]')"
-            return
-        self.batch_size = batch_size
-        command = [*self._command, "--serve", "--data", str(data_path),
-                   "--batch-size", str(batch_size)]  # fmt: skip
-        if self._module == "torch":  # JAX's CPU client uses one thread per core by itself
-            command += ["--threads", str(threads)]
-        # libgomp threads spin-wait at barriers; on a loaded machine a spinning thread whose
-        # partner was descheduled wastes whole time slices (measured: 20x slower with 2
-        # threads). PASSIVE makes waiting threads sleep, as TensorFlow's pool does.
-        env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
-        self.process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, env=env,
-        )  # fmt: skip
-
-    def _answer(self) -> dict | None:
-        line = self.process.stdout.readline()
-        if line.startswith("{"):
-            return json.loads(line)
-        self.error = "failed: " + (self.process.stderr.read().strip().splitlines() or ["?"])[-1]
-        return None
-
-    def wait_ready(self) -> None:
-        if self.process is not None and self.error is None:
-            self.meta = self._answer() or {}
-
-    @property
-    def available(self) -> bool:
-        return self.process is not None and self.error is None
-
-    def run(self, steps: int) -> tuple[float, float] | None:
-        self.process.stdin.write(f"{steps}\n")
-        self.process.stdin.flush()
-        answer = self._answer()
-        if answer is None:
-            return None
-        return answer["examples_per_s"], answer["cpu_s"] / (steps * self.batch_size)
-
-    def close(self) -> None:
-        if self.process is not None:
-            self.process.stdin.close()
-            self.process.wait(timeout=60)
+def peer_environment() -> tuple[dict, list[str]]:
+    """This process's environment less THREADING_VARIABLES, and the names removed."""
+    removed = [name for name in THREADING_VARIABLES if name in os.environ]
+    env = {k: v for k, v in os.environ.items() if k not in THREADING_VARIABLES}
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
+    return env, removed
 
 
-REFERENCES = (
-    ("JAX + optax, jax.jit step", "jax_reference.py", [], "jax"),
-    ("PyTorch eager", "torch_reference.py", [], "torch"),
-    ("PyTorch torch.compile", "torch_reference.py", ["--compile"], "torch"),
-)
+def installed(module: str, env: dict) -> bool:
+    check = [sys.executable, "-c", f"import importlib.util, sys; "
+             f"sys.exit(importlib.util.find_spec({module!r}) is None)"]  # fmt: skip
+    return subprocess.run(check, env=env, check=False).returncode == 0
 
 
-def measure_rounds(rows: list, steps: int, rounds: int) -> list[float]:
-    """Runs every row once per round, in order, `rounds` times; stores `rates` and `cpu`.
-
-    Returns the matmul peak measured after every round (under load a single measurement can
-    be far below the machine's; the table uses the best of all).
-    """
-    peaks = []
-    for row in rows:
-        row.rates, row.cpu = [], []
-    for index in range(rounds):
-        for row in rows:
-            if isinstance(row, Reference) and not row.available:
-                continue
-            result = row.run(steps)
-            if result is not None:
-                row.rates.append(result[0])
-                row.cpu.append(result[1])
-        summary = ", ".join(f"{r.rates[-1]:,.0f}" for r in rows if r.rates)
-        peaks.append(measure_matmul_peak(repeats=5))
-        print(f"  round {index + 1}/{rounds} examples/s: {summary} (load "
-              f"{os.getloadavg()[0]:.1f}, matmul {peaks[-1]:.0f} GFLOP/s)", flush=True)  # fmt: skip
-    return peaks
+def write_data(path: Path, data_dir: str, env: dict) -> None:
+    """The binarized MNIST training images as uint8 [N, 784], written by keras_reference.py
+    (the peers read this file; keras_vae reads the same images through tensorflow-datasets)."""
+    command = [sys.executable, str(HERE / "keras_reference.py"), "--write-data", str(path),
+               "--data-dir", data_dir]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.exit(f"could not write the training data:\n{done.stderr[-2000:]}")
 
 
-def time_input_pipeline(dataset: tf.data.Dataset, steps: int, batch_size: int) -> float:
-    """Examples/s of iterating the input pipeline alone (no model), after a warm-up."""
-    iterator = iter(dataset)
-    for _ in range(20):
-        next(iterator)
-    start = time.perf_counter()
-    for _ in range(steps):
-        next(iterator)
-    return steps * batch_size / (time.perf_counter() - start)
-
-
-def _last_json_line(text: str) -> dict | None:
-    for line in reversed(text.strip().splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
+def _answer(row: Row) -> dict | None:
+    line = row.process.stdout.readline()
+    if line.startswith("{"):
+        return json.loads(line)
+    row.process.wait(timeout=60)
+    lines = row.process.stderr.read().strip().splitlines() or ["exited"]
+    row.error = "failed: " + lines[-1]
     return None
 
 
-def run_distributed_rows(data_dir: str, steps: int, rounds: int) -> list[dict]:
-    """Rows for MirroredStrategy on 2 logical CPUs (XLA on and off) and for
-    MultiWorkerMirroredStrategy with 2 local worker processes, each measured in fresh
-    processes by `strategy_throughput.py` (logical devices and the cluster must be set up
-    before TensorFlow starts)."""
-    from keras_vae.engine import cluster
+def start(row: Row, batch: int, data: Path, data_dir: str, env: dict, warmup: int) -> None:
+    command = [*row.command(batch, data, data_dir), "--serve", "--warmup", str(warmup)]
+    row.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True,
+                                   env={**env, **row.extra_env})  # fmt: skip
 
-    script = str(Path(__file__).resolve().with_name("strategy_throughput.py"))
+
+def run_round(row: Row, steps: int, batch: int) -> None:
+    row.process.stdin.write(f"{steps}\n")
+    row.process.stdin.flush()
+    answer = _answer(row)
+    if answer is not None:
+        row.rates.append(answer["examples_per_s"])
+        row.cpu.append(answer["cpu_s"] / (steps * batch))
+        row.losses.append(answer["loss"])
+
+
+def close(row: Row) -> None:
+    if row.process is not None:
+        if row.process.stdin:
+            row.process.stdin.close()
+        try:
+            row.process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            row.process.kill()
+        row.process = None
+
+
+def run_alone(row: Row, steps: int, batch: int, data: Path, data_dir: str, env: dict,
+              warmup: int) -> float | None:  # fmt: skip
+    """One plain invocation of the row's script (its own warm-up, then `steps` timed)."""
+    command = [*row.command(batch, data, data_dir), "--steps", str(steps), "--warmup",
+               str(warmup), "--json"]  # fmt: skip
+    done = subprocess.run(command, env={**env, **row.extra_env}, capture_output=True, text=True,
+                          check=False)  # fmt: skip
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        print(f"    alone run of {row.name} failed: {done.stderr.strip()[-300:]}", flush=True)
+        return None
+    return json.loads(lines[-1])["examples_per_s"]
+
+
+def measure_batch(rows: list[Row], batch: int, args, env: dict, data: Path) -> None:
+    """Warm-up, interleaved rounds, then the alone runs, for one batch size."""
+    for row in rows:
+        row.steps = max(1, round(args.examples / batch))
+        if row.variant.startswith("conv"):
+            row.steps = max(1, round(args.conv_examples / batch))
+    start_time = time.perf_counter()
+    for row in rows:  # warm-ups overlap: none of them is timed
+        if row.error is None:
+            start(row, batch, data, args.data_dir, env, args.warmup)
+    for row in rows:
+        if row.error is None:
+            row.meta = _answer(row) or {}
+    print(f"  batch {batch}: {sum(r.error is None for r in rows)} rows warmed up in "
+          f"{time.perf_counter() - start_time:.0f} s (load {os.getloadavg()[0]:.1f})",
+          flush=True)  # fmt: skip
+    live = [row for row in rows if row.error is None]
+    for index in range(args.rounds):
+        shift = index % len(live) if live else 0
+        for row in live[shift:] + live[:shift]:
+            if row.error is None:
+                run_round(row, row.steps, batch)
+        summary = ", ".join(f"{r.name} {r.rates[-1]:,.0f}" for r in live if r.rates)
+        print(f"  round {index + 1}/{args.rounds} (load {os.getloadavg()[0]:.1f}): {summary}",
+              flush=True)  # fmt: skip
+    for row in rows:
+        close(row)
+    if args.alone_runs:
+        for row in rows:
+            if row.error is not None:
+                continue
+            for _ in range(args.alone_runs):
+                rate = run_alone(row, row.steps, batch, data, args.data_dir, env, args.warmup)
+                if rate is not None:
+                    row.alone.append(rate)
+            if row.alone:
+                print(f"  alone: {row.name} {statistics.median(row.alone):,.0f} examples/s "
+                      f"(load {os.getloadavg()[0]:.1f})", flush=True)  # fmt: skip
+
+
+def summarise(row: Row, batch: int) -> dict:
+    result = {"setting": row.name, "framework": row.framework, "precision": row.precision,
+              "variant": row.variant, "batch_size": batch}  # fmt: skip
+    if not row.rates:
+        return {**result, "error": row.error or "no result"}
+    rate = statistics.median(row.rates)
+    flops = row.meta.get("flops_per_example", FLOPS_PER_EXAMPLE)
+    result.update(
+        examples_per_s=rate, best_examples_per_s=max(row.rates), rounds=row.rates,
+        cpu_us_per_example=1e6 * statistics.median(row.cpu), gflops=rate * flops / 1e9,
+        final_loss=row.losses[-1] if row.losses else None,
+        meta={k: v for k, v in row.meta.items() if k not in ("ready", "cpu")},
+    )  # fmt: skip
+    if row.alone:
+        alone = statistics.median(row.alone)
+        difference = (alone - rate) / rate
+        result.update(
+            alone_examples_per_s=alone,
+            alone_runs=row.alone,
+            alone_vs_harness=difference,
+            agree=abs(difference) <= AGREEMENT,
+        )
+    if row.error:
+        result["error"] = row.error
+    return result
+
+
+def ratios(results: list[dict]) -> dict:
+    """Per precision: keras_vae default over the fastest peer and over the fastest of JAX jit
+    and torch.compile (harness medians), and over the fastest peer counting each peer's
+    better figure of harness and alone (the conservative ratio); keras_vae mixed_bfloat16
+    over float32."""
+
+    def rate(r):
+        return r.get("examples_per_s")
+
+    out = {}
+    keras_rows = {}
+    for precision in PRECISIONS:
+        rows = [r for r in results if r["precision"] == precision and rate(r)]
+        keras = next((r for r in rows if r["framework"] == "keras_vae"
+                      and r["variant"] == "default"), None)  # fmt: skip
+        peers = [r for r in rows if r["framework"] != "keras_vae"]
+        compiled = [r for r in peers if r["framework"] in ("jax", "torch.compile")]
+        entry = {"keras_vae": rate(keras) if keras else None}
+        for key, group in (("fastest_peer", peers), ("fastest_compiled_peer", compiled)):
+            if group:
+                best = max(group, key=rate)
+                entry[key] = best["setting"]
+                entry[f"{key}_examples_per_s"] = rate(best)
+                entry[f"ratio_vs_{key}"] = rate(keras) / rate(best) if keras else None
+        if peers and keras:  # against each peer's better figure, harness or alone
+            strongest = max(max(rate(r), r.get("alone_examples_per_s") or 0) for r in peers)
+            entry["ratio_vs_fastest_peer_harness_or_alone"] = rate(keras) / strongest
+        out[precision] = entry
+        keras_rows[precision] = keras
+    if keras_rows.get("float32") and keras_rows.get("bfloat16"):
+        out["keras_vae_bfloat16_over_float32"] = rate(keras_rows["bfloat16"]) / rate(
+            keras_rows["float32"]
+        )
+    return out
+
+
+def print_table(results: list[dict], batch: int) -> None:
+    print(f"\nBatch {batch} (median of the rounds; alone: a plain run of the script)")
+    print("| setting | examples/s | best round | CPU us/example | GFLOP/s | alone | alone vs "
+          "harness | last loss |")  # fmt: skip
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in results:
+        if "examples_per_s" not in r:
+            print(f"| {r['setting']} | {r.get('error', 'failed')} | | | | | | |")
+            continue
+        alone = f"{r['alone_examples_per_s']:,.0f}" if "alone_examples_per_s" in r else ""
+        versus = ""
+        if "alone_vs_harness" in r:
+            versus = f"{100 * r['alone_vs_harness']:+.0f}%" + ("" if r["agree"] else " (!)")
+        loss = f"{r['final_loss']:.1f}" if r.get("final_loss") is not None else ""
+        print(f"| {r['setting']} | {r['examples_per_s']:,.0f} | {r['best_examples_per_s']:,.0f} "
+              f"| {r['cpu_us_per_example']:.1f} | {r['gflops']:.0f} | {alone} | {versus} | "
+              f"{loss} |")  # fmt: skip
+
+
+def run_distributed_rows(data_dir: str, steps: int, rounds: int, env: dict) -> list[dict]:
+    """MirroredStrategy on 2 logical CPUs and 2 local MultiWorkerMirroredStrategy workers,
+    XLA on and off, each in fresh processes (`strategy_throughput.py`), float32."""
+    sys.path.insert(0, str(REPO_ROOT))
+    from keras_vae.engine import cluster  # imports TensorFlow; only for these rows
+
+    script = str(HERE / "strategy_throughput.py")
     common = ["--data-dir", data_dir, "--steps", str(steps), "--rounds", str(rounds)]
     rows = []
     for xla in (True, False):
         name = f"MirroredStrategy, 2 logical CPUs, XLA {'on' if xla else 'off'}"
         command = [sys.executable, script, "--strategy", "mirrored", "--cpu-replicas", "2",
                    "--xla" if xla else "--no-xla", *common]  # fmt: skip
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        result = _last_json_line(done.stdout) if done.returncode == 0 else None
+        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        lines = [x for x in done.stdout.splitlines() if x.startswith("{")]
+        result = json.loads(lines[-1]) if done.returncode == 0 and lines else None
         print(f"  {name}: {result['examples_per_s']:,.0f} examples/s" if result
               else f"  {name}: failed\n{done.stderr[-2000:]}", flush=True)  # fmt: skip
         rows.append({"setting": name, **(result or {"error": done.stderr[-500:]})})
@@ -438,231 +405,138 @@ def run_distributed_rows(data_dir: str, steps: int, rounds: int) -> list[dict]:
             workers = cluster.start_local_workers(command, 2, logs)
             codes = cluster.wait_for_workers(workers, timeout=1800)
             log = workers[0].log()
-        result = _last_json_line(log) if codes == [0, 0] else None
+        lines = [x for x in log.splitlines() if x.startswith("{")]
+        result = json.loads(lines[-1]) if codes == [0, 0] and lines else None
         print(f"  {name}: {result['examples_per_s']:,.0f} examples/s" if result
               else f"  {name}: failed\n{log[-2000:]}", flush=True)  # fmt: skip
         rows.append({"setting": name, **(result or {"error": log[-500:]})})
     return rows
 
 
-def default_data_dir() -> str:
-    shared = REPO_ROOT.parent / "shared" / "tensorflow_datasets"
-    return os.environ.get("TFDS_DATA_DIR") or str(shared)
-
-
-def intra_op_threads() -> int:
-    """TensorFlow's intra-op thread count (0 in the config means one per available core)."""
-    configured = tf.config.threading.get_intra_op_parallelism_threads()
-    return configured or len(os.sched_getaffinity(0))
-
-
-def summarise(row, flops: dict, peak: float, cpu_peak: float) -> dict:
-    """The row's median and best rate, CPU time per example, GFLOP/s and share of peak."""
-    if not getattr(row, "rates", None):
-        return {"setting": row.name, "error": getattr(row, "error", None) or "no result"}
-    rate = statistics.median(row.rates)
-    flops = getattr(row, "flops", flops)  # a conv row counts its own model's
-    gflops = rate * flops["total_flops"] / 1e9
-    return {
-        "setting": row.name,
-        "examples_per_s": rate,
-        "best_examples_per_s": max(row.rates),
-        "rounds": row.rates,
-        "cpu_us_per_example": 1e6 * statistics.median(row.cpu),
-        "gflops": gflops,
-        "fraction_of_peak": gflops / peak,
-        # FLOPs per CPU-second over the matmul's FLOPs per CPU-second: the share of the
-        # machine's matmul rate that the step's CPU time achieves, robust to other jobs' load
-        "fraction_of_cpu_peak": flops["total_flops"] / statistics.median(row.cpu) / 1e9 / cpu_peak,
-        **getattr(row, "config", {}),
-        **getattr(row, "meta", {}),
-    }
-
-
-def print_table(results: list[dict], jax_row: dict | None) -> None:
-    jax_rate = (jax_row or {}).get("examples_per_s")
-    jax_cpu = (jax_row or {}).get("cpu_us_per_example")
-    print("| setting | examples/s (median) | best round | vs JAX | CPU us/example | "
-          "JAX CPU / this | GFLOP/s | % of matmul peak | % of matmul rate per CPU-s |")  # fmt: skip
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for row in results:
-        rate = row.get("examples_per_s")
-        if rate is None:
-            print(f"| {row['setting']} | {row.get('error', 'failed')} | | | | | | | |")
-            continue
-        versus = f"{rate / jax_rate:.2f}" if jax_rate else ""
-        cpu = row.get("cpu_us_per_example")
-        cpu_versus = f"{jax_cpu / cpu:.2f}" if jax_cpu and cpu else ""
-        if row.get("network") == "conv":  # the references are the MLP only
-            versus = cpu_versus = "n/a"
-        cpu_text = f"{cpu:.1f}" if cpu else ""
-        share = row.get("fraction_of_cpu_peak")
-        cpu_share = f"{100 * share:.0f}" if share else ""
-        print(f"| {row['setting']} | {rate:,.0f} | {row['best_examples_per_s']:,.0f} | {versus} | "
-              f"{cpu_text} | {cpu_versus} | {row['gflops']:.1f} | "
-              f"{100 * row['fraction_of_peak']:.0f} | {cpu_share} |")  # fmt: skip
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=default_data_dir(), help="TFDS data dir")
-    parser.add_argument("--steps", type=int, default=1000, help="timed steps per row")
-    parser.add_argument("--rounds", type=int, default=5, help="timed runs per row")
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    shared = REPO_ROOT.parent / "shared" / "tensorflow_datasets"
+    parser.add_argument("--data-dir", default=os.environ.get("TFDS_DATA_DIR") or str(shared))
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[100, 1000])
     parser.add_argument(
-        "--steps-per-execution",
+        "--examples",
         type=int,
-        nargs="+",
-        metavar="N",
-        help="values to try (default 1 10 50; --quick: 10)",
+        default=None,
+        help="timed examples per row and round (whole steps); default 100,000",
     )
-    parser.add_argument("--no-references", action="store_true", help="skip JAX and PyTorch")
+    parser.add_argument("--rounds", type=int, default=None, help="default 5")
+    parser.add_argument("--warmup", type=int, default=50, help="untimed steps per process")
     parser.add_argument(
-        "--no-distributed",
+        "--alone-runs",
+        type=int,
+        default=1,
+        help="plain runs of each row's script after the rounds (0: none)",
+    )
+    parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS))
+    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
+    parser.add_argument("--keras-variants", action="store_true",
+                        help="also keras_vae with XLA off, steps_per_execution 50 and 1, and "
+                        "Keras' step loop")  # fmt: skip
+    parser.add_argument("--conv", action="store_true", help="also the conv VAE rows (keras_vae)")
+    parser.add_argument("--conv-examples", type=int, default=10_000,
+                        help="timed examples per conv row and round")  # fmt: skip
+    parser.add_argument(
+        "--distributed",
         action="store_true",
-        help="skip the MirroredStrategy / MultiWorkerMirroredStrategy rows",
+        help="also the MirroredStrategy / MultiWorkerMirroredStrategy rows",
     )
+    parser.add_argument("--no-distributed", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
-        "--conv", action="store_true", help="also the conv VAE rows (28x28x1, 32x32x3)"
+        "--quick",
+        action="store_true",
+        help="smoke run: 20,000 examples x 2 rounds, batch 100 (unless given)",
     )
-    parser.add_argument(
-        "--conv-only", action="store_true", help="the conv rows only (no MLP, references)"
-    )
-    parser.add_argument("--conv-steps", type=int, default=100, help="timed steps per conv row")
-    parser.add_argument("--quick", action="store_true", help="smoke run: few steps")
-    parser.add_argument("--json", action="store_true", help="last line: one JSON object")
+    parser.add_argument("--json", action="store_true", help="last line: one JSON document")
     args = parser.parse_args(argv)
-    # Each setting builds a new model, hence new tf.functions; TF then warns about
-    # "retracing" although no function is traced twice (checked: repeated fits take no time).
-    tf.get_logger().setLevel("ERROR")
-    if args.quick:
-        args.steps, args.rounds, args.no_distributed = 100, 3, True
-    if not args.steps_per_execution:
-        args.steps_per_execution = [10] if args.quick else [1, 10, 50]
-    if args.conv_only:
-        args.conv, args.no_references, args.no_distributed = True, True, True
-    batch = args.batch_size
-
-    threads = intra_op_threads()
-    print(
-        f"TensorFlow {tf.__version__}, Keras {keras.__version__}, keras_vae "
-        f"{keras_vae.__version__}; {threads} intra-op threads, "
-        f"{tf.config.threading.get_inter_op_parallelism_threads() or 'default'} inter-op, "
-        f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}"
-    )
-    flops = flops_per_example()
-    if args.conv_only:
-        print(f"Conv VAE rows only ({CONV_MODEL}), batch {batch}, Adam; no MLP rows, "
-              "no references")  # fmt: skip
-    else:
-        print(
-            f"Model 784-500-20 (tanh, Bernoulli), batch {batch}, Adam; "
-            f"{flops['total_flops'] / 1e6:.2f} MFLOP per training example "
-            f"(forward {flops['forward_macs']:,} + backward {flops['backward_macs']:,} MACs)"
-        )
-    peak, cpu_peak = measure_matmul_peak(), measure_matmul_peak(cpu=True)
-    print(f"float32 matmul peak (2048x2048 tf.matmul): {peak:.1f} GFLOP/s, "
-          f"{cpu_peak:.1f} GFLOP per CPU-second")  # fmt: skip
-
-    images = kv_data.load_images("binarized_mnist", split="train", data_dir=args.data_dir)
-    dataset = kv_data.make_dataset(
-        images, batch_size=batch, shuffle=True, seed=0, repeat=True, drop_remainder=True
-    )
-    pipeline_rate = time_input_pipeline(dataset, max(args.steps, 200), batch)
-
-    references = [] if args.no_references else [Reference(*r) for r in REFERENCES]
+    quick = args.quick
+    args.examples = args.examples or (20_000 if quick else 100_000)
+    args.rounds = args.rounds or (2 if quick else 5)
+    if quick and "--batch-size" not in (argv if argv is not None else sys.argv):
+        args.batch_size = [100]
+    machine = cpu_info()
+    env, removed = peer_environment()
+    started = os.getloadavg()
+    print(cpu_line(machine))
+    print(f"Model 784-500-20 (tanh, Bernoulli), Adam(1e-3); batch {args.batch_size}; "
+          f"{args.rounds} rounds of {args.examples:,} examples per row; load average "
+          f"{started[0]:.1f}")  # fmt: skip
+    if removed:
+        print(f"Removed from the frameworks' environment: {', '.join(removed)}")
+    rows_by_batch, results, missing = {}, {}, {}
+    for module in {row.module for row in default_rows(FRAMEWORKS, PRECISIONS, False, False)}:
+        missing[module] = not installed(module, env)
     with tempfile.TemporaryDirectory() as tmp:
-        data_path = Path(tmp) / "train.npy"
-        np.save(data_path, (images.reshape(len(images), -1) > 0.5).astype(np.uint8))
-        for reference in references:
-            reference.start(data_path, batch, threads)
-        settings = [(jit, spe, True) for jit in (False, True) for spe in args.steps_per_execution]
-        if 10 in args.steps_per_execution:
-            settings.append((True, 10, False))  # the default setting before fused steps
-        rows = []
-        for jit, spe, fuse in [] if args.conv_only else settings:
-            rows.append(KerasSetting(dataset, batch, jit, spe, fuse))
-            print(f"  warm-up {rows[-1].name}: {rows[-1].warmup_s:.1f} s", flush=True)
-        if args.conv:
-            rows += conv_rows(images, batch, args.conv_steps)
-        for reference in references:
-            reference.wait_ready()
-        peak = max([peak, *measure_rounds(rows + references, args.steps, args.rounds)])
-        for reference in references:
-            reference.close()
-
+        data = Path(tmp) / "train.npy"
+        write_data(data, args.data_dir, env)
+        for batch in args.batch_size:
+            rows = default_rows(args.frameworks, args.precisions, args.keras_variants,
+                                args.conv and batch == args.batch_size[0])  # fmt: skip
+            for row in rows:
+                if missing.get(row.module):
+                    row.error = f"not installed (pip install -e '.[bench]': {row.module})"
+            measure_batch(rows, batch, args, env, data)
+            results[batch] = [summarise(row, batch) for row in rows]
+            rows_by_batch[batch] = rows
     distributed = []
-    if not args.no_distributed:
-        per_round = max(30, args.steps // 3)
-        distributed = run_distributed_rows(args.data_dir, per_round, 3)
-    results = [summarise(row, flops, peak, cpu_peak) for row in rows]
-    reference_results = [summarise(row, flops, peak, cpu_peak) for row in references]
-    jax_row = next((r for r in reference_results if r["setting"].startswith("JAX")), None)
-    for row in distributed:
-        if "examples_per_s" in row:
-            row.update(gflops=row["examples_per_s"] * flops["total_flops"] / 1e9)
-            row.update(fraction_of_peak=row["gflops"] / peak)
-    print()
-    print_table(results + reference_results + distributed, jax_row)
-    print(f"| input pipeline alone (make_dataset) | {pipeline_rate:,.0f} | | | | | | | |")
-    print(f"| float32 matmul peak, 2048x2048 (best of the run) | | | | | | {peak:.1f} | 100 | "
-          f"100 ({cpu_peak:.1f} GFLOP per CPU-s) |")  # fmt: skip
+    if args.distributed:
+        distributed = run_distributed_rows(args.data_dir, max(30, 300), 3, env)
 
-    summary = {
-        "batch_size": batch,
-        "peak_gflops": peak,
-        "cpu_peak_gflops_per_cpu_s": cpu_peak,
-        "flops_per_example": None if args.conv_only else flops["total_flops"],  # the MLP's
-        "input_pipeline_examples_per_s": pipeline_rate,
-        "results": results,
-        "references": reference_results,
-        "distributed": distributed,
-        "loadavg": os.getloadavg(),
-        "tf_version": tf.__version__,
-        "keras_version": keras.__version__,
-        "threads": threads,
-    }
-    mlp_results = [r for r in results if r.get("network") != "conv"]
-    if mlp_results:
-        summary = {**report_default(mlp_results, reference_results), **summary}
+    warnings = []
+    summary_ratios = {}
+    for batch, batch_results in results.items():
+        print_table(batch_results, batch)
+        summary_ratios[batch] = ratios(batch_results)
+        for r in batch_results:
+            if r.get("agree") is False:
+                alone = r["alone_examples_per_s"]
+                warnings.append(f"batch {batch}, {r['setting']}: alone {alone:,.0f}"
+                                f" vs harness {r['examples_per_s']:,.0f} examples/s "
+                                f"({100 * r['alone_vs_harness']:+.0f}%, more than "
+                                f"{100 * AGREEMENT:.0f}%)")  # fmt: skip
+            source = r.get("meta", {}).get("precision_source", "")
+            if "fallback" in source:
+                warnings.append(f"batch {batch}, {r['setting']}: {source}: keras_vae has no "
+                                "precision option yet")  # fmt: skip
+        for precision, entry in summary_ratios[batch].items():
+            if isinstance(entry, dict) and entry.get("ratio_vs_fastest_peer") is not None:
+                print(f"  {precision}: keras_vae {entry['keras_vae']:,.0f} = "
+                      f"{entry['ratio_vs_fastest_peer']:.2f}x the fastest peer "
+                      f"({entry['fastest_peer']}, {entry['fastest_peer_examples_per_s']:,.0f})"
+                      + (f", {entry['ratio_vs_fastest_compiled_peer']:.2f}x "
+                         f"{entry['fastest_compiled_peer']}"
+                         if entry.get("ratio_vs_fastest_compiled_peer") else ""))  # fmt: skip
+        if "keras_vae_bfloat16_over_float32" in summary_ratios[batch]:
+            print(
+                f"  keras_vae mixed_bfloat16 / float32: "
+                f"{summary_ratios[batch]['keras_vae_bfloat16_over_float32']:.2f}x"
+            )
+    for warning in warnings:
+        print(f"WARNING: {warning}")
+    print(f"load average at the start {started[0]:.1f}, at the end {os.getloadavg()[0]:.1f}")
     if args.json:
-        print(json.dumps(summary))
-
-
-def report_default(results: list[dict], reference_results: list[dict]) -> dict:
-    """Prints the default MLP setting's rate and its ratios to the references; returns them
-    (the first keys of the `--json` summary)."""
-    default = next(
-        (r for r in results if r.get("jit_compile") and r.get("steps_per_execution") == 10
-         and r.get("fuse_steps")), max(results, key=lambda r: r["examples_per_s"]),
-    )  # fmt: skip
-
-    def ratio(name: str, key: str = "examples_per_s") -> float | None:
-        other = next((r for r in reference_results if r["setting"].startswith(name)), {})
-        if other.get(key) is None:
-            return None
-        if key == "cpu_us_per_example":  # less CPU per example is faster
-            return other[key] / default[key]
-        return default[key] / other[key]
-
-    ratios = {
-        "ratio_vs_jax": ratio("JAX"),
-        "ratio_vs_torch_compile": ratio("PyTorch torch.compile"),
-        "ratio_vs_torch": ratio("PyTorch eager"),
-        "cpu_ratio_vs_jax": ratio("JAX", "cpu_us_per_example"),
-        "cpu_ratio_vs_torch_compile": ratio("PyTorch torch.compile", "cpu_us_per_example"),
-    }
-    print()
-    print(f"keras_vae default ({default['setting']}): {default['examples_per_s']:,.0f} examples/s"
-          f", {100 * default['fraction_of_peak']:.0f}% of the matmul peak "
-          f"({100 * default['fraction_of_cpu_peak']:.0f}% per CPU-second); load average "
-          f"{os.getloadavg()[0]:.1f}")  # fmt: skip
-    for key, value in ratios.items():
-        if value is not None:
-            print(f"  {key}: {value:.2f}")
-    keys = ("examples_per_s", "setting", "gflops", "fraction_of_peak", "fraction_of_cpu_peak",
-            "cpu_us_per_example")  # fmt: skip
-    return {**{key: default[key] for key in keys}, **ratios}
+        versions = {}
+        for rows in rows_by_batch.values():
+            for row in rows:
+                versions.update({k: v for k, v in row.meta.items() if k.endswith("_version")})
+        print(json.dumps({
+            "cpu": machine,
+            "loadavg_start": started,
+            "loadavg_end": os.getloadavg(),
+            "removed_environment": removed,
+            "versions": versions,
+            "settings": {"examples_per_round": args.examples, "rounds": args.rounds,
+                         "warmup_steps": args.warmup, "alone_runs": args.alone_runs,
+                         "agreement": AGREEMENT, "flops_per_example": FLOPS_PER_EXAMPLE},
+            "results": {str(b): r for b, r in results.items()},
+            "ratios": {str(b): r for b, r in summary_ratios.items()},
+            "distributed": distributed,
+            "warnings": warnings,
+        }))  # fmt: skip
 
 
 if __name__ == "__main__":
