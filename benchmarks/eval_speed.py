@@ -124,7 +124,7 @@ def tfp_mixture_log_prob():
 
 def build_model(args, data_dir: str):
     if args.run_dir:
-        from keras_vae.runs.directory import directory as runs
+        from keras_vae.runs import directory as runs
 
         return runs.load_run(args.run_dir)[0], f"loaded from {args.run_dir}"
     if args.prior == "vamp":

@@ -40,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kill_resume  # noqa: E402  (the training command, the data set, check_run)
 
-CLI = [sys.executable, "-m", "keras_vae.cli.main"]
+CLI = [sys.executable, "-m", "keras_vae.cli"]
 
 
 def _train(run_dir: Path, dataset: Path, *more: str) -> list[str]:
@@ -225,7 +225,7 @@ def inside_full_disk(work: Path, dataset: Path, seed: int) -> None:
     _, stderr = process.communicate(timeout=600)
     errors = _errors(stderr)
     clear = process.returncode == 1 and len(errors) == 1 and "full" in errors[0]
-    from keras_vae.runs.directory import directory as runs
+    from keras_vae.runs import directory as runs
 
     states = [json.loads(p.read_text()) for p in _committed_backups(run_dir)]
     intact = bool(states) and all(

@@ -186,7 +186,7 @@ def prepare(args) -> tuple[object | None, Path, int]:
         report = json.loads((args.export_dir / "export_report.json").read_text())
         return None, args.export_dir, report["version"]
     if args.run_dir:
-        from keras_vae.runs.directory import directory as runs
+        from keras_vae.runs import directory as runs
 
         model, _ = runs.load_run(args.run_dir)
     elif args.network == "conv":

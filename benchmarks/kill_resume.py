@@ -27,7 +27,7 @@ import numpy as np
 
 EPOCHS = 8
 TRAIN_COMMAND = [
-    sys.executable, "-m", "keras_vae.cli.main", "train", "--eval-split", "train", "--latent-dim",
+    sys.executable, "-m", "keras_vae.cli", "train", "--eval-split", "train", "--latent-dim",
     "2", "--hidden-units", "128", "--epochs", str(EPOCHS), "--batch-size", "16", "--seed", "0",
     "--steps-per-execution", "1", "--quiet",
 ]  # fmt: skip
@@ -77,7 +77,7 @@ def _finished(run_dir: Path) -> bool:
     """True once `finish_run` has written the model and dropped the backup: a kill that lands
     later (while the process tears down) leaves a finished run, which a rerun rightly refuses
     to retrain."""
-    from keras_vae.runs.directory import directory as runs
+    from keras_vae.runs import directory as runs
 
     return (run_dir / runs.MODEL_FILE).exists() and not (run_dir / runs.BACKUP_DIR).exists()
 
@@ -85,9 +85,8 @@ def _finished(run_dir: Path) -> bool:
 def check_run(run_dir: Path, options: Sequence[str] = ()) -> str | None:
     """None when the run is complete and consistent and its config and model hold the
     training `options` it was started with, else what is wrong."""
-    from keras_vae.cli.main import commands as cli
-
-    from keras_vae.runs.directory import directory as runs
+    from keras_vae.cli import commands as cli
+    from keras_vae.runs import directory as runs
 
     try:
         model, config = runs.load_run(run_dir)

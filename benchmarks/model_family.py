@@ -43,10 +43,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_vae  # noqa: E402
-from keras_vae.data.pipeline import pipeline as data  # noqa: E402
+from keras_vae.data import pipeline as data  # noqa: E402
 from keras_vae.models.vae import evaluation  # noqa: E402
 from keras_vae.parts import objectives  # noqa: E402
-from keras_vae.runs.directory import directory as runs  # noqa: E402
+from keras_vae.runs import directory as runs  # noqa: E402
 
 ROWS = ("elbo", "iwae5", "vamp", "warmup")
 NETWORKS = {"gated": "gated MLPs 784-300-300-40", "tanh": "tanh MLPs 784-200-200-50"}

@@ -60,7 +60,7 @@ import numpy as np  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
 import keras_vae  # noqa: E402
-from keras_vae.data.pipeline import pipeline as kv_data  # noqa: E402
+from keras_vae.data import pipeline as kv_data  # noqa: E402
 
 CSV_FIELDS = ("dataset", "latent_dim", "samples_seen", "train_elbo", "test_elbo", "wall_s")
 

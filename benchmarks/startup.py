@@ -3,7 +3,7 @@
 Runs the CLI's own `keras_vae.training.train` on the default configuration (binarized MNIST,
 784-500-20, XLA, steps_per_execution 10) in a fresh Python process and timestamps its phases:
 
-    python + imports     interpreter start to `import keras_vae.cli.main` done (TensorFlow, Keras,
+    python + imports     interpreter start to `import keras_vae.cli` done (TensorFlow, Keras,
                          TFP, the package; what `keras-vae train` imports before it parses)
     data                 loading and checking the training and eval images (`describe_run`)
     model                building and compiling the model (`on_train_begin`)
@@ -44,8 +44,8 @@ def _child(data_dir: str) -> None:
     start = float(os.environ["KV_STARTUP_T0"])
     marks = {}
     import keras  # noqa: F401  (part of what the CLI imports)
-    from keras_vae.cli.main import commands as cli  # noqa: F401
 
+    from keras_vae.cli import commands as cli  # noqa: F401
     from keras_vae.runs.config import TrainConfig
     from keras_vae.workflows.train import train
 

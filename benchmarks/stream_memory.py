@@ -22,7 +22,7 @@ import time
 import numpy as np
 import tensorflow_datasets as tfds
 
-from keras_vae.data.pipeline import pipeline as data
+from keras_vae.data import pipeline as data
 
 
 def builder_class(count: int, shape: tuple[int, ...]):

@@ -1,7 +1,8 @@
 """Fixtures shared by the tests; the tests mirror the package (tests/<folder>/test_<module>.py).
 
-This folder is put on `sys.path` (pytest's default import mode does so for a conftest.py
-outside a package), so every test imports the shared helpers with `from helpers import ...`.
+This folder is on `sys.path` (`pythonpath` in pyproject.toml), so every test imports the shared
+helpers with `from helpers import ...`; test modules are imported by path (`importlib`), so
+the mirrored folders may repeat a basename.
 """
 
 from __future__ import annotations

@@ -72,7 +72,6 @@ class Autoencoder(ExactReplicaTrainer):
         return config
 
 
-@registry.register("model", "test-ae")
 class AutoencoderKind(ModelKind):
     options = ("latent_dim",)
     figure_kinds = ("reconstructions",)
@@ -121,6 +120,8 @@ class _KillInSecondEpoch(keras.callbacks.Callback):
 
 @pytest.fixture(scope="module")
 def registered():
+    """The kind registered for this module's tests only (others must not see it)."""
+    registry.register("model", "test-ae")(AutoencoderKind)
     yield "test-ae"
     registry.unregister("model", "test-ae")
 

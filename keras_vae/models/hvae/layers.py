@@ -9,7 +9,8 @@ layer's z_i is a `[h, w, c]` map flattened in that order).
                 [mu_i, s_i] = P_i(h_i),      sigma_i = softplus(s_i + c) + min_scale
                 [dmu_i, t_i] = Q_i(h_i, d_i), dsigma_i = softplus(t_i + c) + min_scale
                                                    (`MLPTopDownCell`, `ConvTopDownCell`)
-    decoder     features = D(z_1, h_1)  (no h_1 when L = 1)       (`MLPDecoder`, `ConvDecoder`)
+    decoder     features = D(z_1, h_1)  (no h_1 when L = 1)
+                                     (`TopDownMLPDecoder`, `TopDownConvDecoder`)
 
 c = log(e - 1), so that a zero pre-activation gives a unit scale: at initialisation (outputs
 near zero) each p(z_i|z_{>i}) is close to N(0, I) and each q(z_i|.) to its prior.
@@ -248,7 +249,7 @@ class MLPTopDownCell(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=registry.PACKAGE)
-class MLPDecoder(keras.layers.Layer):
+class TopDownMLPDecoder(keras.layers.Layer):
     """The generative end of an MLP hierarchy: features = D([z_1, h_1]) (z_1 alone for L = 1),
     dense layers `activation(W_k ... activation(W_1 [z_1, h_1] + b_1) ... + b_k)`; with L = 1
     it is `keras_vae.networks.MLP` (same weights, same output).
@@ -510,7 +511,7 @@ def _levels_between(small, large) -> int:
 
 
 @keras.saving.register_keras_serializable(package=registry.PACKAGE)
-class ConvDecoder(keras.layers.Layer):
+class TopDownConvDecoder(keras.layers.Layer):
     """The generative end of a conv hierarchy: z_1's `[h, w, c]` map and h_1 -> features
     `[N, H, W, filters]` that a likelihood head projects per pixel:
 

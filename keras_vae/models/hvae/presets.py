@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from keras_vae import registry
 from keras_vae.models.hvae.layers import (
     ConvBottomUp,
-    ConvDecoder,
     ConvTopDownCell,
     MLPBottomUp,
-    MLPDecoder,
     MLPTopDownCell,
     SpatialGaussianPosterior,
+    TopDownConvDecoder,
+    TopDownMLPDecoder,
     check_shape,
 )
 from keras_vae.models.hvae.model import HierarchicalVAE
@@ -115,7 +115,7 @@ def mlp_hvae(
         bottom_up=MLPBottomUp(blocks, activation, gated, name="bottom_up"),
         cells=cells,
         top_posterior=registry.get("posterior", top_posterior)(dims[-1], name="top_posterior"),
-        decoder=MLPDecoder(blocks[0][::-1], activation, gated, name="decoder"),
+        decoder=TopDownMLPDecoder(blocks[0][::-1], activation, gated, name="decoder"),
         likelihood=registry.get("likelihood", likelihood)(
             image_shape, name="likelihood", **(likelihood_options or {})
         ),
@@ -189,7 +189,7 @@ def conv_hvae(
         bottom_up=ConvBottomUp(list(downsamples), name="bottom_up", **options),
         cells=cells,
         top_posterior=SpatialGaussianPosterior(shapes[-1], kernel_size, name="top_posterior"),
-        decoder=ConvDecoder(shapes[0], image_shape[:2], name="decoder", **options),
+        decoder=TopDownConvDecoder(shapes[0], image_shape[:2], name="decoder", **options),
         likelihood=registry.get("likelihood", likelihood)(
             image_shape, name="likelihood", **(likelihood_options or {})
         ),
