@@ -472,3 +472,36 @@ def test_too_many_conv_levels_for_the_images_is_a_one_line_error(tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert "6x5 images allow at most 3 stride-2 conv levels" in err and "\n" not in err
     assert not (tmp_path / "run" / "config.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [("--early-stopping", "--early-stopping-patience", "early_stopping"),
+     ("--prior-layers", "--pixelcnn-layers", "prior_layers")],
+)  # fmt: skip
+def test_an_old_spelling_still_works_with_a_one_line_note(old, new, key, capsys):
+    kind = ["--model", "vqvae-prior", "--vqvae-run", "r"] if key == "prior_layers" else []
+    assert getattr(cli.train_config([*kind, new, "3"]), key) == 3
+    assert capsys.readouterr().err == ""
+    assert getattr(cli.train_config([*kind, old, "3"]), key) == 3
+    assert capsys.readouterr().err.strip() == f"keras-vae: note: {old} is now {new}"
+
+
+def test_train_help_shows_groups_defaults_and_registered_choices(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for group in ("data:", "model kind and parts:", "objective:", "optimisation:", "vqvae:"):
+        assert group in text
+    assert "--learning-rate X Adam step size (default: 0.001)" in text
+    assert "p(z): standard, mixture, vamp (default: standard)" in text
+
+
+def test_no_arguments_print_the_overview_and_version(capsys):
+    import keras_vae
+
+    assert cli.main([]) == 0
+    assert f"version {keras_vae.__version__}" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["--version"])
+    assert capsys.readouterr().out.strip() == f"keras-vae {keras_vae.__version__}"

@@ -26,8 +26,8 @@ from keras_vae.workflows import train as training
 VQ_OPTIONS = ["--model", "vqvae", "--codebook-size", "8", "--code-dim", "3", "--conv-filters",
               "4", "6", "--activation", "relu", "--batch-size", "32", "--no-xla", "--quiet",
               "--image-every", "1", "--seed", "1"]  # fmt: skip
-PRIOR_OPTIONS = ["--model", "vqvae-prior", "--prior-channels", "6", "--prior-layers", "2",
-                 "--prior-hidden-units", "8", "--batch-size", "32", "--epochs", "1",
+PRIOR_OPTIONS = ["--model", "vqvae-prior", "--pixelcnn-channels", "6", "--pixelcnn-layers", "2",
+                 "--pixelcnn-hidden-units", "8", "--batch-size", "32", "--epochs", "1",
                  "--no-xla", "--quiet", "--image-every", "1"]  # fmt: skip
 
 
@@ -201,7 +201,7 @@ def test_export_of_a_prior_run_serves_the_keras_codes(prior_run, tmp_path, capsy
         (["--model", "vqvae", "--latent-dim", "3"], "latent_dim=3 applies only to model='vae'"),
         (["--codebook-size", "8"], "codebook_size=8 applies only to model='vqvae', not to "
                                    "model='vae'"),
-        (["--model", "vqvae", "--prior-layers", "2"], "applies only to model='vqvae-prior'"),
+        (["--model", "vqvae", "--pixelcnn-layers", "2"], "applies only to model='vqvae-prior'"),
         (["--model", "vqvae-prior"], "needs vqvae_run"),
         (["--model", "vqvae", "--codebook-update", "sgd"], "codebook_update must be one of"),
         (["--model", "vqvae", "--restart-threshold", "1"], "restart_threshold must be in [0, 1)"),
