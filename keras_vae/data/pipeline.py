@@ -419,7 +419,7 @@ def open_array_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | N
         raise DataValidationError(f"Cannot read '{path}': {_one_line(err)}") from err
     if x.dtype.hasobject:
         raise DataValidationError(f"'{path}' {_SAFETY}")
-    if x.ndim < 2 or x.shape[0] == 0 or min(x.shape[1:]) == 0:
+    if x.ndim >= 2 and (x.shape[0] == 0 or min(x.shape[1:]) == 0):  # (rank: checked later)
         raise DataValidationError(
             f"'{path}' holds no images: x has shape {x.shape}; save N >= 1 images as [N, H, W], "
             "[N, H, W, C] or flat [N, D]."
