@@ -26,7 +26,8 @@ from keras_vae.parts import objectives
 
 def make_objective(config, epoch_steps: int | None = None) -> objectives.Objective:
     """The configured objective: ELBO with its KL schedule (epochs converted to steps with
-    `epoch_steps`) and free bits, or IWAE with K = `samples` and its gradient estimator."""
+    `epoch_steps`) and free bits, IWAE with K = `samples` and its gradient estimator, the
+    disentangling ones with their papers' weights, any other registered one with K samples."""
     if config.kl_warmup_epochs and epoch_steps is None:
         raise ValueError("A KL warm-up in epochs needs epoch_steps, the steps of one epoch.")
     steps = epoch_steps or 0
@@ -44,7 +45,7 @@ def make_objective(config, epoch_steps: int | None = None) -> objectives.Objecti
         "betatc": {"num_samples": config.samples}
         | ({"dataset_size": max(2, steps * config.batch_size)} if steps else {}),
         "annealed_capacity": {"num_samples": config.samples},
-    }[config.objective]
+    }.get(config.objective, {"num_samples": config.samples})  # a user's own: its defaults
     return registry.get("objective", config.objective)(**options)
 
 

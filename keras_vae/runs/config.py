@@ -17,8 +17,8 @@ from typing import Any
 
 from keras_vae import registry
 from keras_vae.engine.distribute import STRATEGIES
-from keras_vae.parts.objectives import GRADIENT_ESTIMATORS
 from keras_vae.engine.trainer import DEFAULT_STEPS_PER_EXECUTION
+from keras_vae.parts.objectives import GRADIENT_ESTIMATORS
 
 # options that only some objectives take, with the value that means "not used"
 LR_SCHEDULES = ("constant", "cosine")
