@@ -93,8 +93,9 @@ def train_defaults(train: argparse.ArgumentParser) -> list[str]:
     lines = [
         "### Settings and their defaults",
         "",
-        "The defaults of `keras_vae.runs.config.TrainConfig`; a `--config` file (JSON or YAML) takes",
-        "the same keys. `None` means unset: the data set, the part or the run chooses.",
+        "The defaults of `keras_vae.runs.config.TrainConfig`; a `--config` file (JSON or",
+        "YAML) takes the same keys. `None` means unset: the data set, the part or the run",
+        "chooses.",
         "",
         "| option | config key | default |",
         "| --- | --- | --- |",
