@@ -225,6 +225,8 @@ class ExactReplicaTrainer(keras.Model):
             if extra_losses:
                 loss = loss + tf.add_n(extra_losses)
             scaled_loss = loss * tf.cast(share, loss.dtype)
+            if self.optimizer is not None:  # a LossScaleOptimizer (mixed_float16) scales it up
+                scaled_loss = self.optimizer.scale_loss(scaled_loss)  # and its apply() down
         return loss, terms, tape.gradient(scaled_loss, sources)
 
     def _replica_loss_and_gradients(self, x, share, noise, step):

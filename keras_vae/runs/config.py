@@ -34,6 +34,7 @@ _OBJECTIVE_OPTIONS = {
 
 
 CONDITIONAL_PRIOR = "conditional"  # keras_vae.conditional.CONDITIONAL_PRIOR (it imports TF)
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # keras_vae.models.vae.presets
 CODEBOOK_UPDATES = ("ema", "loss")  # keras_vae.quantizers.CODEBOOK_UPDATES (it imports TF)
 
 
@@ -156,6 +157,9 @@ class TrainConfig:
         conditional: A conditional VAE (`keras_vae.conditional`, Sohn et al. 2015): q(z|x, y)
             and p(x|z, y) given each image's label y (the data must have labels: a labelled
             tfds data set or an `.npz` with `y`); `prior="conditional"` learns p(z|y).
+        precision: VAE: `float32`, or a Keras mixed policy for the encoder and decoder bodies
+            (`mixed_bfloat16`, `mixed_float16` with loss scaling); variables, heads, prior and
+            every log-density stay float32 (`keras_vae.mlp_vae(precision=...)`).
     """
 
     dataset: str = "binarized_mnist"
@@ -217,6 +221,7 @@ class TrainConfig:
     prior_layers: int = 6
     prior_hidden_units: int = 128
     conditional: bool = False
+    precision: str = "float32"
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -343,6 +348,7 @@ class TrainConfig:
         """The VQ-VAE's values, and options of another model than the chosen one refused."""
         _check_choice("model", self.model, registry.names("model"))
         _check_choice("codebook_update", self.codebook_update, CODEBOOK_UPDATES)
+        _check_choice("precision", self.precision, PRECISIONS)
         for name in ("codebook_size", "code_dim", "prior_channels", "prior_layers",
                      "prior_hidden_units", "conv_kernel_size"):  # fmt: skip
             _check_positive(name, getattr(self, name))

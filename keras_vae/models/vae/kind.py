@@ -26,7 +26,7 @@ class VAEKind(ModelKind):
         "posterior", "prior", "prior_components", "objective", "gradient_estimator",
         "latent_dim", "hidden_units", "network", "samples", "start_samples",
         "start_samples_epochs", "beta", "kl_warmup_epochs", "kl_cycle_epochs", "free_bits",
-        "conditional", "activation", "conv_filters", "conv_kernel_size",
+        "conditional", "activation", "conv_filters", "conv_kernel_size", "precision",
     )  # fmt: skip
     figure_kinds = pictures.KINDS
     evaluate_options = ("importance_samples", "seed")
@@ -61,6 +61,7 @@ class VAEKind(ModelKind):
             network=config.network,
             network_options=config.network_options(),
             condition_dim=condition_dim if config.conditional else None,
+            precision=config.precision,
             **parts,
         )
 
@@ -97,7 +98,8 @@ class VAEKind(ModelKind):
 
     def run_facts(self, config, model, metrics: dict) -> dict:
         return {"objective": config.objective, "posterior": config.posterior,
-                "prior": config.prior, "conditional": config.conditional}  # fmt: skip
+                "prior": config.prior, "conditional": config.conditional,
+                "precision": config.precision}  # fmt: skip
 
     def summary_line(self, metrics: dict) -> str:
         split = metrics["eval_split"]

@@ -13,6 +13,10 @@ from keras_vae.models.vae import conditional
 from keras_vae.models.vae.model import VAE
 from keras_vae.parts import objectives
 
+#: `mlp_vae(precision=...)` and `keras-vae train --precision`: float32, or a Keras mixed policy
+#: for the bodies (float32 variables, heads and prior).
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
 
 def mlp_vae(
     image_shape: Sequence[int],
@@ -33,6 +37,7 @@ def mlp_vae(
     network: str = "mlp",
     network_options: dict | None = None,
     condition_dim: int | None = None,
+    precision: str = "float32",
 ) -> VAE:
     """A VAE from parts named in the registry; the defaults are the AEVB paper's MLP model.
 
@@ -67,12 +72,24 @@ def mlp_vae(
         condition_dim: C: a conditional VAE (`keras_vae.conditional.ConditionalVAE`) given
             y of size C with every example (C classes for int labels); None: a plain VAE.
             `prior="conditional"` then learns p(z|y) (`ConditionalGaussianPrior`).
+        precision: `"float32"`, or a Keras mixed policy for the encoder and decoder bodies:
+            `"mixed_bfloat16"` (CPUs with bfloat16 units, TPUs) or `"mixed_float16"` (GPUs;
+            the model's policy makes `compile` wrap the optimizer in Keras'
+            `LossScaleOptimizer`, and the trainer scales the loss). Variables stay float32,
+            and the heads, the prior and so every log-density, KL and bound are computed in
+            float32 (`PRECISIONS`).
 
     Returns:
         An unbuilt `VAE` (a `ConditionalVAE` with `condition_dim`); it builds on first use or
         with `vae.build((None, *image_shape))`.
     """
     image_shape = tuple(image_shape)
+    if precision not in PRECISIONS:
+        raise ValueError(
+            f"precision must be one of {PRECISIONS}. Received: precision={precision!r}"
+        )
+    body = {} if precision == "float32" else {"dtype": precision}
+    exact = {"dtype": "float32"}  # heads and prior: log-densities, KL, bounds in float32
     components = {} if prior_components is None else {"num_components": prior_components}
     prior_options = {
         "standard": {},
@@ -81,22 +98,25 @@ def mlp_vae(
     }.get(prior, {})
     head = registry.get("likelihood", likelihood)
     encoder, decoder = registry.get("network", network).pair(
-        image_shape, hidden_units, activation=activation, **(network_options or {})
+        image_shape, hidden_units, activation=activation, **(network_options or {}), **body
     )
     parts = dict(
         encoder=encoder,
-        posterior=registry.get("posterior", posterior)(latent_dim, name="posterior"),
+        posterior=registry.get("posterior", posterior)(latent_dim, name="posterior", **exact),
         decoder=decoder,
-        likelihood=head(image_shape, name="likelihood", **(likelihood_options or {})),
+        likelihood=head(image_shape, name="likelihood", **(likelihood_options or {}), **exact),
         objective=objective or objectives.ELBO(num_samples=num_samples, beta=beta),
         seed=seed,
         name=name,
+        **body,  # the model's policy: compile() adds loss scaling under mixed_float16
     )
     if condition_dim is not None:
         if prior == conditional.CONDITIONAL_PRIOR:
-            p = conditional.ConditionalGaussianPrior(latent_dim, condition_dim, name="prior")
+            p = conditional.ConditionalGaussianPrior(
+                latent_dim, condition_dim, name="prior", **exact
+            )
         else:
-            p = registry.get("prior", prior)(latent_dim, name="prior", **prior_options)
+            p = registry.get("prior", prior)(latent_dim, name="prior", **prior_options, **exact)
         return conditional.ConditionalVAE(condition_dim=condition_dim, prior=p, **parts)
-    prior_layer = registry.get("prior", prior)(latent_dim, name="prior", **prior_options)
+    prior_layer = registry.get("prior", prior)(latent_dim, name="prior", **prior_options, **exact)
     return VAE(prior=prior_layer, **parts)
