@@ -375,7 +375,7 @@ def _final_metrics(
     for name, images in (("train", x_train), (prefix, x_eval)):
         values = evaluate_elbo(model, images, kind=kind)
         metrics.update({f"{name}_{k}": v for k, v in values.items()})
-    metrics.update(kind.run_facts(config, model, metrics))
+    metrics.update({"model_kind": config.model, **kind.run_facts(config, model, metrics)})
     metrics.update(
         {
             "likelihood": config.likelihood,
