@@ -36,7 +36,12 @@ import tensorflow_probability as tfp
 
 from keras_vae import registry
 from keras_vae._internal.checks import check_nonnegative_float
-from keras_vae.parts.objectives import Objective, _kl_terms, batch_mean, log_likelihood
+from keras_vae.parts.objectives import (
+    Objective,
+    _kl_terms,
+    batch_mean,
+    sample_posterior,
+)
 
 tfd = tfp.distributions
 
@@ -211,11 +216,7 @@ class BetaTC(Objective):
         self.estimator = estimator
 
     def __call__(self, model, x, noise, step):
-        parameters = model.encode_parameters(x)
-        q = model.posterior.distribution(**parameters)
-        z = model.posterior.reparameterize(parameters, noise)
-        prior = model.prior_distribution()
-        reconstruction = tf.reduce_mean(log_likelihood(model, z, x), axis=0)
+        parameters, q, z, prior, reconstruction = sample_posterior(model, x, noise)
         pairs, pairs_per_dim = pairwise_log_q(model, parameters, z)
         parts = decomposed_kl(
             pairs, pairs_per_dim, prior.log_prob(z), self.dataset_size, self.estimator
@@ -289,11 +290,7 @@ class AnnealedCapacity(Objective):
         self.capacity_steps = capacity_steps
 
     def __call__(self, model, x, noise, step):
-        parameters = model.encode_parameters(x)
-        q = model.posterior.distribution(**parameters)
-        z = model.posterior.reparameterize(parameters, noise)
-        prior = model.prior_distribution()
-        reconstruction = tf.reduce_mean(log_likelihood(model, z, x), axis=0)
+        parameters, q, z, prior, reconstruction = sample_posterior(model, x, noise)
         kl, _ = _kl_terms(model, q, prior, z, "auto")
         target = tf.cast(capacity_at(step, self.capacity, self.capacity_steps), kl.dtype)
         loss = batch_mean(self.gamma * tf.abs(kl - target) - reconstruction)

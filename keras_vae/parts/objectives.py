@@ -395,6 +395,33 @@ def log_likelihood(model, z: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
     return -tf.reduce_sum(per_pixel, axis=list(range(-len(head.event_shape), 0)))
 
 
+class PosteriorSample(NamedTuple):
+    """One pass of a one-layer VAE that every ELBO-like objective starts from.
+
+    Attributes:
+        parameters: The posterior's parameters at x.
+        q: q(z|x).
+        z: Reparameterised samples `[L, B, latent_dim]` from the trainer's noise.
+        prior: p(z).
+        reconstruction: E_q[log p(x|z)], the mean over the L samples, `[B]`.
+    """
+
+    parameters: dict
+    q: object
+    z: tf.Tensor
+    prior: object
+    reconstruction: tf.Tensor
+
+
+def sample_posterior(model, x, noise) -> PosteriorSample:
+    """z = mu + sigma * eps from q(z|x), the prior, and the Monte Carlo reconstruction term."""
+    parameters = model.encode_parameters(x)
+    q = model.posterior.distribution(**parameters)
+    z = model.posterior.reparameterize(parameters, noise)
+    reconstruction = tf.reduce_mean(log_likelihood(model, z, x), axis=0)
+    return PosteriorSample(parameters, q, z, model.prior_distribution(), reconstruction)
+
+
 def _kl_terms(model, q, prior, z, analytic: bool | str):
     """(kl [B], kl_per_dim [B, J]): closed form where the prior has one (and `analytic`
     allows), else the Monte Carlo estimate; per dimension when q and p factorise, else J = 1."""
@@ -455,11 +482,7 @@ class ELBO(Objective):
     def __call__(self, model, x, noise, step):
         if hasattr(model, "latent_terms"):  # the model samples z itself (a hierarchy)
             return self._from_latent_terms(model, x, noise, step)
-        parameters = model.encode_parameters(x)
-        q = model.posterior.distribution(**parameters)
-        z = model.posterior.reparameterize(parameters, noise)
-        prior = model.prior_distribution()
-        reconstruction = tf.reduce_mean(log_likelihood(model, z, x), axis=0)
+        parameters, q, z, prior, reconstruction = sample_posterior(model, x, noise)
         kl, kl_per_dim = _kl_terms(model, q, prior, z, self.analytic_kl)
         if self.free_bits:
             # with only the total KL known, all of z is one group with lambda * D free nats
