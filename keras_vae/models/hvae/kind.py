@@ -20,6 +20,11 @@ from keras_vae.models.hvae.presets import mlp_hvae
 from keras_vae.models.kind import ModelKind, _tail, make_objective
 
 
+#: The `--network` values of the hierarchy's blocks: dense layers, or gated dense layers
+#: (the VampPrior paper's HVAE).
+GATED = {"mlp": False, "gated_mlp": True}
+
+
 @registry.register("model", "hvae")
 class HierarchicalVAEKind(ModelKind):
     """An MLP hierarchical VAE of `len(latent_dims)` stochastic layers."""
@@ -27,10 +32,17 @@ class HierarchicalVAEKind(ModelKind):
     options = (
         "latent_dims", "hidden_units", "activation", "prior", "prior_components", "objective",
         "gradient_estimator", "samples", "start_samples", "start_samples_epochs", "beta",
-        "kl_warmup_epochs", "kl_cycle_epochs", "free_bits", "posterior",
+        "kl_warmup_epochs", "kl_cycle_epochs", "free_bits", "posterior", "network",
     )  # fmt: skip
     figure_kinds = ("samples", "reconstructions", "resample")
     evaluate_options = ("importance_samples", "seed")
+
+    def check_data(self, config, x_train, x_eval) -> None:
+        if config.network not in GATED:
+            raise ValueError(
+                f"--network {config.network} is not a hierarchical VAE's; its blocks are "
+                f"{' or '.join(GATED)} (--network {'|'.join(GATED)})."
+            )
 
     def build(self, config, image_shape, epoch_steps=None, condition_dim=None):
         options = {} if config.likelihood_components is None else {
@@ -39,7 +51,7 @@ class HierarchicalVAEKind(ModelKind):
             image_shape, latent_dims=config.latent_dims, hidden_units=config.hidden_units,
             likelihood=config.likelihood, activation=config.activation, seed=config.seed,
             top_posterior=config.posterior, prior=config.prior,
-            prior_components=config.prior_components,
+            prior_components=config.prior_components, gated=GATED[config.network],
             objective=make_objective(config, epoch_steps), **options,
         )  # fmt: skip
 
@@ -56,7 +68,7 @@ class HierarchicalVAEKind(ModelKind):
     def describe(self, config, x_train) -> str:
         sizes = "-".join(map(str, config.latent_dims))
         return (
-            f"a hierarchical VAE (latents {sizes}, z_1 first; mlp "
+            f"a hierarchical VAE (latents {sizes}, z_1 first; {config.network} "
             f"{'-'.join(map(str, config.hidden_units))} per block, {config.posterior} top "
             f"posterior, {config.prior} top prior, {config.likelihood} likelihood, "
             f"{config.objective})"
