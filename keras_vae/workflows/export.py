@@ -18,6 +18,7 @@ from keras_vae.models.vae.export import DEFAULT_SCORER_SAMPLES, QUANTIZATIONS
 from keras_vae.runs import directory as runs
 from keras_vae.runs.config import ConfigError
 from keras_vae.runs.splits import load_labeled_split, load_split
+from keras_vae.serving import pipeline
 from keras_vae.workflows.arguments import add_data_dir_argument
 
 _DEFAULTS = {"quantize": ["none"], "scorer": True, "scorer_samples": DEFAULT_SCORER_SAMPLES}
@@ -110,7 +111,7 @@ def run_cli(args: argparse.Namespace) -> int:
     report = export_run(args.run_dir, args.output, args.data_dir, version=args.version,
                         tflite=args.tflite,
                         overwrite=args.overwrite, **kind_options(kind, given))  # fmt: skip
-    for line in kind.report_lines(report, args.output):
+    for line in pipeline.report_lines(report):
         print(line)
     print(f"report: {Path(args.output) / 'export_report.json'}")
     sys.stdout.flush()

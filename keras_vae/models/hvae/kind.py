@@ -19,7 +19,6 @@ from keras_vae.models.hvae import metrics
 from keras_vae.models.hvae.presets import mlp_hvae
 from keras_vae.models.kind import ModelKind, _tail, make_objective
 
-
 #: The `--network` values of the hierarchy's blocks: dense layers, or gated dense layers
 #: (the VampPrior paper's HVAE).
 GATED = {"mlp": False, "gated_mlp": True}

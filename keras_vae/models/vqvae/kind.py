@@ -345,19 +345,6 @@ class _VQKind(ModelKind):
             check_images=chosen["check"], **options,
         )  # fmt: skip
 
-    def report_lines(self, report: dict, output) -> list[str]:
-        lines = [f"\n{'artefact':<24} {'size':>10}  checks"]
-        for artefact in report["artefacts"]:
-            size = artefact.get("bytes", _tree_bytes(Path(output) / artefact["part"]))
-            errors = ", ".join(f"{k} {v:.3g}" for k, v in artefact["errors"].items())
-            path = artefact["path"] + ("/" if artefact["kind"] == "saved_model" else "")
-            lines.append(f"{path:<24} {size / 1e6:>8.2f} MB  {errors}")
-        return lines
-
-
-def _tree_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
 
 def _bits(metrics: dict) -> dict:
     return {key: value for key, value in metrics.items() if key.endswith("_bits_per_dim")}
