@@ -173,7 +173,7 @@ def test_a_kind_of_one_file_trains_resumes_evaluates_plots_and_exports_from_the_
     assert cli.main(["plot", str(run), "--kind", "manifold", "--output", "m.png"]) == 2
     assert cli.main(["evaluate", str(run), "--importance-samples", "5"]) == 2
     assert cli.main(["export", str(run), "--output", str(tmp_path / "ex"),
-                     "--scorer-samples", "5"]) == 2  # fmt: skip
+                     "--importance-samples", "5"]) == 2  # fmt: skip
     assert "does not apply to a test-ae run" in capsys.readouterr().err
     assert cli.main(["export", str(run), "--output", str(tmp_path / "ex"),
                      "--quantize", "none", "float16"]) == 0  # fmt: skip

@@ -593,8 +593,10 @@ def test_cli_arguments():
         "scorer": True,
         "scorer_samples": 100,
     }  # a VAE's defaults, applied where not given
-    args = parser.parse_args(["r", "--output", "o", "--no-scorer", "--scorer-samples", "7"])
+    args = parser.parse_args(["r", "--output", "o", "--no-scorer", "--importance-samples", "7"])
     assert (args.scorer, args.scorer_samples) == (False, 7)
+    args = parser.parse_args(["r", "--output", "o", "--scorer-samples", "9"])  # old spelling
+    assert args.scorer_samples == 9
     args = parser.parse_args(
         [
             "r",
