@@ -9,7 +9,7 @@
 Settings come from the defaults, then `--config FILE`, then the options given on the command
 line. Mistakes the user can fix (bad options, bad data, missing files) print one line and exit
 with status 2; set KERAS_VAE_DEBUG=1 to see the traceback and TensorFlow's own start-up log
-(hidden otherwise: see keras_vae._quiet).
+(hidden otherwise: see keras_vae._internal.quiet).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`keras-vae` for the VQ-VAE family: `--model vqvae` and `--model vqvae-prior` runs.
 
-The run machinery is `keras_vae.training` and `keras_vae.runs` (strategies, data, verified
+The run machinery is `keras_vae.workflows.train` and `keras_vae.runs` (strategies, data, verified
 backups, resume, NaN stop, run files); this module supplies what differs for the two models:
 building them, their training pictures, their metrics, and `evaluate`, `plot` and `export`.
 
@@ -11,9 +11,9 @@ building them, their training pictures, their metrics, and `evaluate`, `plot` an
     keras-vae plot runs/vq-prior --kind samples|reconstructions|codebook --output FILE.png
     keras-vae export runs/vq-prior --output export/vq
 
-A prior run trains a `keras_vae.code_prior.CodePrior` over the frozen VQ-VAE loaded from
-`vqvae_run/model.keras`, on that run's data (dataset, splits, likelihood are copied from its
-config.json); its own `model.keras` holds the VQ-VAE too, so it is self-contained.
+A prior run trains a `keras_vae.models.vqvae.code_prior.CodePrior` over the frozen VQ-VAE
+loaded from `vqvae_run/model.keras`, on that run's data (dataset, splits, likelihood are copied
+from its config.json); its own `model.keras` holds the VQ-VAE too, so it is self-contained.
 
 The bound on log p(x) (`evaluate` on a prior run). The VQ-VAE's encoder is deterministic,
 q(z|x) = 1[z = z(x)] (one-hot at x's codes), so H(q) = 0 and KL(q || p_prior) = -log
