@@ -95,8 +95,8 @@ def train_once(npy: Path, args: argparse.Namespace, run_dir: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     start = time.perf_counter()
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    process = subprocess.Popen(  # not in this checkout: `-m` puts the working directory first
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=run_dir
     )
     samples: list[tuple[float, int, int]] = []  # (seconds, RssAnon KiB, VmRSS KiB)
     lines: list[tuple[float, str]] = []
@@ -122,7 +122,9 @@ def train_once(npy: Path, args: argparse.Namespace, run_dir: Path) -> dict:
         tail = "\n".join(line for _, line in lines[-20:])
         raise RuntimeError(f"keras-vae train on {npy} failed ({process.returncode}):\n{tail}")
     metrics = json.loads((run_dir / "metrics.json").read_text())
+    first = next(line for _, line in lines if line.startswith("keras-vae: training"))
     return {
+        "train_split": "streamed" if ", streamed)" in first else "in memory",
         "peak_rss_anon_mib": round(max(s[1] for s in samples) / 1024, 1),
         "peak_vm_rss_mib": round(max(s[2] for s in samples) / 1024, 1),
         "samples": len(samples),
@@ -189,10 +191,12 @@ def main() -> None:
             shutil.rmtree(run_dir)
             rows.append({"examples": count, "file_mib": round(npy.stat().st_size / 2**20, 1),
                          **result})  # fmt: skip
-    print("| file | N | peak RssAnon | peak VmRSS | seconds | CPU seconds | training examples/s |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "| file | N | training split | peak RssAnon | peak VmRSS | seconds | CPU seconds "
+        "| training examples/s |\n| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"
+    )
     for row in rows:
-        print(f"| {row['file_mib']:,.0f} MiB | {row['examples']:,} | "
+        print(f"| {row['file_mib']:,.0f} MiB | {row['examples']:,} | {row['train_split']} | "
               f"{row['peak_rss_anon_mib']:,.0f} MiB | {row['peak_vm_rss_mib']:,.0f} MiB | "
               f"{row['seconds']} | {row['cpu_seconds']} | "
               f"{row['train_examples_per_s']:,} |")  # fmt: skip
