@@ -3,12 +3,15 @@
 `saved_model_runners` and `tflite_runners` turn a SavedModel or a `.tflite` file into
 callables on NumPy arrays, one per signature, with a description of its inputs and outputs;
 `run_in_session` runs a signature through the graph-mode loader that TF Serving uses. A kind's
-self-checks (`keras_vae.models.vae.checks`, `keras_vae.models.vqvae.export`) compare their
-outputs with the model's through `max_error` and raise `ExportCheckError`.
+self-checks (`keras_vae.models.vae.checks`, `keras_vae.models.vqvae.export`,
+`keras_vae.models.hvae.checks`) compare their outputs with the model's through `max_error`
+and raise `ExportCheckError`; `estimate_agreement` compares a scorer that draws its own noise
+with the model's estimates.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -20,6 +23,8 @@ from keras_vae.serving.tflite import tflite_interpreter
 Runner = Callable[..., dict[str, np.ndarray]]
 #: Images drawn by a sampling signature in its check (every kind).
 SAMPLE_CHECK_SIZE = 8
+#: How far, in standard errors, a scorer's own-noise estimates may be from the model's.
+STANDARD_ERRORS = 5.0
 
 
 class ExportCheckError(RuntimeError):
@@ -111,3 +116,37 @@ def worst(errors: dict[str, float], bounded_output: str | None) -> tuple[str, fl
     }
     key = max(bounded, key=bounded.get)
     return key, bounded[key]
+
+
+def estimate_agreement(got: dict, want: dict) -> tuple[dict, list]:
+    """Compares a scorer's per-example `elbo` and `log_likelihood` drawn with its own noise
+    (`got`) with the model's own estimates from fresh noise (`want`), on the same examples.
+
+    The mean difference over the examples must be within `STANDARD_ERRORS` standard errors
+    of zero (plus 1e-4 relative, for float32 rounding), and the mean gap `log_likelihood -
+    elbo` not negative beyond `STANDARD_ERRORS` standard errors (the importance-weighted
+    bound is the tighter one).
+
+    Returns:
+        `({output: {"exported_mean", "keras_mean", "stderr"}, "gap": {"mean", "stderr"}},
+        problems)`.
+    """
+
+    def stderr(values: np.ndarray) -> float:
+        return float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0
+
+    stats, problems = {}, []
+    for name in ("elbo", "log_likelihood"):
+        diff = got[name].astype(np.float64) - want[name]
+        error = stderr(diff)
+        allowed = STANDARD_ERRORS * error + 1e-4 * (1.0 + abs(float(want[name].mean())))
+        stats[name] = {"exported_mean": float(got[name].mean()),
+                       "keras_mean": float(want[name].mean()), "stderr": error}  # fmt: skip
+        if not np.isfinite(got[name]).all() or abs(diff.mean()) > allowed:
+            problems.append(f"mean {name} {got[name].mean():.4g} differs from the model's "
+                            f"{want[name].mean():.4g} by more than {allowed:.3g}")  # fmt: skip
+    gap = got["log_likelihood"].astype(np.float64) - got["elbo"]
+    stats["gap"] = {"mean": float(gap.mean()), "stderr": stderr(gap)}
+    if gap.mean() < -STANDARD_ERRORS * stats["gap"]["stderr"] - 1e-4:
+        problems.append(f"mean log_likelihood - elbo is {gap.mean():.3g} < 0")
+    return stats, problems

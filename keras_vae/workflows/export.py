@@ -37,7 +37,7 @@ def export_run(
         export_dir: Where to export.
         data_dir: The tfds data directory, instead of the one the run recorded.
         **options: The kind's export options (`version`, `tflite`, `quantize`, `overwrite`,
-            `progress`; a VAE's `scorer`, `scorer_samples`).
+            `progress`; a (hierarchical) VAE's `scorer`, `scorer_samples`).
 
     Returns:
         The export report.
@@ -67,15 +67,17 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quantize", nargs="+", choices=QUANTIZATIONS, default=None, metavar="NAME",
         help="TFLite variants among none (float32), dynamic, float16, int8 (default: none); a "
-        "VAE's scorer is float32 only; a VQ-VAE run writes none and int8",
+        "(hierarchical) VAE's scorer is float32 only; a VQ-VAE run writes none and int8",
     )  # fmt: skip
     parser.add_argument(
         "--scorer", action=argparse.BooleanOptionalAction, default=None,
-        help="VAE: also export the scorer, x -> elbo and log_likelihood in nats (default: yes)",
+        help="VAE, hierarchical VAE: also export the scorer, x -> elbo and log_likelihood in nats "
+        "(default: yes)",
     )  # fmt: skip
     parser.add_argument(
         "--importance-samples", dest="scorer_samples", type=int, default=None, metavar="K",
-        help=f"VAE: importance samples of the scorer's log_likelihood, as in evaluate "
+        help=f"VAE, hierarchical VAE: importance samples of the scorer's log_likelihood, as in "
+        f"evaluate "
         f"(default: {DEFAULT_SCORER_SAMPLES})",
     )  # fmt: skip
     add_renamed_option(parser, "--scorer-samples", "--importance-samples", "scorer_samples",

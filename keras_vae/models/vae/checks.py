@@ -30,8 +30,10 @@ from keras_vae.models.vae.signatures import expected_signatures, is_conditional
 from keras_vae.parts import objectives
 from keras_vae.serving.checks import (  # noqa: F401  (of 0.2.0's keras_vae.export_checks)
     SAMPLE_CHECK_SIZE,
+    STANDARD_ERRORS,
     ExportCheckError,
     Runner,
+    estimate_agreement,
     max_error,
     run_in_session,
     saved_model_runners,
@@ -45,7 +47,6 @@ DETERMINISTIC = {"encoder": "serving_default", "decoder": "serving_default",
 RELATIVE_PARTS = ("scorer",)
 SCORER_CHECK_SIZE = 32
 SCORER_CHECK_NOISE = 4  # noise samples of the exact score_with_noise check
-STANDARD_ERRORS = 5.0
 
 
 # -------------------------------------------------------------------------- references
@@ -144,23 +145,7 @@ def scorer_statistics(
     eps = np.random.default_rng(2).standard_normal(
         (num_samples, len(x), model.posterior.noise_size)
     )
-    want = keras_scores(model, x, eps.astype(np.float32), y)
-    stats, problems = {}, []
-    for name in ("elbo", "log_likelihood"):
-        diff = got[name].astype(np.float64) - want[name]
-        stderr = float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else 0.0
-        allowed = STANDARD_ERRORS * stderr + 1e-4 * (1.0 + abs(float(want[name].mean())))
-        stats[name] = {"exported_mean": float(got[name].mean()),
-                       "keras_mean": float(want[name].mean()), "stderr": stderr}  # fmt: skip
-        if not np.isfinite(got[name]).all() or abs(diff.mean()) > allowed:
-            problems.append(f"mean {name} {got[name].mean():.4g} differs from the model's "
-                            f"{want[name].mean():.4g} by more than {allowed:.3g}")  # fmt: skip
-    gap = got["log_likelihood"].astype(np.float64) - got["elbo"]
-    gap_stderr = float(gap.std(ddof=1) / math.sqrt(len(gap))) if len(gap) > 1 else 0.0
-    stats["gap"] = {"mean": float(gap.mean()), "stderr": gap_stderr}
-    if gap.mean() < -STANDARD_ERRORS * gap_stderr - 1e-4:
-        problems.append(f"mean log_likelihood - elbo is {gap.mean():.3g} < 0")
-    return stats, problems
+    return estimate_agreement(got, keras_scores(model, x, eps.astype(np.float32), y))
 
 
 def check_runners(
