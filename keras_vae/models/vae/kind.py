@@ -27,6 +27,8 @@ class VAEKind(ModelKind):
         "latent_dim", "hidden_units", "network", "samples", "start_samples",
         "start_samples_epochs", "beta", "kl_warmup_epochs", "kl_cycle_epochs", "free_bits",
         "conditional", "activation", "conv_filters", "conv_kernel_size", "precision",
+        "tc_weight", "tc_estimator", "capacity", "capacity_epochs", "capacity_weight",
+        "discriminator_units", "discriminator_learning_rate",
     )  # fmt: skip
     figure_kinds = pictures.KINDS
     evaluate_options = ("importance_samples", "seed")
