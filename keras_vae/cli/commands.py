@@ -59,8 +59,8 @@ def _names(kind: str) -> str:
 # TrainConfig and is shown from there, the choices come from the registry: neither is repeated.
 _TRAIN_GROUPS = {
     "data": (
-        ("--dataset", "dataset", str, "tfds name (binarized_mnist, mnist, frey_face) or an "
-         ".npz/.npy file"),
+        ("--dataset", "dataset", str, "tfds name (binarized_mnist, mnist, frey_face, "
+         "synthetic_dsprites[/small]: generated offline) or an .npz/.npy file"),
         ("--data-dir", "data_dir", str, "tfds data directory (default: $TFDS_DATA_DIR)"),
         ("--manual-dir", "manual_dir", str, "directory with manually downloaded raw files"),
         ("--eval-split", "eval_split", str, "held-out split for validation and final metrics"),
@@ -307,6 +307,8 @@ _CONFIG_KEYS = {key for _, key, _, _ in _TRAIN_OPTIONS} | {
 
 
 def _default_output(config: TrainConfig) -> Path:
+    if config.dataset in data.DATASET_SPECS:  # a tfds name, maybe with its config
+        return Path("runs") / config.dataset.replace("/", "_")
     return Path("runs") / Path(config.dataset).stem
 
 

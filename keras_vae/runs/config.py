@@ -65,7 +65,9 @@ class TrainConfig:
     """Everything `keras-vae train` needs; the defaults are the AEVB paper's MNIST model.
 
     Attributes:
-        dataset: tfds name (`binarized_mnist`, `mnist`, `frey_face`) or a `.npz`/`.npy` path.
+        dataset: tfds name (`binarized_mnist`, `mnist`, `frey_face`, `synthetic_dsprites`,
+            `synthetic_dsprites/small`: generated offline into `data_dir` on first use) or a
+            `.npz`/`.npy` path.
         data_dir: tfds data directory; None means tfds' default (`TFDS_DATA_DIR`).
         manual_dir: Directory with manually downloaded raw files (offline preparation).
         eval_split: Held-out split used for validation during training and for the final

@@ -523,3 +523,11 @@ def test_no_arguments_print_the_overview_and_version(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--version"])
     assert capsys.readouterr().out.strip() == f"keras-vae {keras_vae.__version__}"
+
+
+def test_default_run_directory_of_a_tfds_name_with_its_config():
+    from pathlib import Path
+
+    small = TrainConfig(dataset="synthetic_dsprites/small")
+    assert cli._default_output(small) == Path("runs") / "synthetic_dsprites_small"
+    assert cli._default_output(TrainConfig(dataset="data/faces.npz")) == Path("runs") / "faces"
