@@ -268,7 +268,7 @@ def _workflows() -> dict:
     from keras_vae.workflows import encode, evaluate, export, plot, sample
 
     return {
-        "evaluate": (evaluate, "held-out metrics of a run (a VAE: ELBO, NLL, bits/dim)"),
+        "evaluate": (evaluate, "held-out metrics of a run, or --disentanglement scores"),
         "sample": (sample, "draw images from a run's model to .npy or .png"),
         "encode": (encode, "a data set to latents (.npz), optionally for TensorBoard's Projector"),
         "plot": (plot, "reconstructions, samples, manifold, latents, ... as a PNG"),

@@ -142,6 +142,12 @@ class ModelKind:
         result["num_examples"] = len(images)
         return result, ", ".join(f"{k} {v:.4f}" for k, v in result.items())
 
+    def representation(self, model, config):
+        """`keras-vae evaluate --disentanglement`: the code of images that the metrics score,
+        `images [n, *image_shape] -> codes [n, D]` (NumPy in and out). Only kinds with
+        `"disentanglement"` among their `evaluate_options` are asked."""
+        raise NotImplementedError(f"the {self.registered_name} kind has no representation")
+
     # ------------------------------------------------------------------------ sample, encode
     def sample(self, model, num: int, seed: int = 0, labels=None) -> np.ndarray:
         """`keras-vae sample`: `num` images drawn from the model, `[num, *image_shape]`."""
