@@ -27,6 +27,7 @@ from keras_vae.models.vae.model import VAE  # noqa: E402
 from keras_vae.models.vae.presets import mlp_vae  # noqa: E402
 from keras_vae.parts import objectives  # noqa: E402
 from keras_vae.parts.disentangling_objectives import AnnealedCapacity, BetaTC  # noqa: E402
+from keras_vae.parts.factor_vae import FactorVAE  # noqa: E402
 from keras_vae.parts.likelihoods import (  # noqa: E402
     BernoulliLikelihood,
     DiscretizedLogisticLikelihood,
@@ -47,6 +48,7 @@ __all__ = [
     "IWAE",
     "AnnealedCapacity",
     "BetaTC",
+    "FactorVAE",
     "BernoulliLikelihood",
     "DiagonalGaussianPosterior",
     "DiscretizedLogisticLikelihood",

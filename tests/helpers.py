@@ -130,10 +130,16 @@ MIRRORED_EQUIVALENCE = textwrap.dedent(
     # replicas the noise is drawn outside the compiled replica math, by TensorFlow's kernel.)
     single, _ = make(distribute.get_strategy("default"), False)
     initial = [w.copy() for w in single.get_weights()]
+    # a layer the objective trains itself (FactorVAE's discriminator; in get_weights too)
+    auxiliary = getattr(single, "auxiliary_layer", None)
+    initial_auxiliary = [w.copy() for w in auxiliary.get_weights()] if auxiliary else []
     hs = single.fit(x, batch_size=21, epochs=2, shuffle=False, verbose=0).history
     out = {"xla_single": single.xla, "jit_single": bool(single.jit_compile),
            "weight_change": max(float(np.abs(a - b).max())
                                 for a, b in zip(initial, single.get_weights())),
+           "auxiliary_change": max([float(np.abs(a - b).max()) for a, b in
+                                    zip(initial_auxiliary, auxiliary.get_weights())] or [0.0])
+                               if auxiliary else None,
            "metrics_single": {k: v[-1] for k, v in hs.items()}}
     strategy = distribute.get_strategy("mirrored")
     out["replicas"] = strategy.num_replicas_in_sync

@@ -28,6 +28,7 @@ from keras_vae import registry  # noqa: E402
 from keras_vae._internal.lock import DirectoryInUseError  # noqa: E402
 from keras_vae.data import pipeline as data
 from keras_vae.models.kind import kind_of  # noqa: E402
+from keras_vae.parts.disentangling_objectives import TC_ESTIMATORS  # noqa: E402
 from keras_vae.parts.objectives import GRADIENT_ESTIMATORS  # noqa: E402
 from keras_vae.runs.config import ConfigError, TrainConfig  # noqa: E402
 from keras_vae.serving.checks import ExportCheckError  # noqa: E402
@@ -59,8 +60,8 @@ def _names(kind: str) -> str:
 # TrainConfig and is shown from there, the choices come from the registry: neither is repeated.
 _TRAIN_GROUPS = {
     "data": (
-        ("--dataset", "dataset", str, "tfds name (binarized_mnist, mnist, frey_face) or an "
-         ".npz/.npy file"),
+        ("--dataset", "dataset", str, "tfds name (binarized_mnist, mnist, frey_face, "
+         "synthetic_dsprites[/small]: generated offline) or an .npz/.npy file"),
         ("--data-dir", "data_dir", str, "tfds data directory (default: $TFDS_DATA_DIR)"),
         ("--manual-dir", "manual_dir", str, "directory with manually downloaded raw files"),
         ("--eval-split", "eval_split", str, "held-out split for validation and final metrics"),
@@ -87,6 +88,16 @@ _TRAIN_GROUPS = {
         ("--kl-warmup-epochs", "kl_warmup_epochs", int, "elbo: KL weight 0 -> beta over N epochs"),
         ("--kl-cycle-epochs", "kl_cycle_epochs", int, "elbo: restart the warm-up every N epochs"),
         ("--free-bits", "free_bits", float, "elbo: lambda, free nats per latent dimension"),
+        ("--tc-weight", "tc_weight", float, "betatc, factorvae: weight of the total "
+         "correlation (default: 6 betatc, 10 factorvae)"),
+        ("--tc-estimator", "tc_estimator", str, "betatc: estimate of q(z), {tc_estimators} "
+         "(mws inflates the reported tc)"),
+        ("--capacity", "capacity", float, "annealed_capacity: C_max, the target KL in nats"),
+        ("--capacity-epochs", "capacity_epochs", int, "annealed_capacity: C grows 0 -> C_max "
+         "over N epochs (default: the paper's 100,000 steps)"),
+        ("--capacity-weight", "capacity_weight", float, "annealed_capacity: gamma of |KL - C|"),
+        ("--discriminator-learning-rate", "discriminator_learning_rate", float, "factorvae: "
+         "the discriminator's Adam step size"),
         ("--start-samples", "start_samples", int, "samples of the first epochs (a cheap start)"),
         ("--start-samples-epochs", "start_samples_epochs", int, "epochs with --start-samples"),
     ),
@@ -161,7 +172,8 @@ def _help(key: str, text: str) -> str:
 
     choices = {kind: _names(kind) for kind in ("likelihood", "posterior", "prior", "objective",
                                                 "network", "model")}  # fmt: skip
-    text = text.format(estimators=", ".join(GRADIENT_ESTIMATORS), **choices)
+    text = text.format(estimators=", ".join(GRADIENT_ESTIMATORS),
+                       tc_estimators=", ".join(TC_ESTIMATORS), **choices)  # fmt: skip
     default = _default(key)
     if default is None or "default:" in text:
         return text
@@ -186,6 +198,8 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
          "conv level (depth: their count)"),
         ("model kind and parts", "--latent-dims", "latent_dims", "hvae: size of each "
          "stochastic layer, z_1 (next to x) first"),
+        ("objective", "--discriminator-units", "discriminator_units", "factorvae: hidden "
+         "layer sizes of the discriminator"),
     )  # fmt: skip
     for title, option, key, text in lists:
         groups[title].add_argument(option, dest=key, type=int, nargs="+", metavar="N",
@@ -245,7 +259,7 @@ def _workflows() -> dict:
     from keras_vae.workflows import encode, evaluate, export, plot, sample
 
     return {
-        "evaluate": (evaluate, "held-out metrics of a run (a VAE: ELBO, NLL, bits/dim)"),
+        "evaluate": (evaluate, "held-out metrics of a run, or --disentanglement scores"),
         "sample": (sample, "draw images from a run's model to .npy or .png"),
         "encode": (encode, "a data set to latents (.npz), optionally for TensorBoard's Projector"),
         "plot": (plot, "reconstructions, samples, manifold, latents, ... as a PNG"),
@@ -276,6 +290,7 @@ _CONFIG_KEYS = {key for _, key, _, _ in _TRAIN_OPTIONS} | {
     "hidden_units",
     "conv_filters",
     "latent_dims",
+    "discriminator_units",
     "jit_compile",
     "dynamic_binarization",
     "conditional",
@@ -283,6 +298,8 @@ _CONFIG_KEYS = {key for _, key, _, _ in _TRAIN_OPTIONS} | {
 
 
 def _default_output(config: TrainConfig) -> Path:
+    if config.dataset in data.DATASET_SPECS:  # a tfds name, maybe with its config
+        return Path("runs") / config.dataset.replace("/", "_")
     return Path("runs") / Path(config.dataset).stem
 
 

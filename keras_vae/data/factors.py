@@ -19,6 +19,11 @@ Two implementations:
 The pure sampling functions (`sample_factors`, `sample_sharing_factor`) draw the factor
 batches of the intervention-based metrics (beta-VAE and FactorVAE scores).
 
+`dataset_factors(dataset)` is the factor data of a training data set by its `--dataset` name:
+`synthetic_dsprites` and `synthetic_dsprites/small` (rendered, the images the run trained on),
+or an `.npz` file with `x` and `factors` (int `[N, K]`, every combination once); any other
+data set has no factors (a one-line `DataValidationError`).
+
 Example:
     ```python
     data = RenderedSprites()                         # the full 737,280-image grid, lazily
@@ -33,9 +38,11 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
+from keras_vae.data import pipeline
 from keras_vae.data.builders import synthetic_dsprites
 
 # the factor order of the known tfds data sets (their `label_<name>` features)
@@ -268,3 +275,49 @@ def tfds_factor_data(
     stored as {0, 1} are used as they are; grey or colour levels are divided by 255."""
     images, factors, names, sizes = load_tfds_factors(name, split, data_dir, download)
     return ArrayFactorData(images, factors, sizes, names)
+
+
+#: The training data sets (`--dataset` names) whose factors are rendered exactly.
+SPRITES = {"synthetic_dsprites": synthetic_dsprites.FULL,
+           "synthetic_dsprites/small": synthetic_dsprites.SMALL}  # fmt: skip
+
+
+def dataset_factors(dataset: str) -> FactorData:
+    """The factor data of a training data set, as the pipeline gives its images.
+
+    * `synthetic_dsprites`, `synthetic_dsprites/small`: `RenderedSprites` of that grid (the
+      images its tfds builder stores, pixel for pixel, without reading them);
+    * an `.npz` file with `x` and `factors` (int `[N, K]`, one row per image, every
+      combination of the factor classes once): an `ArrayFactorData` scaled as the pipeline
+      scales `x` (uint8 by 1/255, else as stored), with a channel axis for `[N, H, W]`.
+
+    Raises:
+        pipeline.DataValidationError: In one line, for a data set without factor labels.
+    """
+    if dataset in SPRITES:
+        return RenderedSprites(SPRITES[dataset])
+    path = Path(dataset).expanduser()
+    if path.suffix.lower() == ".npz" and path.is_file():
+        images, _ = pipeline.open_array_file(path)
+        with np.load(path, allow_pickle=False) as stored:
+            factors = stored["factors"] if "factors" in stored.files else None
+        if factors is not None:
+            if images.ndim == 3:
+                images = images[..., np.newaxis]
+            scale = 1.0 / 255.0 if images.dtype == np.uint8 else 1.0
+            try:
+                data = ArrayFactorData(images, np.asarray(factors, np.int64), scale=scale)
+            except ValueError as error:
+                raise pipeline.DataValidationError(f"{dataset}: {error}") from None
+            if not data.complete:
+                raise pipeline.DataValidationError(
+                    f"{dataset}: its factors have {int((data._row >= 0).sum())} of the "
+                    f"{len(data._row)} combinations of {data.factor_sizes} classes; the "
+                    "metrics draw any combination, so give an image of every one."
+                )
+            return data
+    raise pipeline.DataValidationError(
+        f"{dataset} has no factor labels, which the disentanglement metrics need: train on "
+        f"{' or '.join(SPRITES)}, or on an .npz with x and factors (int [N, K], every "
+        "combination of the factor classes once)."
+    )

@@ -8,6 +8,10 @@ values in [0, 1] for the built-in data sets:
 * `mnist`: 28x28x1 grey levels / 255; splits train / test.
 * `frey_face`: 28x20x1 grey levels / 255; splits train (1,572) / test (393), see
   `keras_vae.datasets.frey_face`.
+* `synthetic_dsprites` (64x64x1, 737,280 images) and `synthetic_dsprites/small` (32x32x1,
+  2,304): dSprites' factor grid in {0, 1}, generated offline by our tfds builder
+  (`keras_vae.data.builders.synthetic_dsprites`) into the data directory on first use; one
+  split, train (as dSprites), which is also where a run evaluates (`--eval-split train`).
 
 Array files (`.npz` with key `x` and optional `y`, or `.npy`) are read with
 `allow_pickle=False`. uint8 data is read as grey levels 0..255 and scaled to [0, 1]; any other
@@ -48,11 +52,13 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import socket
 import urllib.parse
 import urllib.request
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -63,16 +69,30 @@ from tensorflow_datasets.core.download.download_manager import NonMatchingChecks
 
 from keras_vae import registry
 from keras_vae.data.builders import frey_face as _frey_face  # importing registers `frey_face`
+from keras_vae.data.builders import synthetic_dsprites as _sprites  # ... and synthetic_dsprites
 
-KNOWN_DATASETS = ("binarized_mnist", "mnist", "fashion_mnist", "cifar10", "frey_face")
+KNOWN_DATASETS = (
+    "binarized_mnist", "mnist", "fashion_mnist", "cifar10", "frey_face", "synthetic_dsprites",
+    "synthetic_dsprites/small",
+)  # fmt: skip
 ARRAY_EXTENSIONS = (".npz", ".npy")
 _READ_BATCH = 4096  # examples per tfds read batch when loading a whole split
 HEAD_SIZE = 1000  # examples a stream reads up front (checks, pictures, pseudo-inputs) ...
 HEAD_BYTES = 32 << 20  # ... at most this many bytes of them as float32
 SHUFFLE_BUFFER = 60_000  # examples; MNIST-sized splits are cached and fully permuted
+SORTED_SHARDS = 128  # files keras_vae writes a large sorted data set in, all read at once
 IN_MEMORY_BYTES = 1 << 30  # array files whose float32 images need more are streamed
 CHECK_BYTES = 16 << 20  # float32 bytes of stored images that a check of values reads at once
 DEFAULT_VALIDATION_SPLIT = 0.1  # fraction of an array file held out when no eval file is given
+
+
+def _not_the_ordering_note(record: logging.LogRecord) -> bool:
+    """False for tfds' warning that a sorted data set is not read in order: `open_stream`
+    interleaves the files of one on purpose (`DatasetSpec.sorted`)."""
+    return "examples will not be read in order" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_not_the_ordering_note)
 
 
 class DataValidationError(ValueError):
@@ -97,8 +117,13 @@ class DatasetSpec:
         likelihood: The natural decoder likelihood, "bernoulli", "gaussian" or "logistic".
         splits: Available split names.
         scale: Factor from stored uint8 pixels to [0, 1] (1 for binarized data).
-        raw_files: File names that, placed in `manual_dir`, let tfds prepare it offline.
-        source_url: Where tfds downloads the raw files from.
+        raw_files: File names that, placed in `manual_dir`, let tfds prepare it offline;
+            none for a data set that its builder generates (nothing to download).
+        source_url: Where tfds downloads the raw files from ("" when generated).
+        sorted: Whether the examples are stored in a sorted order (dSprites' factor order):
+            keras_vae prepares such a data set in `SORTED_SHARDS` files and a stream reads
+            them all at once, so that its shuffle buffer holds examples from all over the
+            split (see `open_stream`).
     """
 
     name: str
@@ -108,6 +133,7 @@ class DatasetSpec:
     scale: float
     raw_files: tuple[str, ...]
     source_url: str
+    sorted: bool = False
 
 
 DATASET_SPECS: dict[str, DatasetSpec] = {
@@ -166,6 +192,22 @@ DATASET_SPECS: dict[str, DatasetSpec] = {
         raw_files=(_frey_face.FILENAME,),
         source_url=_frey_face.URL,
     ),
+    **{
+        name: DatasetSpec(
+            name=f"synthetic_dsprites/{config.name}",
+            image_shape=(config.image_size, config.image_size, 1),
+            likelihood="bernoulli",
+            splits=("train",),
+            scale=1.0,
+            raw_files=(),
+            source_url="",
+            sorted=True,
+        )
+        for name, config in (
+            ("synthetic_dsprites", _sprites.FULL),
+            ("synthetic_dsprites/small", _sprites.SMALL),
+        )
+    },
 }
 
 
@@ -319,8 +361,11 @@ def _read_tfds(
         if (reason := _offline_reason(spec, manual_dir)) is not None:
             raise _not_found(spec, split, data_dir, reason) from err
         prepare = {}
-        if manual_dir is not None:
-            config = tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir))
+        if manual_dir is not None or spec.sorted:
+            config = tfds.download.DownloadConfig(
+                manual_dir=None if manual_dir is None else os.fspath(manual_dir),
+                num_shards=SORTED_SHARDS if spec.sorted else None,
+            )
             prepare = {"download_config": config}
         try:
             return tfds.load(
@@ -337,6 +382,8 @@ def _offline_reason(spec: DatasetSpec, manual_dir: str | None) -> str | None:
     None when all raw files are in `manual_dir`, a proxy is configured (the host cannot be
     probed directly) or the source host accepts a TCP connection within 5 s.
     """
+    if not spec.raw_files:  # generated by its builder: nothing to download
+        return None
     if manual_dir is not None and all(
         (Path(manual_dir).expanduser() / f).is_file() for f in spec.raw_files
     ):
@@ -358,10 +405,15 @@ def _not_found(
 ) -> DatasetNotFoundError:
     if data_dir is None:
         data_dir = f"{tfds.core.constants.DATA_DIR} (tfds default)"
+    fix = (
+        f"give --manual-dir with the raw files ({', '.join(spec.raw_files)})"
+        if spec.raw_files
+        else "let keras_vae generate it there (download=True)"
+    )
     return DatasetNotFoundError(
         f"Dataset '{spec.name}' split '{split}' not found in data_dir '{data_dir}' "
         f"({reason}). Set TFDS_DATA_DIR or --data-dir to a directory with the prepared "
-        f"dataset, or give --manual-dir with the raw files ({', '.join(spec.raw_files)})."
+        f"dataset, or {fix}."
     )
 
 
@@ -920,6 +972,13 @@ def open_stream(
     automatic in-memory cache, so a seed reproduces every epoch. The number of examples comes
     from tfds' split information (slices such as `train[:90%]` included).
 
+    A split stored sorted (`DatasetSpec.sorted`: dSprites' factor order) that is too large to
+    cache is read from all its files at once (keras_vae writes such a data set in
+    `SORTED_SHARDS` consecutive parts), one example from each in turn, so that the shuffle
+    buffer holds examples from every part of the split instead of the next `shuffle_buffer`
+    ones (for the 737,280 sprites: every shape and scale at once, where the first 60,000 are
+    squares of the two smallest scales).
+
     Args:
         name: A tfds name from `KNOWN_DATASETS`.
         split: A split name or a tfds slice (`train[:90%]`, `test[1000:]`).
@@ -964,13 +1023,38 @@ def open_stream(
         head_labels = np.concatenate([b["label"] for b in head_batches]).astype(np.int64)
         extra = {"head_labels": head_labels, "condition_dim": int(feature.num_classes)}
 
+    part, reading = split, options
+    if spec.sorted and num_examples > shuffle_buffer:  # every file at once, in turn
+        config = tfds.ReadConfig(
+            try_autocache=False, interleave_cycle_length=SORTED_SHARDS,
+            interleave_block_length=1, enable_ordering_guard=False,  # not in order: on purpose
+        )  # fmt: skip
+        reading = {**options, "read_config": config}
+        if limit is not None and "[" not in split:  # the first examples of the split
+            part = f"{split}[:{num_examples}]"
+        _warn_about_few_files(spec, split, data_dir)
+
     def read() -> tf.data.Dataset:  # `limit`: the first examples, as `split[:limit]` would
-        ds = _read_tfds(spec, split, data_dir, manual_dir, False, **options)
+        ds = _read_tfds(spec, part, data_dir, manual_dir, False, **reading)
         return ds.take(num_examples)
 
     return TfdsStream(
         read, num_examples, head, spec.scale, f"{name} {split}", shuffle_buffer, **extra
     )
+
+
+def _warn_about_few_files(spec: DatasetSpec, split: str, data_dir: str | None) -> None:
+    """A warning when a sorted data set was prepared in fewer than `SORTED_SHARDS` files
+    (by tfds itself, not by keras_vae): the stream then mixes only that many parts."""
+    info = tfds.builder(spec.name, data_dir=data_dir).info.splits[split.split("[", 1)[0]]
+    if info.num_shards < SORTED_SHARDS:
+        warnings.warn(
+            f"{spec.name} {split} is stored sorted in {info.num_shards} file(s): streamed, its "
+            f"shuffle buffer holds examples of only {info.num_shards} part(s) of it at a time. "
+            f"Delete {info.filepaths[0].parent if info.filepaths else 'it'} and let keras_vae "
+            f"prepare it again in {SORTED_SHARDS} parts.",
+            stacklevel=3,
+        )
 
 
 def no_labels_error(name: str) -> DataValidationError:

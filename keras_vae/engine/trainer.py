@@ -8,6 +8,10 @@ exactly the same model, with XLA where it can run. A model built on it implement
 * `compute_objective(x, noise, step) -> (loss, terms)`: the scalar batch-mean loss and the
   per-example terms (`[batch]` each, named by `metric_names`) that `fit` reports.
 
+and optionally `after_update(terms, seed, position)`, run after the optimizer's update of each
+train step (a VQ-VAE's codebook, a FactorVAE's discriminator with its own optimizer), with
+`held_out_terms` its no-update counterpart in `test_step`; both may return more terms to report.
+
 What the trainer does around them:
 
 * Split-invariant noise: every replica draws the *global* batch's eps `[L, B, noise_size]`
@@ -256,18 +260,31 @@ class ExactReplicaTrainer(keras.Model):
         else:
             loss, terms, gradients = self._loss_and_gradients(inputs, share, noise, step)
         self.optimizer.apply(gradients, self.trainable_variables)
-        self.after_update(terms, seed, position)
+        terms = _with_extra_terms(terms, self.after_update(terms, seed, position))
         return self._step_outputs(self._update_metrics(loss, terms))
 
-    def after_update(self, terms: dict, seed: tf.Tensor, position) -> None:
-        """Hook run after the optimizer's update in each train step (nothing by default).
+    def after_update(self, terms: dict, seed: tf.Tensor, position) -> dict | None:
+        """Hook run after the optimizer's update in each train step (nothing by default):
+        a model's own updates of state that its loss does not train (a VQ-VAE's codebook, a
+        FactorVAE's discriminator with its own optimizer).
 
         Args:
             terms: The step's terms from `compute_objective`.
             seed: The step's `[2]` seed, the same on every replica.
             position: `(offset, B)` of this replica's examples in the global batch.
+
+        Returns:
+            None, or more per-example terms `[B]` to report (metrics named in
+            `metric_names` that `compute_objective` does not give).
         """
         del terms, seed, position  # (a body of code: AutoGraph cannot convert a bare docstring)
+        return None
+
+    def held_out_terms(self, terms: dict, seed: tf.Tensor, position) -> dict | None:
+        """`test_step`'s counterpart of `after_update`: the same extra terms, without any
+        update (None by default). Arguments as for `after_update`."""
+        del terms, seed, position
+        return None
 
     # ------------------------------------------------------------------- fused steps
     def _fuses_steps(self) -> bool:
@@ -360,8 +377,10 @@ class ExactReplicaTrainer(keras.Model):
     def test_step(self, data):
         inputs = self._unpack(data)
         seed = self._stateless_seed(fold_in_replica=False)
-        noise = self.standard_noise(self._examples(inputs), seed)
+        position = self._batch_position(self._examples(inputs))
+        noise = self.standard_noise(self._examples(inputs), seed, position=position)
         loss, terms = self.compute_objective(inputs, noise, self._training_step_count())
+        terms = _with_extra_terms(terms, self.held_out_terms(terms, seed, position))
         return self._step_outputs(self._update_metrics(loss, terms))
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
@@ -403,6 +422,11 @@ _CONVOLUTIONS = (
     keras.layers.DepthwiseConv2D,
     keras.layers.SeparableConv2D,
 )
+
+
+def _with_extra_terms(terms: dict, extra: dict | None) -> dict:
+    """The step's terms with a hook's extra terms added (the hook's win)."""
+    return terms if not extra else {**terms, **extra}
 
 
 def _has_convolutions(model: keras.Model) -> bool:

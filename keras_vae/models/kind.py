@@ -27,26 +27,40 @@ from keras_vae.parts import objectives
 def make_objective(config, epoch_steps: int | None = None) -> objectives.Objective:
     """The configured objective: ELBO with its KL schedule (epochs converted to steps with
     `epoch_steps`) and free bits, IWAE with K = `samples` and its gradient estimator, the
-    disentangling ones with their papers' weights, any other registered one with K samples."""
-    if config.kl_warmup_epochs and epoch_steps is None:
-        raise ValueError("A KL warm-up in epochs needs epoch_steps, the steps of one epoch.")
+    disentangling ones (`keras_vae.parts.disentangling_objectives`, `factor_vae`) with their
+    options, the papers' values where an option is None; any other registered one with K
+    samples. (Options of another objective are refused by `TrainConfig`.)"""
+    if (config.kl_warmup_epochs or config.capacity_epochs) and epoch_steps is None:
+        raise ValueError("A schedule in epochs needs epoch_steps, the steps of one epoch.")
     steps = epoch_steps or 0
+    capacity_steps = None if config.capacity_epochs is None else config.capacity_epochs * steps
     options = {
         "elbo": {
-            "num_samples": config.samples,
             "beta": config.beta,
             "warmup_steps": config.kl_warmup_epochs * steps,
             "cycle_steps": config.kl_cycle_epochs * steps,
             "free_bits": config.free_bits,
         },
-        "iwae": {"num_samples": config.samples, "gradient": config.gradient_estimator},
-        # keras_vae.parts.disentangling_objectives, with the papers' weights (no CLI options
-        # yet); N of beta-TCVAE's aggregate posterior: the examples of one epoch
-        "betatc": {"num_samples": config.samples}
-        | ({"dataset_size": max(2, steps * config.batch_size)} if steps else {}),
-        "annealed_capacity": {"num_samples": config.samples},
-    }.get(config.objective, {"num_samples": config.samples})  # a user's own: its defaults
-    return registry.get("objective", config.objective)(**options)
+        "iwae": {"gradient": config.gradient_estimator},
+        # N of beta-TCVAE's aggregate posterior: the examples of one epoch
+        "betatc": {
+            "beta": config.tc_weight,
+            "estimator": config.tc_estimator,
+            "dataset_size": max(2, steps * config.batch_size) if steps else None,
+        },
+        "annealed_capacity": {
+            "gamma": config.capacity_weight,
+            "capacity": config.capacity,
+            "capacity_steps": capacity_steps,
+        },
+        "factorvae": {
+            "gamma": config.tc_weight,
+            "discriminator_units": config.discriminator_units,
+            "discriminator_learning_rate": config.discriminator_learning_rate,
+        },
+    }.get(config.objective, {})  # a user's own: its defaults
+    given = {key: value for key, value in options.items() if value is not None}
+    return registry.get("objective", config.objective)(num_samples=config.samples, **given)
 
 
 class ModelKind:
@@ -127,6 +141,12 @@ class ModelKind:
         result = {k: float(v) for k, v in result.items()}
         result["num_examples"] = len(images)
         return result, ", ".join(f"{k} {v:.4f}" for k, v in result.items())
+
+    def representation(self, model, config):
+        """`keras-vae evaluate --disentanglement`: the code of images that the metrics score,
+        `images [n, *image_shape] -> codes [n, D]` (NumPy in and out). Only kinds with
+        `"disentanglement"` among their `evaluate_options` are asked."""
+        raise NotImplementedError(f"the {self.registered_name} kind has no representation")
 
     # ------------------------------------------------------------------------ sample, encode
     def sample(self, model, num: int, seed: int = 0, labels=None) -> np.ndarray:

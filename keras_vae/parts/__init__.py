@@ -6,6 +6,7 @@ Importing this package registers every built-in part.
 
 from keras_vae.parts import (  # noqa: F401
     disentangling_objectives,
+    factor_vae,
     likelihoods,
     networks,
     objectives,

@@ -356,11 +356,29 @@ class Objective:
 
     metric_names: tuple[str, ...] = ("elbo", "reconstruction", "kl")
 
+    #: A layer that the objective trains itself, with its own optimizer, after each update of
+    #: the model (FactorVAE's discriminator), or None. The model tracks it (built with the
+    #: model, its weights and optimizer state saved and restored with it) but its variables
+    #: are not the model's trainable variables.
+    auxiliary_layer = None
+
     def __init__(self, num_samples: int = 1):
         self.num_samples = check_positive_int("num_samples", num_samples)
 
     def __call__(self, model, x, noise, step):
         raise NotImplementedError
+
+    def after_update(self, model, terms: dict, seed, position) -> dict | None:
+        """The objective's own update after the model's optimizer step (the trainer's
+        `after_update` hook: `terms` of the step, its `[2]` seed, this replica's `(offset, B)`
+        in the global batch). Returns more per-example terms to report, or None."""
+        del model, terms, seed, position
+        return None
+
+    def held_out_terms(self, model, terms: dict, seed, position) -> dict | None:
+        """`after_update`'s terms without the update, for held-out data (`evaluate`)."""
+        del model, terms, seed, position
+        return None
 
     def get_config(self) -> dict:
         return {"num_samples": self.num_samples}

@@ -18,6 +18,7 @@ from typing import Any
 from keras_vae import registry
 from keras_vae.engine.distribute import STRATEGIES
 from keras_vae.engine.trainer import DEFAULT_STEPS_PER_EXECUTION
+from keras_vae.parts.disentangling_objectives import TC_ESTIMATORS
 from keras_vae.parts.objectives import GRADIENT_ESTIMATORS
 
 # options that only some objectives take, with the value that means "not used"
@@ -30,6 +31,13 @@ NETWORK_OPTIONS = {"conv": {"conv_filters": "filters", "conv_kernel_size": "kern
 _OBJECTIVE_OPTIONS = {
     "elbo": {"beta": 1.0, "kl_warmup_epochs": 0, "kl_cycle_epochs": 0, "free_bits": 0.0},
     "iwae": {"gradient_estimator": "standard"},
+    "betatc": {"tc_weight": None, "tc_estimator": "importance"},
+    "annealed_capacity": {"capacity": 25.0, "capacity_epochs": None, "capacity_weight": 1000.0},
+    "factorvae": {
+        "tc_weight": None,
+        "discriminator_units": [1000] * 6,
+        "discriminator_learning_rate": 1e-4,
+    },
 }
 
 
@@ -57,7 +65,9 @@ class TrainConfig:
     """Everything `keras-vae train` needs; the defaults are the AEVB paper's MNIST model.
 
     Attributes:
-        dataset: tfds name (`binarized_mnist`, `mnist`, `frey_face`) or a `.npz`/`.npy` path.
+        dataset: tfds name (`binarized_mnist`, `mnist`, `frey_face`, `synthetic_dsprites`,
+            `synthetic_dsprites/small`: generated offline into `data_dir` on first use) or a
+            `.npz`/`.npy` path.
         data_dir: tfds data directory; None means tfds' default (`TFDS_DATA_DIR`).
         manual_dir: Directory with manually downloaded raw files (offline preparation).
         eval_split: Held-out split used for validation during training and for the final
@@ -79,7 +89,9 @@ class TrainConfig:
         prior: A registered prior p(z): `standard`, `mixture` or `vamp`.
         prior_components: K of a prior with components (`mixture`, `vamp`); None means the
             prior's own default (10 for `mixture`, 500 for `vamp`).
-        objective: A registered objective: `elbo` or `iwae` (with K = `samples`).
+        objective: A registered objective: `elbo`, `iwae` (with K = `samples`), or one for
+            disentanglement: `betatc` (beta-TCVAE), `annealed_capacity` (the capacity-annealed
+            beta-VAE), `factorvae` (FactorVAE).
         gradient_estimator: IWAE gradients, `standard` or `dreg` (Tucker et al. 2019).
         latent_dim: Size of z.
         hidden_units: Hidden layer sizes of the encoder and decoder MLPs.
@@ -115,6 +127,21 @@ class TrainConfig:
         kl_cycle_epochs: ELBO: restart the warm-up every this many epochs (cyclical
             annealing; 0: off; needs `kl_warmup_epochs` below it).
         free_bits: ELBO: lambda, nats per latent dimension that the KL term gets for free.
+        tc_weight: beta-TCVAE and FactorVAE: the weight of the total correlation (beta-TCVAE's
+            beta, FactorVAE's gamma); None: the objective's default (6 and 10).
+        tc_estimator: beta-TCVAE: the batch estimate of the aggregate posterior q(z),
+            `importance` (unbiased weights; values near the true TC) or `mws` (the paper's
+            minibatch weighted sampling, whose TC value is inflated by about (D - 1) log N).
+        capacity: Capacity-annealed beta-VAE: C_max, the target KL in nats (Burgess et al.:
+            25 on dSprites).
+        capacity_epochs: Capacity-annealed beta-VAE: C grows from 0 to C_max over this many
+            epochs (converted to steps; 0: C_max from the start); None: the paper's 100,000
+            optimizer steps.
+        capacity_weight: Capacity-annealed beta-VAE: gamma, the weight of |KL - C| (1000).
+        discriminator_units: FactorVAE: hidden layer sizes of the discriminator (the paper's
+            six of 1000 leaky-ReLU units).
+        discriminator_learning_rate: FactorVAE: the discriminator's Adam step size (its
+            betas are the paper's 0.5 and 0.9).
         dynamic_binarization: Redraw binary images from grey levels every epoch.
         seed: Seed of weights, shuffling and noise.
         strategy: `auto`, `default`, `mirrored`, or `multiworker` (the cluster in TF_CONFIG).
@@ -197,6 +224,13 @@ class TrainConfig:
     kl_warmup_epochs: int = 0
     kl_cycle_epochs: int = 0
     free_bits: float = 0.0
+    tc_weight: float | None = None
+    tc_estimator: str = "importance"
+    capacity: float = 25.0
+    capacity_epochs: int | None = None
+    capacity_weight: float = 1000.0
+    discriminator_units: list[int] = dataclasses.field(default_factory=lambda: [1000] * 6)
+    discriminator_learning_rate: float = 1e-4
     dynamic_binarization: bool = False
     seed: int = 0
     strategy: str = "auto"
@@ -399,26 +433,53 @@ class TrainConfig:
 
     def _check_objective_options(self) -> None:
         """Options of another objective than the chosen one are refused, not ignored."""
+        owners: dict[str, list[str]] = {}  # option -> the objectives that take it
+        for objective, options in _OBJECTIVE_OPTIONS.items():
+            for key in options:
+                owners.setdefault(key, []).append(objective)
+        unused = {k: v for options in _OBJECTIVE_OPTIONS.values() for k, v in options.items()}
         foreign = [
             f"{key}={getattr(self, key)!r}"
-            for objective, options in _OBJECTIVE_OPTIONS.items()
-            if objective != self.objective
-            for key, unused in options.items()
-            if getattr(self, key) != unused
+            for key, objectives in owners.items()
+            if self.objective not in objectives and getattr(self, key) != unused[key]
         ]
         if foreign:
-            owners = {k: o for o, options in _OBJECTIVE_OPTIONS.items() for k in options}
             other = owners[foreign[0].split("=")[0]]
             verb, them = ("applies", "it") if len(foreign) == 1 else ("apply", "them")
             raise ConfigError(
-                f"{', '.join(foreign)} {verb} only to objective={other!r}, not to "
-                f"objective={self.objective!r}; remove {them} or choose --objective {other}."
+                f"{', '.join(foreign)} {verb} only to objective={' or '.join(map(repr, other))}, "
+                f"not to objective={self.objective!r}; remove {them} or choose --objective "
+                f"{other[0]}."
             )
+        self._check_disentangling_options()
         if self.kl_cycle_epochs and not 0 < self.kl_warmup_epochs < self.kl_cycle_epochs:
             raise ConfigError(
                 "kl_cycle_epochs needs 0 < kl_warmup_epochs < kl_cycle_epochs (each cycle "
                 "warms up, then trains at the full weight). Received: kl_cycle_epochs="
                 f"{self.kl_cycle_epochs}, kl_warmup_epochs={self.kl_warmup_epochs}"
+            )
+
+    def _check_disentangling_options(self) -> None:
+        """The values of beta-TCVAE's, the capacity-annealed beta-VAE's and FactorVAE's."""
+        _check_choice("tc_estimator", self.tc_estimator, TC_ESTIMATORS)
+        for name in ("tc_weight", "capacity", "capacity_weight"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:
+                raise ConfigError(f"{name} must be >= 0. Received: {name}={value!r}")
+        if self.capacity_epochs is not None and self.capacity_epochs < 0:
+            raise ConfigError(
+                f"capacity_epochs must be an int >= 0. Received: capacity_epochs="
+                f"{self.capacity_epochs!r}"
+            )
+        if not self.discriminator_units or min(self.discriminator_units) < 1:
+            raise ConfigError(
+                "discriminator_units must be a non-empty list of positive ints, for example "
+                f"[1000, 1000]. Received: discriminator_units={self.discriminator_units!r}"
+            )
+        if not self.discriminator_learning_rate > 0:
+            raise ConfigError(
+                "discriminator_learning_rate must be > 0. Received: "
+                f"discriminator_learning_rate={self.discriminator_learning_rate!r}"
             )
 
     def resolved(self) -> TrainConfig:

@@ -46,7 +46,14 @@ def resolve_data(config: TrainConfig) -> TrainConfig:
     `validation_split` default to `data.DEFAULT_VALIDATION_SPLIT`, so that held-out metrics
     never use training images. (`eval_split="train"` asks for metrics on the training images:
     then the whole file trains unless `validation_split` is given.)
+
+    A tfds data set with one split and no `test` (dSprites' grid, `synthetic_dsprites`) has no
+    held-out images: the default eval split `test` becomes that split, as disentanglement_lib
+    trains and scores on the whole grid.
     """
+    spec = data.DATASET_SPECS.get(config.dataset)
+    if spec is not None and config.eval_split == "test" and spec.splits == ("train",):
+        return config.replace(eval_split="train")
     if not is_array_dataset(config):
         return config
     changes = {}

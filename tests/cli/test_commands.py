@@ -111,6 +111,12 @@ def test_unknown_option_lists_the_valid_ones(capsys):
         (["train", "--conv-filters", "8", "16"], "conv_filters=[8, 16] applies only to network="),
         (["train", "--network", "conv", "--conv-kernel-size", "0"], "conv_kernel_size must be"),
         (["train", "--network", "conv", "--conv-filters", "8", "0"], "conv_filters must be a"),
+        (["train", "--tc-weight", "3"], "tc_weight=3.0 applies only to objective='betatc' or"),
+        (
+            ["train", "--objective", "betatc", "--discriminator-units", "8"],
+            "applies only to objective='factorvae'",
+        ),
+        (["train", "--objective", "betatc", "--tc-estimator", "mss"], "tc_estimator must be"),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(argv, message, capsys, tmp_path):
@@ -495,6 +501,18 @@ def test_train_help_shows_groups_defaults_and_registered_choices(capsys):
         assert group in text
     assert "--learning-rate X Adam step size (default: 0.001)" in text
     assert "p(z): standard, mixture, vamp (default: standard)" in text
+    # the disentangling objectives' options, in the objective group, with their defaults
+    objective_group = text.split("objective:", 1)[1].split("network:", 1)[0]
+    for option in ("--tc-weight", "--tc-estimator", "--capacity", "--capacity-epochs",
+                   "--capacity-weight", "--discriminator-units",
+                   "--discriminator-learning-rate"):  # fmt: skip
+        assert option in objective_group, option
+    assert "mws, importance (mws inflates the reported tc) (default: importance)" in text
+    from keras_vae import BetaTC, FactorVAE
+
+    # the help's stated defaults are the classes' own
+    weights = f"(default: {BetaTC().beta:g} betatc, {FactorVAE().gamma:g} factorvae)"
+    assert weights in text
 
 
 def test_no_arguments_print_the_overview_and_version(capsys):
@@ -505,3 +523,11 @@ def test_no_arguments_print_the_overview_and_version(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--version"])
     assert capsys.readouterr().out.strip() == f"keras-vae {keras_vae.__version__}"
+
+
+def test_default_run_directory_of_a_tfds_name_with_its_config():
+    from pathlib import Path
+
+    small = TrainConfig(dataset="synthetic_dsprites/small")
+    assert cli._default_output(small) == Path("runs") / "synthetic_dsprites_small"
+    assert cli._default_output(TrainConfig(dataset="data/faces.npz")) == Path("runs") / "faces"

@@ -86,6 +86,42 @@ def test_tfds_slices_and_limit_of_the_real_data() -> None:
 # --- checks in the pipeline -------------------------------------------------------------------
 
 
+def test_synthetic_dsprites_is_generated_offline_and_streamed_from_all_its_files(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from keras_vae.data.builders import synthetic_dsprites as sprites
+    from keras_vae.runs.splits import resolve_data
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("generating synthetic_dsprites must not touch the network")
+
+    monkeypatch.setattr(data.socket, "create_connection", no_network)
+    # a small shuffle buffer: the 2,304 sprites are streamed, not cached
+    stream = data.open_stream("synthetic_dsprites/small", data_dir=str(tmp_path),
+                              shuffle_buffer=500)  # fmt: skip
+    assert stream.shape == (2304, 32, 32, 1) and not stream.cached
+    files = sorted((tmp_path / "synthetic_dsprites" / "small").glob("*/*.tfrecord*"))
+    assert len(files) == data.SORTED_SHARDS  # prepared in the data dir given, in parts
+    grid = sprites.render(sprites.factor_grid(sprites.SMALL), sprites.SMALL)[..., None]
+    got = _epoch(stream.dataset(batch_size=256, shuffle=False))
+    # each sprite once, the files read in turn: the first 128 are each file's first example
+    # (dSprites' order: part k starts at example 18 k), not the first 128 of the grid
+    assert got.shape == grid.shape and set(np.unique(got)) == {0.0, 1.0}
+    np.testing.assert_array_equal(got[:128], grid[::18].astype("float32"))
+    assert sorted(r.tobytes() for r in got.astype("uint8")) == sorted(
+        r.tobytes() for r in grid.astype("uint8")
+    )
+    # prepared by tfds itself (one file): streamed with a warning that says how to fix it
+    other = tmp_path / "by_tfds"
+    tfds.builder("synthetic_dsprites/small", data_dir=str(other)).download_and_prepare()
+    with pytest.warns(UserWarning, match="stored sorted in 1 file.* prepare it again in 128"):
+        data.open_stream("synthetic_dsprites/small", data_dir=str(other), shuffle_buffer=500)
+    # one split: a run evaluates on it (as disentanglement_lib scores the whole grid)
+    config = TrainConfig(dataset="synthetic_dsprites/small", data_dir=str(tmp_path))
+    assert resolve_data(config).eval_split == "train"
+    assert data.default_likelihood("synthetic_dsprites") == "bernoulli"
+
+
 def test_a_bad_batch_beyond_the_first_examples_stops_the_pipeline_in_one_line() -> None:
     images = np.random.default_rng(0).random((data.HEAD_SIZE + 500, 3, 3)).astype(np.float32)
     images[data.HEAD_SIZE + 200, 1, 1] = np.nan

@@ -166,11 +166,11 @@ def test_capacity_schedule_and_loss_match_their_formulas():
 @pytest.mark.parametrize(
     "objective",
     [
-        dobj.BetaTC(beta=6.0, dataset_size=64),
+        dobj.BetaTC(beta=6.0, dataset_size=64, estimator="mws"),
         dobj.BetaTC(num_samples=2, estimator="importance", dataset_size=64),
         dobj.AnnealedCapacity(gamma=10.0, capacity=2.0, capacity_steps=8),
     ],
-    ids=["betatc", "betatc-importance", "capacity"],
+    ids=["betatc-mws", "betatc-importance", "capacity"],
 )
 def test_objectives_train_under_xla_and_round_trip_through_keras_files(objective):
     vae = _tiny_vae(objective)
@@ -216,11 +216,34 @@ def test_registered_by_name_and_arguments_checked():
 
 def test_train_config_builds_the_objectives_by_name():
     from keras_vae.models.vae.kind import make_objective
+    from keras_vae.parts.factor_vae import FactorVAE
     from keras_vae.runs.config import TrainConfig
 
     config = TrainConfig(objective="betatc", batch_size=50, samples=2)
     objective = make_objective(config, epoch_steps=8)
     assert isinstance(objective, dobj.BetaTC)
     assert (objective.dataset_size, objective.num_samples) == (400, 2)  # one epoch's examples
-    objective = make_objective(config.replace(objective="annealed_capacity"), epoch_steps=8)
-    assert isinstance(objective, dobj.AnnealedCapacity) and objective.capacity == 25.0
+    # the options not given are the papers' (and the Python classes') defaults
+    assert (objective.beta, objective.estimator) == (6.0, "importance")
+    objective = make_objective(config.replace(tc_weight=3.0, tc_estimator="mws"), epoch_steps=8)
+    assert (objective.beta, objective.estimator) == (3.0, "mws")
+
+    config = TrainConfig(objective="annealed_capacity")
+    objective = make_objective(config, epoch_steps=8)
+    assert isinstance(objective, dobj.AnnealedCapacity)
+    assert (objective.capacity, objective.gamma, objective.capacity_steps) == (25.0, 1000, 100_000)
+    config = config.replace(capacity=5.0, capacity_weight=30.0, capacity_epochs=3)
+    objective = make_objective(config, epoch_steps=8)
+    assert (objective.capacity, objective.gamma, objective.capacity_steps) == (5.0, 30.0, 24)
+    with pytest.raises(ValueError, match="needs epoch_steps"):
+        make_objective(config)
+
+    config = TrainConfig(objective="factorvae")
+    objective = make_objective(config, epoch_steps=8)
+    assert isinstance(objective, FactorVAE) and objective.gamma == 10.0
+    assert objective.discriminator.hidden_units == [1000] * 6
+    config = config.replace(tc_weight=4.0, discriminator_units=[16, 8],
+                            discriminator_learning_rate=1e-3)  # fmt: skip
+    objective = make_objective(config, epoch_steps=8)
+    assert (objective.gamma, objective.discriminator.hidden_units) == (4.0, [16, 8])
+    assert objective.discriminator.learning_rate == 1e-3

@@ -142,6 +142,44 @@ def test_gradient_estimator_choices():
             {"likelihood": "bernoulli", "likelihood_components": 3},
             "likelihood_components applies to a likelihood with components (logistic)",
         ),
+        # the disentangling objectives' options: each refused for the other objectives
+        (
+            {"tc_weight": 3.0},
+            "tc_weight=3.0 applies only to objective='betatc' or 'factorvae', not to "
+            "objective='elbo'; remove it or choose --objective betatc.",
+        ),
+        (
+            {"objective": "betatc", "capacity": 10.0, "capacity_epochs": 2},
+            "capacity=10.0, capacity_epochs=2 apply only to objective='annealed_capacity', "
+            "not to objective='betatc'",
+        ),
+        (
+            {"objective": "factorvae", "tc_estimator": "mws"},
+            "tc_estimator='mws' applies only to objective='betatc'",
+        ),
+        (
+            {"objective": "annealed_capacity", "discriminator_units": [8]},
+            "discriminator_units=[8] applies only to objective='factorvae'",
+        ),
+        ({"objective": "iwae", "capacity_weight": 5.0}, "capacity_weight=5.0 applies only"),
+        ({"objective": "betatc", "tc_estimator": "mss"}, "tc_estimator must be one of ['mws', "),
+        ({"objective": "factorvae", "tc_weight": -1.0}, "tc_weight must be >= 0. Received"),
+        (
+            {"objective": "annealed_capacity", "capacity_epochs": -1},
+            "capacity_epochs must be an int >= 0",
+        ),
+        (
+            {"objective": "factorvae", "discriminator_units": [8, 0]},
+            "discriminator_units must be a non-empty list of positive ints",
+        ),
+        (
+            {"objective": "factorvae", "discriminator_learning_rate": 0.0},
+            "discriminator_learning_rate must be > 0",
+        ),
+        (
+            {"model": "vqvae", "tc_weight": 2.0},
+            "tc_weight=2.0 applies only to model='vae'",
+        ),
     ],
 )
 def test_options_that_do_not_fit_the_parts_are_one_line_errors(values, message):

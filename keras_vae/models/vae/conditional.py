@@ -236,8 +236,9 @@ class ConditionalVAE(VAE):
             (self.decoder, decoder_shape),
             (self.likelihood, self.decoder.compute_output_shape(decoder_shape)),
             (self.prior, (None, size)),
+            (self.auxiliary_layer, (None, self.latent_dim)),
         ):
-            if not layer.built:
+            if layer is not None and not layer.built:
                 layer.build(shape)
         self.built = True
 

@@ -27,9 +27,11 @@ class VAEKind(ModelKind):
         "latent_dim", "hidden_units", "network", "samples", "start_samples",
         "start_samples_epochs", "beta", "kl_warmup_epochs", "kl_cycle_epochs", "free_bits",
         "conditional", "activation", "conv_filters", "conv_kernel_size", "precision",
+        "tc_weight", "tc_estimator", "capacity", "capacity_epochs", "capacity_weight",
+        "discriminator_units", "discriminator_learning_rate",
     )  # fmt: skip
     figure_kinds = pictures.KINDS
-    evaluate_options = ("importance_samples", "seed")
+    evaluate_options = ("importance_samples", "seed", "disentanglement", "disentanglement_samples")
 
     def uses_labels(self, config) -> bool:
         return bool(config.conditional)
@@ -126,6 +128,17 @@ class VAEKind(ModelKind):
             f"{result['latent_dim']} active units, {result['num_examples']} examples"
         )
         return result, line
+
+    def representation(self, model, config):
+        """The posterior mean E[z|x], disentanglement_lib's representation of a VAE."""
+        if config.conditional:
+            raise ValueError(
+                "--disentanglement scores codes of images alone, but a conditional VAE's q(z|x, y) "
+                "needs each image's label y: evaluate an unconditional VAE."
+            )
+        from keras_vae.metrics.disentanglement import representation_function
+
+        return representation_function(model)
 
     def sample(self, model, num, seed=0, labels=None) -> np.ndarray:
         """E[x|z], z ~ p(z) (a conditional VAE: z ~ p(z|y) for the given labels, or the

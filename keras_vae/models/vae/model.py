@@ -98,6 +98,9 @@ class VAE(ExactReplicaTrainer):
                 f"posterior over {latent_dim}; give both the same latent_dim."
             )
         self.objective = objective
+        # a layer the objective trains itself (FactorVAE's discriminator): tracked here so that
+        # it is built, saved and restored with the model; its variables are not trainable here
+        self.auxiliary_layer = objective.auxiliary_layer
         self.latent_dim = int(latent_dim)
 
     @property
@@ -119,8 +122,9 @@ class VAE(ExactReplicaTrainer):
             (self.decoder, z_shape),
             (self.likelihood, self.decoder.compute_output_shape(z_shape)),
             (self.prior, None),
+            (self.auxiliary_layer, z_shape),
         ):
-            if not layer.built:
+            if layer is not None and not layer.built:
                 layer.build(shape)
         self.built = True
 
@@ -175,6 +179,13 @@ class VAE(ExactReplicaTrainer):
         if not self.built:  # fit() without a prior call: build here so build_config is saved
             self.build(x.shape)
         return self.objective(self, x, noise, step)
+
+    def after_update(self, terms, seed, position):
+        """The objective's own update (e.g. FactorVAE's discriminator step), if it has one."""
+        return self.objective.after_update(self, terms, seed, position)
+
+    def held_out_terms(self, terms, seed, position):
+        return self.objective.held_out_terms(self, terms, seed, position)
 
     def predict_step(self, data):
         return self(self._unpack(data), training=False)
