@@ -1,53 +1,47 @@
-"""keras_vae.workflows.sample and .encode (`keras-vae sample`, `keras-vae encode`): what they
-write equals what the run's model computes, for an array-file run with labels."""
+"""keras_vae.workflows.sample (`keras-vae sample`): what it writes equals what the run's model
+draws, as an array or a PNG grid; bad requests are refused in one line."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import tensorflow as tf
+from PIL import Image
 
 from keras_vae.cli import commands as cli
 from keras_vae.runs import directory as runs
-from keras_vae.runs.config import TrainConfig
-from keras_vae.workflows import train
+from keras_vae.runs.config import ConfigError
+from keras_vae.workflows import sample
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("run")
-    rng = np.random.default_rng(3)
-    x = (rng.uniform(size=(120, 6, 6, 1)) > 0.5).astype("float32")
-    np.savez(root / "toy.npz", x=x, y=np.arange(120) % 3)
-    config = TrainConfig(dataset=str(root / "toy.npz"), eval_split="train", latent_dim=2,
-                         hidden_units=[8], epochs=1, batch_size=40, image_every=0)  # fmt: skip
-    train.train(config, root / "run", verbose=0, progress=lambda line: None)
-    return root
-
-
-def test_sample_writes_what_the_model_draws(run, tmp_path):
-    assert cli.main(["sample", str(run / "run"), "--num", "5", "--seed", "4",
+def test_sample_writes_what_the_model_draws(labelled_run, tmp_path):
+    run = str(labelled_run / "run")
+    assert cli.main(["sample", run, "--num", "5", "--seed", "4",
                      "--output", str(tmp_path / "s.npy")]) == 0  # fmt: skip
-    model = runs.load_model(run / "run" / runs.MODEL_FILE)
+    model = runs.load_model(labelled_run / "run" / runs.MODEL_FILE)
     np.testing.assert_allclose(np.load(tmp_path / "s.npy"), model.sample(5, seed=4), atol=1e-6)
-    assert cli.main(["sample", str(run / "run"), "--output", str(tmp_path / "s.png")]) == 0
+    assert cli.main(["sample", run, "--output", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").stat().st_size > 0
-    assert cli.main(["sample", str(run / "run"), "--output", str(tmp_path / "s.txt")]) == 2
-    assert cli.main(["sample", str(run / "run"), "--label", "1", "--output",
+    assert cli.main(["sample", run, "--output", str(tmp_path / "s.txt")]) == 2
+    assert cli.main(["sample", run, "--label", "1", "--output",
                      str(tmp_path / "l.npy")]) == 2  # not a conditional run  # fmt: skip
 
 
-def test_encode_writes_the_posterior_and_the_projector(run, tmp_path):
-    projector = tmp_path / "projector"
-    assert cli.main(["encode", str(run / "run"), str(run / "toy.npz"), "--output",
-                     str(tmp_path / "z.npz"), "--projector", str(projector)]) == 0  # fmt: skip
-    found = np.load(tmp_path / "z.npz")
-    model = runs.load_model(run / "run" / runs.MODEL_FILE)
-    x = np.load(run / "toy.npz")["x"]
-    np.testing.assert_allclose(found["mean"], model.encode(x).mean(), atol=1e-5)
-    np.testing.assert_array_equal(found["labels"], np.arange(120) % 3)
-    assert (projector / "metadata.tsv").read_text().split() == [str(i % 3) for i in range(120)]
-    reader = tf.train.load_checkpoint(str(projector))
-    stored = reader.get_tensor("embedding/.ATTRIBUTES/VARIABLE_VALUE")
-    np.testing.assert_allclose(stored, found["mean"], atol=1e-6)
-    assert "sprite.png" in (projector / "projector_config.pbtxt").read_text()
+def test_the_png_is_the_grid_of_the_same_draws(labelled_run, tmp_path):
+    model = runs.load_model(labelled_run / "run" / runs.MODEL_FILE)
+    images = sample.sample_run(labelled_run / "run", num=5, seed=2)
+    np.testing.assert_allclose(images, model.sample(5, seed=2), atol=1e-6)
+    sample.write_images(images, tmp_path / "grid.png")
+    grid = np.asarray(Image.open(tmp_path / "grid.png"))
+    # 5 images of 6x6: 3 columns, 2 rows, 1-pixel white gaps; the sixth cell is white
+    assert grid.shape == (2 * 7 - 1, 3 * 7 - 1) and grid.dtype == np.uint8
+    for index in range(5):
+        top, left = (index // 3) * 7, (index % 3) * 7
+        expected = np.round(np.clip(images[index, :, :, 0], 0, 1) * 255)
+        np.testing.assert_array_equal(grid[top : top + 6, left : left + 6], expected)
+    assert (grid[7:, 14:] == 255).all() and (grid[6, :] == 255).all()
+
+
+@pytest.mark.parametrize("num", [0, -3, 2.5, True])
+def test_a_bad_number_of_images_is_refused(labelled_run, num):
+    with pytest.raises(ConfigError, match="--num must be a positive int"):
+        sample.sample_run(labelled_run / "run", num=num)
