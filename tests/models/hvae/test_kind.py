@@ -13,7 +13,9 @@ import tensorflow as tf
 
 from keras_vae.cli import commands as cli
 from keras_vae.models.hvae import HierarchicalVAE
+from keras_vae.models.hvae.layers import GatedDense
 from keras_vae.runs import directory as runs
+from keras_vae.runs.config import TrainConfig
 from keras_vae.workflows import train
 
 RNG = np.random.default_rng(11)
@@ -101,3 +103,22 @@ def test_export_writes_checked_encoder_decoder_and_scorer(run, tmp_path, capsys)
     assert cli.main(["export", run_dir, "--output", str(output), "--no-tflite"]) != 0
     assert "version 1 already exists" in capsys.readouterr().err
     assert (output / "export_report.json").read_bytes() == before
+
+
+def test_network_gated_mlp_builds_gated_blocks_and_conv_is_refused_in_one_line(
+    toy_npz, tmp_path, capsys
+):
+    config = TrainConfig(model="hvae", latent_dims=[4, 2], hidden_units=[8], network="gated_mlp")
+    model = train.build_model(config, (6, 6, 1), "bernoulli")
+    blocks = [*model.bottom_up.blocks[0], *model.bottom_up.blocks[1],
+              *model.cells[0].state_layers, *model.decoder.dense_layers]  # fmt: skip
+    assert len(blocks) == 4 and all(isinstance(layer, GatedDense) for layer in blocks)
+    plain = train.build_model(config.replace(network="mlp"), (6, 6, 1), "bernoulli")
+    assert not any(isinstance(layer, GatedDense) for layer in plain.decoder.dense_layers)
+    argv = ["train", "--model", "hvae", "--network", "conv", "--dataset", str(toy_npz),
+            "--output", str(tmp_path / "run")]  # fmt: skip
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--network conv is not a hierarchical VAE's" in err
+    assert "--network mlp|gated_mlp" in err
+    assert not (tmp_path / "run" / runs.CONFIG_FILE).exists()
