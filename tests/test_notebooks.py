@@ -31,6 +31,7 @@ CASES = [
         SHARED / "data" / "binarized_mnist" / "binarized_mnist_test.amat",
         3,
     ),
+    ("08_hierarchical_vae.ipynb", SHARED / "tensorflow_datasets" / "binarized_mnist", 5),
 ]
 
 
