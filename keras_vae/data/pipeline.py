@@ -584,10 +584,9 @@ def validate_images(
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
         raise DataValidationError(f"{name} must be numeric. Received: dtype={x.dtype}")
     if np.issubdtype(x.dtype, np.inexact):
-        for what, bad in (("NaN", np.isnan(x)), ("Inf", np.isinf(x))):
-            count = int(np.count_nonzero(bad))
+        for what, test in (("NaN", np.isnan), ("Inf", np.isinf)):
+            count, first = _count_where(test, x)
             if count:
-                first = tuple(int(i) for i in np.argwhere(bad)[0])
                 raise DataValidationError(
                     f"{name} has {count} {what} value(s), the first at index {first} "
                     f"(image {first[0]}); remove or repair those images."
@@ -595,6 +594,20 @@ def validate_images(
     problem = registry.get("likelihood", likelihood).check_values(x)
     if problem is not None:
         raise DataValidationError(f"{name} {problem}")
+
+
+def _count_where(test, x: np.ndarray) -> tuple[int, tuple[int, ...] | None]:
+    """How many values of `x` pass `test` (np.isnan, say) and the index of the first, one
+    chunk at a time (`_chunks`): the boolean mask of a whole large array is never made."""
+    count, first = 0, None
+    for start, chunk in _chunks(x):
+        mask = test(chunk)
+        found = int(np.count_nonzero(mask))
+        if found and first is None:
+            index = tuple(int(i) for i in np.argwhere(mask)[0])
+            first = (start + index[0], *index[1:])
+        count += found
+    return count, first
 
 
 def binarize(x: np.ndarray, rng_or_seed: np.random.Generator | int | None = None) -> np.ndarray:
@@ -711,13 +724,19 @@ def make_dataset(
     likelihood = "bernoulli" if dynamic_binarization else "gaussian"
     validate_images(x, likelihood=likelihood, name="x")
     x = x.astype(np.float32, copy=False)
-    ds = tf.data.Dataset.from_tensor_slices(x if labels is None else (x, _check_labels(labels, x)))
-    if shuffle:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
-    return _finish(ds, seed, dynamic_binarization)
+    # One copy of x in TensorFlow, as a single element, gathered by batches of (permuted)
+    # indices: no shuffle buffer of the images (a copy of them all, element by element), and
+    # no graph rewrite of the pipeline (tf.data's default optimizations serialize the graph,
+    # the array with it as a constant: another copy).
+    whole = tf.data.Dataset.from_tensors(x if labels is None else (x, _check_labels(labels, x)))
+    indices = epoch_indices(len(x), shuffle=shuffle, seed=seed, repeat=repeat)
+    indices = indices.batch(int(batch_size), drop_remainder=drop_remainder)
+    ds = tf.data.Dataset.zip(whole.repeat(), indices).map(
+        lambda arrays, i: tf.nest.map_structure(lambda a: tf.gather(a, i), arrays)
+    )
+    options = tf.data.Options()
+    options.experimental_optimization.apply_default_optimizations = False
+    return _finish(ds.with_options(options), seed, dynamic_binarization)
 
 
 # --- streamed splits -----------------------------------------------------------------------
@@ -946,7 +965,9 @@ def epoch_indices(count: int, *, shuffle: bool, seed: int | None, repeat: bool) 
         order = tf.random.experimental.stateless_shuffle(tf.range(count, dtype=tf.int64), pair)
         return tf.data.Dataset.from_tensor_slices(order)
 
-    return seeds.flat_map(permutation)
+    ds = seeds.flat_map(permutation)  # (flat_map does not know how many: say it)
+    size = tf.data.INFINITE_CARDINALITY if repeat else count
+    return ds.apply(tf.data.experimental.assert_cardinality(size))
 
 
 def head_size(image_shape) -> int:
