@@ -7,9 +7,68 @@ the mirrored folders may repeat a basename.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 from helpers import SHARED, TFDS_DIR, write_toy_images
+
+#: Session fixtures that train something: the test files that use one form one unit of work.
+SHARED_RUNS = ("labelled_run",)
+#: Tests that take longest on their own: scheduled right after the files of shared fixtures,
+#: so that no worker starts one of them while the other runs out of work.
+LONG_FIRST = (
+    "tests/engine/test_multiworker.py::",
+    "tests/test_notebooks.py::",
+    "tests/runs/test_directory.py::test_training_survives",
+)
+_MODULE_FIXTURE = re.compile(r"@pytest\.fixture\([^)]*scope=\"module\"")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`-n 2 --dist load`, the README's test command: every test is a unit of work of its
+    own, so the long ones spread over the workers, except that a test file that defines a
+    module-scoped fixture (a trained run, an exported model, one process for several mirrored
+    cases) is one unit, as are the files that use a `SHARED_RUNS` fixture: one worker computes
+    the fixture, once. The files' units go first (most tests first), then `LONG_FIRST`, then
+    the other tests in their order. (pytest-xdist's `--dist loadgroup` would express the
+    groups with marks, but it does not group under pytest 9.2: pytest-xdist issue #1386.)"""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    root, units = Path(str(config.rootpath)), {}
+
+    def file_unit(path: str) -> str | None:
+        """The unit of the tests of the file at `path`; None: each test its own."""
+        if path not in units:
+            try:
+                text = (root / path).read_text()
+            except OSError:
+                text = ""
+            shared = [name for name in SHARED_RUNS if re.search(rf"\b{name}\b", text)]
+            units[path] = shared[0] if shared else (path if _MODULE_FIXTURE.search(text) else None)
+        return units[path]
+
+    def rank(workqueue, scope) -> tuple[int, int]:
+        tests = len(workqueue[scope])
+        if tests > 1 or "::" not in scope:  # a file's or a shared run's tests
+            return (0, -tests)
+        return (1 if scope.startswith(LONG_FIRST) else 2, 0)
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return file_unit(nodeid.split("::", 1)[0]) or nodeid
+
+        def _assign_work_unit(self, node) -> None:
+            if not getattr(self, "_ordered", False):  # once, before the first unit goes out
+                for scope in sorted(self.workqueue, key=lambda s: rank(self.workqueue, s)):
+                    self.workqueue.move_to_end(scope)  # (a stable sort: else their order)
+                self._ordered = True
+            super()._assign_work_unit(node)
+
+    return SharedFixtureScheduling(config, log)
 
 
 @pytest.fixture(scope="session")

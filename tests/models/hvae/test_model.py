@@ -3,15 +3,11 @@ linear-Gaussian hierarchy with a closed-form log p(x) (SciPy) and ELBO (NumPy), 
 pass of the top-down pass, the plain VAE at L = 1, the .keras round trip, training with XLA,
 and 2 CPU replicas equal to one device. (Its estimate of log p(x): test_metrics.py.)"""
 
-import json
-import subprocess
-import sys
-
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import run_saving_test
+from helpers import run_mirrored_cases, run_saving_test
 from hvae_references import (
     D1,
     D2,
@@ -329,11 +325,11 @@ import keras
 from keras_vae import registry
 from keras_vae.models.hvae import mlp_hvae
 
-case = json.loads(sys.argv[1])
+strategy = distribute.get_strategy("mirrored")  # one for every case (see helpers)
 rng = np.random.default_rng(0)
 x = (rng.uniform(size=(63, 6, 5, 1)) > 0.5).astype("float32")  # batches of 21 split 11 + 10
 
-def make(strategy, jit_compile):
+def make(case, strategy, jit_compile):
     keras.utils.set_random_seed(0)
     with strategy.scope():
         spec = case["objective"]
@@ -344,49 +340,46 @@ def make(strategy, jit_compile):
         model.compile(keras.optimizers.SGD(0.05), jit_compile=jit_compile)
     return model
 
-single = make(distribute.get_strategy("default"), False)
-initial = [w.copy() for w in single.get_weights()]
-hs = single.fit(x, batch_size=21, epochs=2, shuffle=False, verbose=0).history
-out = {"weight_change": max(float(np.abs(a - b).max())
-                            for a, b in zip(initial, single.get_weights())),
-       "single": {k: v[-1] for k, v in hs.items()}}
-strategy = distribute.get_strategy("mirrored")
-out["replicas"] = strategy.num_replicas_in_sync
-for jit in case["jit_compile"]:
-    mirrored = make(strategy, jit)
-    mirrored.set_weights(initial)
-    hm = mirrored.fit(x, batch_size=21, epochs=2, shuffle=False, verbose=0).history
-    out[str(jit)] = {
-        "xla": mirrored.xla,
-        "weight_diff": max(float(np.abs(a - b).max())
-                           for a, b in zip(single.get_weights(), mirrored.get_weights())),
-        "metrics": {k: v[-1] for k, v in hm.items()},
-    }
-print("RESULT " + json.dumps(out))
+def run(case):
+    single = make(case, distribute.get_strategy("default"), False)
+    initial = [w.copy() for w in single.get_weights()]
+    hs = single.fit(x, batch_size=21, epochs=2, shuffle=False, verbose=0).history
+    out = {"weight_change": max(float(np.abs(a - b).max())
+                                for a, b in zip(initial, single.get_weights())),
+           "single": {k: v[-1] for k, v in hs.items()}}
+    out["replicas"] = strategy.num_replicas_in_sync
+    for jit in case["jit_compile"]:
+        mirrored = make(case, strategy, jit)
+        mirrored.set_weights(initial)
+        hm = mirrored.fit(x, batch_size=21, epochs=2, shuffle=False, verbose=0).history
+        out[str(jit)] = {
+            "xla": mirrored.xla,
+            "weight_diff": max(float(np.abs(a - b).max())
+                               for a, b in zip(single.get_weights(), mirrored.get_weights())),
+            "metrics": {k: v[-1] for k, v in hm.items()},
+        }
+    return out
 """
+MIRRORED_CASES = {
+    "elbo": {"model": {}, "objective": {"name": "elbo", "config": {"num_samples": 2}},
+             "jit_compile": [None, False]},
+    "iwae-dreg-vamp": {
+        "model": {"prior": "vamp", "prior_components": 3},
+        "objective": {"name": "iwae", "config": {"num_samples": 3, "gradient": "dreg"}},
+        "jit_compile": [None],
+    },
+}  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        {"model": {}, "objective": {"name": "elbo", "config": {"num_samples": 2}},
-         "jit_compile": [None, False]},
-        {"model": {"prior": "vamp", "prior_components": 3},
-         "objective": {"name": "iwae", "config": {"num_samples": 3, "gradient": "dreg"}},
-         "jit_compile": [None]},
-    ],
-    ids=["elbo", "iwae-dreg-vamp"],
-)  # fmt: skip
-def test_mirrored_steps_equal_single_device_steps(case):
-    completed = subprocess.run(
-        [sys.executable, "-c", MIRRORED_EQUIVALENCE, json.dumps(case)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, completed.stderr[-3000:]
-    out = json.loads(lines[-1][len("RESULT ") :])
+@pytest.fixture(scope="module")
+def mirrored_results():
+    """Both cases in one fresh process (its TensorFlow start is the costly part)."""
+    return run_mirrored_cases(MIRRORED_EQUIVALENCE, MIRRORED_CASES)
+
+
+@pytest.mark.parametrize("name", MIRRORED_CASES)
+def test_mirrored_steps_equal_single_device_steps(name, mirrored_results):
+    case, out = MIRRORED_CASES[name], mirrored_results[name]
     assert out["replicas"] == 2 and out["weight_change"] > 1e-3
     for jit in case["jit_compile"]:
         run = out[str(jit)]

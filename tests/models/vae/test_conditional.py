@@ -325,10 +325,11 @@ def test_cli_trains_evaluates_plots_and_exports_a_conditional_conv_run(tmp_path,
     x, y = _data(90)
     np.savez(tmp_path / "tiny.npz", x=x, y=y)
     run = tmp_path / "run"
+    # without XLA: compiling the convolutions costs more than these 6 steps
     train = ["train", "--conditional", "--network", "conv", "--conv-filters", "4", "8",
              "--dataset", tmp_path / "tiny.npz", "--epochs", "2", "--batch-size", "30",
              "--hidden-units", "8", "--latent-dim", "2", "--quiet", "--image-every", "2",
-             "--output", run]  # fmt: skip
+             "--no-xla", "--output", run]  # fmt: skip
 
     class StopAfterOneEpoch(keras.callbacks.Callback):  # a kill after epoch 1's backup
         def on_epoch_begin(self, epoch, logs=None):
