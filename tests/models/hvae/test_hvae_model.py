@@ -22,6 +22,8 @@ from keras_vae.models.hvae.layers import SOFTPLUS_ONE  # noqa: E402
 from keras_vae.models.hvae.metrics import evaluate as hvae_evaluate  # noqa: E402
 from keras_vae.models.vae import evaluation
 from keras_vae.parts import objectives
+from keras_vae.parts.disentangling_objectives import BetaTC
+from keras_vae.parts.factor_vae import FactorVAE
 
 RNG = np.random.default_rng(30)
 SHAPE = (6, 5, 1)
@@ -421,6 +423,11 @@ def test_resample_from_layer_one_draws_z1_from_its_conditional_prior():
         ({"free_bits_groups": 2}, r"free_bits_groups must be None .* dividing its 3 channels"),
         ({"free_bits_groups": [1]}, r"free_bits_groups needs one entry per stochastic layer"),
         ({"prior": "laplace"}, r"prior must be one of"),
+        (
+            {"objective": FactorVAE()},
+            r"objective='factorvae' trains a one-layer VAE \(--model vae\); a hierarchical",
+        ),
+        ({"objective": BetaTC()}, r"objective='betatc' trains a one-layer VAE"),
     ],
 )
 def test_bad_arguments_are_refused_in_one_line(kwargs, pattern):
