@@ -356,6 +356,9 @@ class Objective:
 
     metric_names: tuple[str, ...] = ("elbo", "reconstruction", "kl")
 
+    #: Whether it also trains a model that samples z itself (`model.latent_terms`: a hierarchy).
+    takes_latent_terms = False
+
     #: A layer that the objective trains itself, with its own optimizer, after each update of
     #: the model (FactorVAE's discriminator), or None. The model tracks it (built with the
     #: model, its weights and optimizer state saved and restored with it) but its variables
@@ -473,6 +476,8 @@ class ELBO(Objective):
         free_bits: lambda, nats per latent dimension that are free (0: off).
     """
 
+    takes_latent_terms = True
+
     def __init__(
         self,
         num_samples=1,
@@ -557,6 +562,7 @@ class IWAE(Objective):
     """
 
     metric_names = ("iwae", "elbo", "reconstruction", "kl")
+    takes_latent_terms = True
 
     def __init__(self, num_samples: int = 5, gradient: str = "standard"):
         super().__init__(num_samples)

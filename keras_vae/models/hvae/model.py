@@ -187,6 +187,12 @@ class HierarchicalVAE(ExactReplicaTrainer):
                 "objective must be a keras_vae.objectives.Objective such as ELBO() or IWAE(5). "
                 f"Received: objective={objective!r}"
             )
+        if not objective.takes_latent_terms:  # e.g. beta-TCVAE: one q(z|x) over one z
+            name = getattr(type(objective), "registered_name", type(objective).__name__)
+            raise ValueError(
+                f"objective={name!r} trains a one-layer VAE (--model vae); a hierarchical VAE "
+                "trains with elbo or iwae (objectives with takes_latent_terms)."
+            )
         top_dim = getattr(top_posterior, "latent_dim", None)
         if top_dim is None:
             raise ValueError(

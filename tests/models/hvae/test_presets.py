@@ -11,6 +11,8 @@ import tensorflow as tf
 
 from keras_vae.models.hvae import conv_hvae, mlp_hvae
 from keras_vae.models.hvae.layers import GatedDense
+from keras_vae.parts.disentangling_objectives import BetaTC
+from keras_vae.parts.factor_vae import FactorVAE
 
 SHAPE = (6, 5, 1)
 RNG = np.random.default_rng(32)
@@ -63,6 +65,11 @@ def test_the_top_prior_gets_its_options():
         ({"free_bits_groups": 2}, r"free_bits_groups must be None .* dividing its 3 channels"),
         ({"free_bits_groups": [1]}, r"free_bits_groups needs one entry per stochastic layer"),
         ({"prior": "laplace"}, r"prior must be one of"),
+        (
+            {"objective": FactorVAE()},
+            r"objective='factorvae' trains a one-layer VAE \(--model vae\); a hierarchical",
+        ),
+        ({"objective": BetaTC()}, r"objective='betatc' trains a one-layer VAE"),
     ],
 )
 def test_bad_arguments_are_refused_in_one_line(kwargs, pattern):
