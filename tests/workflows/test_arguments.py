@@ -20,7 +20,7 @@ def test_data_dir_and_seed_options():
     }
     text = " ".join(parser.format_help().split())
     assert "--data-dir DIR tfds data directory (default: the one the run was trained with)" in text
-    assert "--seed SEED seed of the draws (default: 3)" in text
+    assert "--seed N seed of the draws (default: 3)" in text
     with pytest.raises(SystemExit):
         parser.parse_args(["--seed", "x"])
 
