@@ -6,7 +6,7 @@ continuous history. Prints how many kills were survived.
     python benchmarks/kill_resume.py --kills 20 --options "--prior mixture --posterior full"
 
 `--options` adds training options (the model's parts: any combination of `keras-vae train`'s
-options); the finished run must hold them. The test suite runs the same harness with 3 kills
+options); the finished run must hold them. The test suite runs the same harness with one kill
 and a non-default combination (tests/runs/test_directory.py).
 """
 

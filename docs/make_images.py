@@ -14,7 +14,7 @@ machines and TensorFlow versions):
 
 Data: binarized MNIST from tensorflow-datasets (`--data-dir`, default `$TFDS_DATA_DIR` or
 `../shared/tensorflow_datasets`) and, for the labelled split, the raw files in
-`--manual-dir` (default `../shared/data`; see `keras_vae.datasets.labeled_binarized_mnist`).
+`--manual-dir` (default `../shared/data`; see `keras_vae.data.builders.labeled_binarized_mnist`).
 Runs go to a temporary directory unless `--runs DIR` is given.
 """
 
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         # one row of samples per class: a conditional VAE on the labelled test split
         labelled = runs / "binarized_mnist_test_labeled.npz"
         subprocess.run(
-            [sys.executable, "-m", "keras_vae.datasets.labeled_binarized_mnist",
+            [sys.executable, "-m", "keras_vae.data.builders.labeled_binarized_mnist",
              "--manual-dir", args.manual_dir, "--output", str(labelled)],
             check=True, cwd=ROOT,
         )  # fmt: skip

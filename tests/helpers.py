@@ -5,6 +5,8 @@ this folder on the path): where the repository and the offline data are, toy dat
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tempfile
 import textwrap
 from collections.abc import Callable
@@ -91,8 +93,28 @@ def run_saving_test(
     return restored
 
 
-#: A script that trains a VAE of the parts in argv[1] (JSON) on one device and under a
-#: 2-replica MirroredStrategy and prints both results (tests of distribute and networks).
+def run_mirrored_cases(script: str, cases: dict, timeout: float = 600) -> dict:
+    """Runs `script` once in a fresh process (2 logical CPUs must be set up before TensorFlow
+    starts) for all `cases` ({id: case}, JSON); the script defines `run(case) -> dict` after
+    its set-up, as `MIRRORED_EQUIVALENCE` does. Returns {id: run(case)}."""
+    driver = script + textwrap.dedent(
+        """
+        cases = json.loads(sys.argv[1])
+        print("RESULT " + json.dumps({name: run(case) for name, case in cases.items()}))
+        """
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", driver, json.dumps(cases)],
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
+    assert completed.returncode == 0 and lines, completed.stderr[-3000:]
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+#: A script whose `run(case)` trains a VAE of the case's parts on one device and under a
+#: 2-replica MirroredStrategy and returns both results (tests of distribute and networks; run
+#: it with `run_mirrored_cases`).
 MIRRORED_EQUIVALENCE = textwrap.dedent(
     """
     import json, sys, warnings
@@ -103,13 +125,15 @@ MIRRORED_EQUIVALENCE = textwrap.dedent(
     import keras
     from keras_vae import mlp_vae, registry
 
-    case = json.loads(sys.argv[1])  # the model's parts and objective, the XLA settings
-
+    # one strategy for every case: a second MirroredStrategy in the same process reuses the
+    # first one's collective instance keys and its steps fail ("Shape mismatch in the
+    # collective instance")
+    strategy = distribute.get_strategy("mirrored")
     rng = np.random.default_rng(0)
     # 63 examples in global batches of 21: every batch splits 11 + 10 over the 2 replicas
     x = (rng.uniform(size=(63, 6, 5, 1)) > 0.5).astype("float32")
 
-    def make(strategy, jit_compile=None):
+    def make(case, strategy, jit_compile=None):
         keras.utils.set_random_seed(0)
         with strategy.scope():
             # the model's own noise: every replica draws the global batch's eps and keeps its
@@ -128,33 +152,33 @@ MIRRORED_EQUIVALENCE = textwrap.dedent(
     # the reference: one device without XLA. (With XLA, one device compiles the whole step,
     # noise included, and XLA's Philox kernel draws other numbers than TensorFlow's; under
     # replicas the noise is drawn outside the compiled replica math, by TensorFlow's kernel.)
-    single, _ = make(distribute.get_strategy("default"), False)
-    initial = [w.copy() for w in single.get_weights()]
-    # a layer the objective trains itself (FactorVAE's discriminator; in get_weights too)
-    auxiliary = getattr(single, "auxiliary_layer", None)
-    initial_auxiliary = [w.copy() for w in auxiliary.get_weights()] if auxiliary else []
-    hs = single.fit(x, batch_size=21, epochs=2, shuffle=False, verbose=0).history
-    out = {"xla_single": single.xla, "jit_single": bool(single.jit_compile),
-           "weight_change": max(float(np.abs(a - b).max())
-                                for a, b in zip(initial, single.get_weights())),
-           "auxiliary_change": max([float(np.abs(a - b).max()) for a, b in
-                                    zip(initial_auxiliary, auxiliary.get_weights())] or [0.0])
-                               if auxiliary else None,
-           "metrics_single": {k: v[-1] for k, v in hs.items()}}
-    strategy = distribute.get_strategy("mirrored")
-    out["replicas"] = strategy.num_replicas_in_sync
-    for jit in case["jit_compile"]:
-        mirrored, caught = make(strategy, jit)
-        mirrored.set_weights(initial)
-        hm = mirrored.fit(x, batch_size=21, epochs=2, shuffle=False, verbose=0).history
-        out[f"mirrored_{jit}"] = {
-            "xla": mirrored.xla, "jit": bool(mirrored.jit_compile), "warnings": caught,
-            "weight_diff": max(float(np.abs(a - b).max())
-                               for a, b in zip(single.get_weights(), mirrored.get_weights())),
-            "metrics": {k: v[-1] for k, v in hm.items()},
-            "evaluate": mirrored.evaluate(x, batch_size=21, verbose=0, return_dict=True),
-        }
-    out["evaluate_single"] = single.evaluate(x, batch_size=21, verbose=0, return_dict=True)
-    print("RESULT " + json.dumps(out))
+    def run(case):  # the model's parts and objective, the XLA settings
+        single, _ = make(case, distribute.get_strategy("default"), False)
+        initial = [w.copy() for w in single.get_weights()]
+        # a layer the objective trains itself (FactorVAE's discriminator; in get_weights too)
+        auxiliary = getattr(single, "auxiliary_layer", None)
+        initial_auxiliary = [w.copy() for w in auxiliary.get_weights()] if auxiliary else []
+        hs = single.fit(x, batch_size=21, epochs=2, shuffle=False, verbose=0).history
+        out = {"xla_single": single.xla, "jit_single": bool(single.jit_compile),
+               "weight_change": max(float(np.abs(a - b).max())
+                                    for a, b in zip(initial, single.get_weights())),
+               "auxiliary_change": max([float(np.abs(a - b).max()) for a, b in
+                                        zip(initial_auxiliary, auxiliary.get_weights())] or [0.0])
+                                   if auxiliary else None,
+               "metrics_single": {k: v[-1] for k, v in hs.items()}}
+        out["replicas"] = strategy.num_replicas_in_sync
+        for jit in case["jit_compile"]:
+            mirrored, caught = make(case, strategy, jit)
+            mirrored.set_weights(initial)
+            hm = mirrored.fit(x, batch_size=21, epochs=2, shuffle=False, verbose=0).history
+            out[f"mirrored_{jit}"] = {
+                "xla": mirrored.xla, "jit": bool(mirrored.jit_compile), "warnings": caught,
+                "weight_diff": max(float(np.abs(a - b).max())
+                                   for a, b in zip(single.get_weights(), mirrored.get_weights())),
+                "metrics": {k: v[-1] for k, v in hm.items()},
+                "evaluate": mirrored.evaluate(x, batch_size=21, verbose=0, return_dict=True),
+            }
+        out["evaluate_single"] = single.evaluate(x, batch_size=21, verbose=0, return_dict=True)
+        return out
     """
 )

@@ -28,8 +28,8 @@ MOVED = {
         "trainer", "distribute", "cluster", "callbacks")},
     "keras_vae.config": "keras_vae.runs.config",
     "keras_vae.export_tflite": "keras_vae.serving.tflite",
-    "keras_vae.export_checks": "keras_vae.serving.checks",
-    "keras_vae.export_signatures": "keras_vae.serving.signatures",
+    "keras_vae.export_checks": "keras_vae.models.vae.checks",
+    "keras_vae.export_signatures": "keras_vae.models.vae.signatures",
     "keras_vae.model": "keras_vae.models.vae.presets",  # VAE and mlp_vae
     "keras_vae.conditional": "keras_vae.models.vae.conditional",
     "keras_vae.evaluation": "keras_vae.models.vae.evaluation",

@@ -9,7 +9,7 @@
 Settings come from the defaults, then `--config FILE`, then the options given on the command
 line. Mistakes the user can fix (bad options, bad data, missing files) print one line and exit
 with status 2; set KERAS_VAE_DEBUG=1 to see the traceback and TensorFlow's own start-up log
-(hidden otherwise: see keras_vae._quiet).
+(hidden otherwise: see keras_vae._internal.quiet).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from keras_vae.parts.disentangling_objectives import TC_ESTIMATORS  # noqa: E402
 from keras_vae.parts.objectives import GRADIENT_ESTIMATORS  # noqa: E402
 from keras_vae.runs.config import ConfigError, TrainConfig  # noqa: E402
 from keras_vae.serving.checks import ExportCheckError  # noqa: E402
+from keras_vae.workflows.arguments import add_renamed_option  # noqa: E402
 from keras_vae.workflows.train import (  # noqa: E402
     NonFiniteLossError,
     ResourceError,
@@ -165,15 +166,6 @@ _EPILOG = """examples:
 """
 
 
-class _Renamed(argparse.Action):
-    """An old spelling of an option: sets the same value and notes the new name once."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        new = _RENAMED[option_string]
-        print(f"keras-vae: note: {option_string} is now {new}", file=sys.stderr)
-        setattr(namespace, self.dest, values)
-
-
 def _help(key: str, text: str) -> str:
     """The help text with the registry's choices filled in and TrainConfig's default."""
     from keras_vae.runs.config import _default
@@ -199,8 +191,7 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
                                        metavar=_METAVARS[kind], help=_help(key, text))  # fmt: skip
     for old, new in _RENAMED.items():
         key, kind = next((k, t) for o, k, t, _ in _TRAIN_OPTIONS if o == new)
-        train.add_argument(old, dest=key, type=kind, default=argparse.SUPPRESS,
-                           action=_Renamed, help=argparse.SUPPRESS)  # fmt: skip
+        add_renamed_option(train, old, new, key, type=kind, default=argparse.SUPPRESS)
     lists = (
         ("network", "--hidden-units", "hidden_units", "hidden layer sizes, e.g. 500 or 300 300"),
         ("network", "--conv-filters", "conv_filters", "conv, vqvae: channels of each stride-2 "

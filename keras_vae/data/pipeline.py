@@ -82,6 +82,7 @@ HEAD_BYTES = 32 << 20  # ... at most this many bytes of them as float32
 SHUFFLE_BUFFER = 60_000  # examples; MNIST-sized splits are cached and fully permuted
 SORTED_SHARDS = 128  # files keras_vae writes a large sorted data set in, all read at once
 IN_MEMORY_BYTES = 1 << 30  # array files whose float32 images need more are streamed
+CHECK_BYTES = 16 << 20  # float32 bytes of stored images that a check of values reads at once
 DEFAULT_VALIDATION_SPLIT = 0.1  # fraction of an array file held out when no eval file is given
 
 
@@ -583,10 +584,9 @@ def validate_images(
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
         raise DataValidationError(f"{name} must be numeric. Received: dtype={x.dtype}")
     if np.issubdtype(x.dtype, np.inexact):
-        for what, bad in (("NaN", np.isnan(x)), ("Inf", np.isinf(x))):
-            count = int(np.count_nonzero(bad))
+        for what, test in (("NaN", np.isnan), ("Inf", np.isinf)):
+            count, first = _count_where(test, x)
             if count:
-                first = tuple(int(i) for i in np.argwhere(bad)[0])
                 raise DataValidationError(
                     f"{name} has {count} {what} value(s), the first at index {first} "
                     f"(image {first[0]}); remove or repair those images."
@@ -594,6 +594,20 @@ def validate_images(
     problem = registry.get("likelihood", likelihood).check_values(x)
     if problem is not None:
         raise DataValidationError(f"{name} {problem}")
+
+
+def _count_where(test, x: np.ndarray) -> tuple[int, tuple[int, ...] | None]:
+    """How many values of `x` pass `test` (np.isnan, say) and the index of the first, one
+    chunk at a time (`_chunks`): the boolean mask of a whole large array is never made."""
+    count, first = 0, None
+    for start, chunk in _chunks(x):
+        mask = test(chunk)
+        found = int(np.count_nonzero(mask))
+        if found and first is None:
+            index = tuple(int(i) for i in np.argwhere(mask)[0])
+            first = (start + index[0], *index[1:])
+        count += found
+    return count, first
 
 
 def binarize(x: np.ndarray, rng_or_seed: np.random.Generator | int | None = None) -> np.ndarray:
@@ -710,13 +724,19 @@ def make_dataset(
     likelihood = "bernoulli" if dynamic_binarization else "gaussian"
     validate_images(x, likelihood=likelihood, name="x")
     x = x.astype(np.float32, copy=False)
-    ds = tf.data.Dataset.from_tensor_slices(x if labels is None else (x, _check_labels(labels, x)))
-    if shuffle:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
-    return _finish(ds, seed, dynamic_binarization)
+    # One copy of x in TensorFlow, as a single element, gathered by batches of (permuted)
+    # indices: no shuffle buffer of the images (a copy of them all, element by element), and
+    # no graph rewrite of the pipeline (tf.data's default optimizations serialize the graph,
+    # the array with it as a constant: another copy).
+    whole = tf.data.Dataset.from_tensors(x if labels is None else (x, _check_labels(labels, x)))
+    indices = epoch_indices(len(x), shuffle=shuffle, seed=seed, repeat=repeat)
+    indices = indices.batch(int(batch_size), drop_remainder=drop_remainder)
+    ds = tf.data.Dataset.zip(whole.repeat(), indices).map(
+        lambda arrays, i: tf.nest.map_structure(lambda a: tf.gather(a, i), arrays)
+    )
+    options = tf.data.Options()
+    options.experimental_optimization.apply_default_optimizations = False
+    return _finish(ds.with_options(options), seed, dynamic_binarization)
 
 
 # --- streamed splits -----------------------------------------------------------------------
@@ -908,11 +928,7 @@ class ArrayStream(ImageStream):
             batch = np.asarray(array[indices], dtype=dtype)
             return batch.reshape(len(indices), *shape)
 
-        ds = tf.data.Dataset.range(self.num_examples)
-        if shuffle:
-            ds = ds.shuffle(self.num_examples, seed=seed, reshuffle_each_iteration=True)
-        if repeat:
-            ds = ds.repeat()
+        ds = epoch_indices(self.num_examples, shuffle=shuffle, seed=seed, repeat=repeat)
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
 
         def images(i):
@@ -926,6 +942,32 @@ class ArrayStream(ImageStream):
     def arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
         """The whole array as float32 images in memory, and the labels (or None)."""
         return _to_float_images(np.asarray(self.array), self.name), self.labels
+
+
+def epoch_indices(count: int, *, shuffle: bool, seed: int | None, repeat: bool) -> tf.data.Dataset:
+    """The int64 indices 0 .. count - 1, one epoch (forever with `repeat`), each epoch in a new
+    random order when shuffling, reproducible from `seed`.
+
+    An epoch's order is one permutation of `count` indices (8 bytes each, made when the epoch
+    starts by `tf.random.experimental.stateless_shuffle`) from a seed pair that
+    `tf.data.Dataset.random` draws anew every epoch and every new iteration. (Not
+    `Dataset.range(count).shuffle(count)`: a shuffle buffer holds every index as a tensor,
+    about 170 bytes each, 107 MiB for 630,000 examples, and fills before the first batch.)
+    """
+    if not shuffle:
+        ds = tf.data.Dataset.range(count)
+        return ds.repeat() if repeat else ds
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    if not repeat:
+        seeds = seeds.take(1)
+
+    def permutation(pair: tf.Tensor) -> tf.data.Dataset:
+        order = tf.random.experimental.stateless_shuffle(tf.range(count, dtype=tf.int64), pair)
+        return tf.data.Dataset.from_tensor_slices(order)
+
+    ds = seeds.flat_map(permutation)  # (flat_map does not know how many: say it)
+    size = tf.data.INFINITE_CARDINALITY if repeat else count
+    return ds.apply(tf.data.experimental.assert_cardinality(size))
 
 
 def head_size(image_shape) -> int:
@@ -1055,7 +1097,7 @@ def open_array(
     max_in_memory_bytes: int = IN_MEMORY_BYTES,
     labels: bool = False,
 ) -> np.ndarray | ArrayStream:
-    """One part of an array file: in memory when small, else streamed from the mapped file.
+    """One part of an array file: in memory when the file is small, else streamed from the map.
 
     The held-out part follows Keras' `fit(validation_split=...)`: the last
     `validation_split` of the file, taken before any shuffling. (Shuffle a file that is
@@ -1068,7 +1110,9 @@ def open_array(
         validation_split: Fraction in (0, 1) held out at the end of the file; None: none.
         limit: Keep only the first `limit` examples of the part.
         likelihood: If given, check the whole part for it (`validate_images`, in chunks).
-        max_in_memory_bytes: Parts whose float32 images need more bytes are streamed.
+        max_in_memory_bytes: Every part of a file whose float32 images need more bytes is
+            streamed (the held-out part too: as an array it would cost its float32 size
+            several times over, in NumPy and in tf.data).
         labels: Give the file's `y` with the images (a `DataValidationError` when it has
             none): always an `ArrayStream` of (images, labels) pairs, over the stored array.
 
@@ -1082,6 +1126,7 @@ def open_array(
     if not path.is_file():
         raise DataValidationError(f"Array file not found: '{path}'.")
     x, y = open_array_file(path)
+    streamed = math.prod(x.shape) * 4 > max_in_memory_bytes
     name = f"{path.name} ({part})" if part != "all" else path.name
     x = split_array(x, part, validation_split, name=path.name)
     if labels and y is None:
@@ -1096,7 +1141,7 @@ def open_array(
     if labels:
         stored = x if x.ndim != 3 else x[..., np.newaxis]
         return ArrayStream(stored, name, checked=bool(likelihood), labels=y)
-    if math.prod(x.shape) * 4 <= max_in_memory_bytes:
+    if not streamed:
         return _to_float_images(np.asarray(x), name)
     return ArrayStream(x if x.ndim != 3 else x[..., np.newaxis], name, checked=bool(likelihood))
 
@@ -1126,9 +1171,12 @@ def split_array(x: np.ndarray, part: str, validation_split: float | None, name: 
     return x[:split_at] if part == "train" else x[split_at:]
 
 
-def _chunks(x: np.ndarray, size: int = 8192):
-    for start in range(0, len(x), size):
-        yield start, x[start : start + size]
+def _chunks(x: np.ndarray):
+    """`(start, x[start : start + rows])` over `x`, `rows` images needing at most
+    `CHECK_BYTES` as float32 (at least one): what the checks hold at once."""
+    rows = max(1, CHECK_BYTES // (4 * math.prod(x.shape[1:])))
+    for start in range(0, len(x), rows):
+        yield start, x[start : start + rows]
 
 
 def validate_array(x: np.ndarray, *, likelihood: str, name: str = "data") -> None:
@@ -1171,8 +1219,8 @@ def range_warning(stored: np.ndarray, name: str = "data") -> str | None:
     """
     if len(stored) == 0 or not np.issubdtype(stored.dtype, np.number):
         return None
-    low = min(float(c.min()) for _, c in _chunks(stored))
-    high = max(float(c.max()) for _, c in _chunks(stored))
+    lows, highs = zip(*((float(c.min()), float(c.max())) for _, c in _chunks(stored)), strict=True)
+    low, high = min(lows), max(highs)
     if stored.dtype == np.uint8 and high < 32:
         return (
             f"{name} is uint8 with maximum {high:g}: uint8 is read as 8-bit grey levels and "

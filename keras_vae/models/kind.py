@@ -171,16 +171,13 @@ class ModelKind:
 
     # ------------------------------------------------------------------------------ export
     def export(self, model, config, output, *, images, labels=None, **options) -> dict:
-        """Writes the kind's SavedModels and TFLite files; returns the report."""
+        """Writes the kind's SavedModels and TFLite files through the one export pipeline
+        (`keras_vae.serving.pipeline.export_parts`); returns its report."""
         raise NotImplementedError(f"the {self.registered_name} kind has no export")
 
     export_options: tuple[str, ...] = ()
     #: The TFLite variants the kind writes (of `keras_vae.serving.tflite.QUANTIZATIONS`).
     quantizations: tuple[str, ...] = ("none",)
-
-    def report_lines(self, report: dict, output) -> list[str]:
-        """The table `keras-vae export` prints of the report."""
-        return [f"{a.get('path')}" for a in report.get("artefacts", [])]
 
     def check_figure(self, model, figure: str) -> None:
         """Refuses a figure the model cannot draw before any data is read."""

@@ -5,7 +5,7 @@
                            completed epochs, each `epoch-NNNNN.weights.h5` with its state
                            file `epoch-NNNNN.state.json` (removed once the run has finished)
     RUN_DIR/.keras-vae.lock  held by the training process: one writer at a time
-                           (keras_vae.lock)
+                           (keras_vae._internal.lock)
     RUN_DIR/history.csv    per-epoch metrics (nats per example), updated every epoch
     RUN_DIR/model.keras    the trained VAE (Keras v3 format, loads with safe_mode=True)
     RUN_DIR/metrics.json   final ELBO and its terms (nats per example) on the training set
@@ -14,7 +14,7 @@
     RUN_DIR/tensorboard/   TensorBoard scalars (train/, validation/) and pictures (images/)
     RUN_DIR/images/        reconstruction and sample PNGs every few epochs
 
-Every file is written atomically (`keras_vae.atomic`): to a temporary file in the same
+Every file is written atomically (`keras_vae._internal.atomic`): to a temporary file in the same
 directory, fsync'ed, renamed with `os.replace`, and the directory fsync'ed, so a kill or a
 power loss at any moment leaves either the old file or the new one, never a truncated file
 that a later load would trust. A backup is committed by its state file, written only after
@@ -58,7 +58,7 @@ class RunDirectoryError(ValueError):
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Writes `text` to `path` atomically (`keras_vae.atomic.write_text`)."""
+    """Writes `text` to `path` atomically (`keras_vae._internal.atomic.write_text`)."""
     atomic.write_text(path, text)
 
 

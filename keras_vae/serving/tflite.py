@@ -3,8 +3,9 @@
 `convert_tflite` converts chosen signatures of a SavedModel into one flatbuffer with
 `TFLITE_BUILTINS` only (never Select TF ops); `tflite_operators` lists what a flatbuffer
 needs, so that a file with Flex or custom ops is refused before it is written. Integer
-quantization is calibrated by `representative_dataset`: the encoder on real images, the
-decoder on z ~ q(z|x) of those images and as many z from the model's learned prior.
+quantization is calibrated by a representative dataset that each kind gives (a VAE: the
+encoder on real images, the decoder on z ~ q(z|x) of those images and as many z from the
+model's learned prior, see `keras_vae.models.vae.export`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-
-from keras_vae.serving.signatures import given
 
 _REPRESENTATIVE_BATCH = 32
 #: TFLite variants a kind may write (each kind writes some of them: its `quantizations`)
@@ -60,50 +59,13 @@ def tflite_operators(model_content: bytes) -> list[str]:
     return sorted(operators)
 
 
-def _batches(columns: dict[str, np.ndarray], size: int = _REPRESENTATIVE_BATCH) -> list[dict]:
+def batches(columns: dict[str, np.ndarray], size: int = _REPRESENTATIVE_BATCH) -> list[dict]:
     """`{name: rows}` batches of `size` rows of the same-length arrays in `columns`."""
     count = len(next(iter(columns.values())))
     return [
         {name: value[start : start + size] for name, value in columns.items()}
         for start in range(0, count, size)
     ]
-
-
-def _calibration_latents(model, images: np.ndarray, labels=None) -> np.ndarray:
-    """z ~ q(z|x) for each image, then as many z ~ p(z) from the learned prior (given the
-    images' labels for a conditional model)."""
-    view = given(model, labels)
-    params = view.encode_parameters(images)
-    eps = np.random.default_rng(0).standard_normal((len(images), model.posterior.noise_size))
-    posterior = model.posterior.reparameterize(params, tf.constant(eps, tf.float32))
-    prior = model.prior.sample_plain(len(images), view)
-    return np.concatenate([posterior.numpy(), prior.numpy()]).astype(np.float32)
-
-
-def representative_dataset(
-    model, part: str, images: np.ndarray, signature_keys: Sequence[str], labels=None
-) -> Callable:
-    """Calibration inputs of each signature: `(signature_key, {input: array})` batches.
-
-    The encoder's signatures get the images; the decoder's `serving_default` gets z ~ q(z|x)
-    of the images and as many z ~ p(z) (a served decoder sees both), and `sample` gets sample
-    sizes. A conditional model's inputs also carry the images' labels `y` (int32 `[N]`), and
-    its `sample` gets the labels instead of sizes.
-    """
-    y = None if labels is None else np.asarray(labels, np.int32)
-    if part == "encoder":
-        batches = _batches({"x": images} if y is None else {"x": images, "y": y})
-        feeds = {key: batches for key in signature_keys}
-    else:
-        z = _calibration_latents(model, images, y)
-        batches = _batches({"z": z} if y is None else {"z": z, "y": np.concatenate([y, y])})
-        counts = [
-            {"num_samples": np.array(len(b["z"]), np.int32)} if y is None else {"y": b["y"]}
-            for b in batches
-        ]
-        feeds = {"serving_default": batches, "sample": counts}
-    samples = [(key, feed) for key in signature_keys for feed in feeds[key]]
-    return lambda: iter(samples)
 
 
 def convert_tflite(

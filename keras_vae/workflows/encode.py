@@ -22,7 +22,7 @@ from keras_vae.models.kind import kind_of
 from keras_vae.runs import directory as runs
 from keras_vae.runs.config import ConfigError
 from keras_vae.runs.splits import load_labeled_split, load_split
-from keras_vae.workflows.arguments import add_data_dir_argument
+from keras_vae.workflows.arguments import add_data_dir_argument, add_limit_argument
 
 PROJECTOR_MAX = 10_000  # images in the Projector's sprite (at most 8192 x 8192 pixels)
 
@@ -103,8 +103,9 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
         "data", nargs="?", default="test",
         help="a split of the run's data (default: test) or an .npz/.npy file of images",
     )  # fmt: skip
-    parser.add_argument("--output", type=Path, required=True, help="FILE.npz to write")
-    parser.add_argument("--limit", type=int, default=None, help="first N images only")
+    parser.add_argument("--output", type=Path, required=True, metavar="FILE",
+                        help="FILE.npz to write")  # fmt: skip
+    add_limit_argument(parser, "images")
     parser.add_argument(
         "--projector", type=Path, default=None, metavar="DIR",
         help="also write a TensorBoard Projector view there (tensorboard --logdir DIR)",

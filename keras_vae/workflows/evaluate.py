@@ -168,21 +168,23 @@ def run_cli(args) -> int:
 
 def add_cli_arguments(parser) -> None:
     """Adds the options of `keras-vae evaluate` to `parser`."""
-    from keras_vae.workflows.arguments import add_data_dir_argument
+    from keras_vae.workflows.arguments import add_data_dir_argument, add_limit_argument
 
     parser.add_argument("run_dir", type=Path, help="run directory written by `keras-vae train`")
     parser.add_argument(
-        "--split", default=None, help="split to evaluate (default: the run's eval split)"
-    )
+        "--split", default=None, metavar="NAME",
+        help="split to evaluate, e.g. test or validation (default: the run's eval split)",
+    )  # fmt: skip
     parser.add_argument(
         "--importance-samples", type=int, default=None, metavar="K",
         help="VAE: importance samples of the NLL estimate (default: 1000; published NLLs "
         "use 5000)",
     )  # fmt: skip
-    parser.add_argument("--limit", type=int, default=None, help="first N examples only")
+    add_limit_argument(parser)
     parser.add_argument(
-        "--seed", type=int, default=None, help="VAE: seed of the importance samples (default: 0)"
-    )
+        "--seed", type=int, default=None, metavar="N",
+        help="VAE: seed of the importance samples (default: 0)",
+    )  # fmt: skip
     parser.add_argument(
         "--disentanglement", action="store_true",
         help="VAE: MIG, DCI, SAP, beta-VAE and FactorVAE scores of the posterior mean on the "

@@ -18,7 +18,8 @@ from keras_vae.models.vae.export import DEFAULT_SCORER_SAMPLES, QUANTIZATIONS
 from keras_vae.runs import directory as runs
 from keras_vae.runs.config import ConfigError
 from keras_vae.runs.splits import load_labeled_split, load_split
-from keras_vae.workflows.arguments import add_data_dir_argument
+from keras_vae.serving import pipeline
+from keras_vae.workflows.arguments import add_data_dir_argument, add_renamed_option
 
 _DEFAULTS = {"quantize": ["none"], "scorer": True, "scorer_samples": DEFAULT_SCORER_SAMPLES}
 
@@ -36,7 +37,7 @@ def export_run(
         export_dir: Where to export.
         data_dir: The tfds data directory, instead of the one the run recorded.
         **options: The kind's export options (`version`, `tflite`, `quantize`, `overwrite`,
-            `progress`; a VAE's `scorer`, `scorer_samples`).
+            `progress`; a (hierarchical) VAE's `scorer`, `scorer_samples`).
 
     Returns:
         The export report.
@@ -55,28 +56,39 @@ def export_run(
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the options of `keras-vae export` to `parser`."""
     parser.add_argument("run_dir", help="run directory written by `keras-vae train`")
-    parser.add_argument("--output", required=True, help="export directory, e.g. export/mnist")
-    parser.add_argument("--version", type=int, default=1, help="TF Serving version (default 1)")
+    parser.add_argument("--output", required=True, metavar="DIR",
+                        help="export directory, e.g. export/mnist")  # fmt: skip
+    parser.add_argument("--version", type=int, default=1, metavar="N",
+                        help="TF Serving version (default: 1)")  # fmt: skip
     parser.add_argument(
         "--tflite", action=argparse.BooleanOptionalAction, default=True,
         help="also write .tflite files with the same signatures (default: yes)",
     )  # fmt: skip
     parser.add_argument(
-        "--quantize", nargs="+", choices=QUANTIZATIONS, default=None,
-        help="TFLite variants: none (float32), dynamic, float16, int8 (default: none); a VAE's "
-        "scorer is float32 only; a VQ-VAE run writes none and int8",
+        "--quantize", nargs="+", choices=QUANTIZATIONS, default=None, metavar="NAME",
+        help="TFLite variants among none (float32), dynamic, float16, int8 (default: none); a "
+        "(hierarchical) VAE's scorer is float32 only; a VQ-VAE run writes none and int8",
     )  # fmt: skip
     parser.add_argument(
         "--scorer", action=argparse.BooleanOptionalAction, default=None,
-        help="VAE: also export the scorer, x -> elbo and log_likelihood in nats (default: yes)",
+        help="VAE, hierarchical VAE: also export the scorer, x -> elbo and log_likelihood in nats "
+        "(default: yes)",
     )  # fmt: skip
     parser.add_argument(
-        "--scorer-samples", type=int, default=None, metavar="K",
-        help=f"VAE: importance samples of the scorer's log_likelihood "
+        "--importance-samples", dest="scorer_samples", type=int, default=None, metavar="K",
+        help=f"VAE, hierarchical VAE: importance samples of the scorer's log_likelihood, as in "
+        f"evaluate "
         f"(default: {DEFAULT_SCORER_SAMPLES})",
     )  # fmt: skip
+    add_renamed_option(parser, "--scorer-samples", "--importance-samples", "scorer_samples",
+                       type=int)  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace an existing version")
     add_data_dir_argument(parser)
+
+
+def _flag(key: str) -> str:
+    """The command-line spelling of an export option."""
+    return {"scorer_samples": "--importance-samples"}.get(key, "--" + key.replace("_", "-"))
 
 
 def kind_options(kind, given: dict) -> dict:
@@ -85,10 +97,9 @@ def kind_options(kind, given: dict) -> dict:
     options = {}
     for key, value in given.items():
         if value is not None and key not in kind.export_options:
-            flag = "--" + key.replace("_", "-")
             raise ConfigError(
-                f"{flag} does not apply to a {kind.registered_name} run; its export options "
-                f"are {', '.join('--' + k.replace('_', '-') for k in kind.export_options)}."
+                f"{_flag(key)} does not apply to a {kind.registered_name} run; its export "
+                f"options are {', '.join(map(_flag, kind.export_options)) or 'none'}."
             )
         if key in kind.export_options:
             options[key] = _DEFAULTS[key] if value is None else value
@@ -110,7 +121,7 @@ def run_cli(args: argparse.Namespace) -> int:
     report = export_run(args.run_dir, args.output, args.data_dir, version=args.version,
                         tflite=args.tflite,
                         overwrite=args.overwrite, **kind_options(kind, given))  # fmt: skip
-    for line in kind.report_lines(report, args.output):
+    for line in pipeline.report_lines(report):
         print(line)
     print(f"report: {Path(args.output) / 'export_report.json'}")
     sys.stdout.flush()

@@ -39,24 +39,28 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
             f"{name}: {', '.join(registry.get('model', name).figure_kinds)}"
             for name in kind_names()),
     )  # fmt: skip
-    parser.add_argument("--output", type=Path, required=True, help="PNG file to write")
+    parser.add_argument("--output", type=Path, required=True, metavar="FILE",
+                        help="PNG file to write")  # fmt: skip
     parser.add_argument(
         "--num",
         type=int,
         default=None,
+        metavar="N",
         help="reconstructions: images (8); samples: images (64); manifold: points per axis "
         "(20); latents: images scattered (5000); interpolation: steps (10)",
     )
     parser.add_argument(
-        "--split", default=None, help="data split for reconstructions, latents, interpolation "
-        "(default: the run's eval split)",
+        "--split", default=None, metavar="NAME",
+        help="data split for reconstructions, latents, interpolation (default: the run's eval "
+        "split)",
     )  # fmt: skip
     parser.add_argument(
-        "--seed", type=int, default=0,
+        "--seed", type=int, default=0, metavar="N",
         help="seed of the samples, of the prior draws that place a learned prior's manifold, "
         "and of the images picked for reconstructions/interpolation",
     )  # fmt: skip
-    parser.add_argument("--dpi", type=float, default=DEFAULT_DPI, help="PNG resolution")
+    parser.add_argument("--dpi", type=float, default=DEFAULT_DPI, metavar="X",
+                        help=f"PNG resolution (default: {DEFAULT_DPI:g})")  # fmt: skip
     add_data_dir_argument(parser)
 
 

@@ -47,11 +47,13 @@ def write_images(images: np.ndarray, path: str | Path) -> Path:
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", type=Path, help="run directory written by `keras-vae train`")
-    parser.add_argument("--output", type=Path, required=True, help="FILE.npy or FILE.png")
-    parser.add_argument("--num", type=int, default=64, help="images to draw (default: 64)")
+    parser.add_argument("--output", type=Path, required=True, metavar="FILE",
+                        help="FILE.npy or FILE.png")  # fmt: skip
+    parser.add_argument("--num", type=int, default=64, metavar="N",
+                        help="images to draw (default: 64)")  # fmt: skip
     parser.add_argument(
-        "--label", type=int, default=None, help="conditional runs: the class to draw (default: "
-        "the classes in turn)",
+        "--label", type=int, default=None, metavar="N",
+        help="conditional runs: the class to draw (default: the classes in turn)",
     )  # fmt: skip
     add_seed_argument(parser, "the draws")
 

@@ -417,7 +417,7 @@ def train(
     Raises:
         NonFiniteLossError: The loss became NaN/Inf; the message names the step, and the
             backup of the last good epoch stays intact.
-        keras_vae.lock.DirectoryInUseError: Another process trains into `output`.
+        keras_vae._internal.lock.DirectoryInUseError: Another process trains into `output`.
         ResourceError: Memory or disk ran out; the message names what was needed and what
             to change, and the last backup stays intact.
 

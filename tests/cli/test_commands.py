@@ -5,6 +5,7 @@ import gzip
 import json
 import subprocess
 import sys
+import textwrap
 
 import keras
 import numpy as np
@@ -159,37 +160,64 @@ def test_array_file_dataset_trains_from_the_cli(tmp_path):
     assert model.image_shape == (4, 4, 1) and config.likelihood == "bernoulli"
 
 
-def test_train_under_mirrored_strategy_equals_one_device(tmp_path):
-    # logical devices must be configured before TensorFlow starts: fresh processes
+MIRRORED_MLP = [
+    "train", "--latent-dim", "2", "--hidden-units", "8", "--epochs", "3", "--batch-size", "21",
+    "--quiet", "--eval-split", "train", "--image-every", "0",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def mirrored_runs(tmp_path_factory):
+    """Both CLI trainings under MirroredStrategy on 2 logical CPUs, in one fresh process (the
+    devices must be set up before TensorFlow starts; its start is the costly part): an MLP
+    VAE on 64 random 4x4 images (`mlp`), and a conv VAE on Frey Face-sized images (`conv`).
+    The two runs share one strategy object: a second MirroredStrategy in the same process
+    reuses the first one's collective instance keys, and its steps fail."""
+    root = tmp_path_factory.mktemp("mirrored")
     rng = np.random.default_rng(1)
-    np.save(tmp_path / "toy.npy", (rng.uniform(size=(64, 4, 4, 1)) > 0.5).astype("float32"))
-    base = [
-        "train", "--dataset", str(tmp_path / "toy.npy"), "--latent-dim", "2",
-        "--hidden-units", "8", "--epochs", "3", "--batch-size", "21", "--quiet",
-        "--eval-split", "train", "--image-every", "0",
-    ]  # fmt: skip
-    runs_dirs = {}
-    for name, options in {
-        "mirrored": ["--strategy", "mirrored", "--cpu-replicas", "2"],
-        "single": ["--strategy", "default", "--no-xla"],  # reference, see test_distribute
-    }.items():
-        runs_dirs[name] = tmp_path / name
-        command = [*base, *options, "--output", str(runs_dirs[name])]
-        completed = subprocess.run(
-            [sys.executable, "-m", "keras_vae.cli", *command],
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert completed.returncode == 0, completed.stderr[-3000:]
-    metrics = json.loads((runs_dirs["mirrored"] / "metrics.json").read_text())
+    np.save(root / "toy.npy", (rng.uniform(size=(64, 4, 4, 1)) > 0.5).astype("float32"))
+    npz = _noisy_template_npz(root / "frey_sized.npz", (28, 20))
+    replicas = ["--strategy", "mirrored", "--cpu-replicas", "2"]
+    argvs = {
+        "mlp": [*MIRRORED_MLP, "--dataset", str(root / "toy.npy"), *replicas, "--output",
+                str(root / "mlp")],
+        "conv": _conv_argv(npz, root / "conv", "--likelihood", "gaussian", "--conv-filters",
+                           "4", "8", "8", "--conv-kernel-size", "5", *replicas),
+    }  # fmt: skip
+    script = textwrap.dedent(
+        """
+        import functools, json, sys
+        from keras_vae.cli import commands as cli
+        from keras_vae.engine import distribute
+        distribute.get_strategy = functools.cache(distribute.get_strategy)
+        print("RESULT " + json.dumps([cli.main(argv) for argv in json.loads(sys.argv[1])]))
+        """
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(list(argvs.values()))],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines and json.loads(lines[-1][7:]) == [0, 0], completed.stderr[-3000:]
+    return {"root": root, "mlp": root / "mlp", "conv": root / "conv"}
+
+
+def test_train_under_mirrored_strategy_equals_one_device(mirrored_runs, tmp_path):
+    # the reference: one device without XLA (see test_distribute), in this process
+    single_dir = tmp_path / "single"
+    argv = [*MIRRORED_MLP, "--dataset", str(mirrored_runs["root"] / "toy.npy"), "--strategy",
+            "default", "--no-xla", "--output", str(single_dir)]  # fmt: skip
+    assert cli.main(argv) == 0
+    metrics = json.loads((mirrored_runs["mlp"] / "metrics.json").read_text())
     # XLA under the strategy: the replica's math is compiled (keras_vae.distribute)
     assert metrics["replicas"] == 2 and metrics["xla"] == "replica"
     assert metrics["strategy"] == "MirroredStrategy"
-    reference = json.loads((runs_dirs["single"] / "metrics.json").read_text())
+    reference = json.loads((single_dir / "metrics.json").read_text())
     for key in ("train_elbo", "eval_elbo"):  # eval split "train": `eval_` keys
         assert metrics[key] == pytest.approx(reference[key], rel=1e-5), key
     # the same shuffled batches, noise and Adam steps: the same weights
-    mirrored, _ = runs.load_run(runs_dirs["mirrored"])
-    single, _ = runs.load_run(runs_dirs["single"])
+    mirrored, _ = runs.load_run(mirrored_runs["mlp"])
+    single, _ = runs.load_run(single_dir)
     for a, b in zip(mirrored.get_weights(), single.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
@@ -448,20 +476,10 @@ def test_conv_vae_on_colour_images_resumes_evaluates_plots_and_exports(tmp_path,
     assert model.decoder.output_size == (32, 32) and model.likelihood.spatial
 
 
-def test_conv_vae_on_frey_sized_images_under_mirrored_strategy(tmp_path, capsys):
+def test_conv_vae_on_frey_sized_images_under_mirrored_strategy(mirrored_runs, tmp_path, capsys):
     """28x20x1 (Frey Face's size) with the Gaussian likelihood, 3 levels of 5x5 kernels, on 2
-    logical CPU replicas with the replica's math under XLA (a fresh process: the devices
-    must be set up before TensorFlow starts)."""
-    npz = _noisy_template_npz(tmp_path / "frey_sized.npz", (28, 20))
-    run_dir = tmp_path / "run"
-    argv = _conv_argv(npz, run_dir, "--likelihood", "gaussian", "--conv-filters", "4", "8",
-                      "8", "--conv-kernel-size", "5", "--strategy", "mirrored",
-                      "--cpu-replicas", "2")  # fmt: skip
-    completed = subprocess.run(
-        [sys.executable, "-m", "keras_vae.cli", *argv], capture_output=True, text=True,
-        timeout=300,
-    )  # fmt: skip
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    logical CPU replicas with the replica's math under XLA (`mirrored_runs`)."""
+    run_dir = mirrored_runs["conv"]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert (metrics["replicas"], metrics["xla"]) == (2, "replica")
     assert np.isfinite(metrics["train_elbo"]) and np.isfinite(metrics["validation_elbo"])

@@ -1,4 +1,5 @@
-"""Tests for keras_vae.data and the frey_face tfds builder (offline; real data from ../shared)."""
+"""keras_vae.data.pipeline: tfds data sets and array files loaded, checked and batched
+(offline; real data from ../shared). The builders' own tests: tests/data/builders/."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from helpers import SHARED, TFDS_DIR
 
 from keras_vae import registry
 from keras_vae.data import pipeline as data
-from keras_vae.data.builders import frey_face
 from keras_vae.data.pipeline import DatasetNotFoundError, DataValidationError
 
 # TFDS_DIR (helpers) is read-only: only read from it, never prepare into it
@@ -87,39 +87,6 @@ def test_binarized_mnist_via_tfds_data_dir_env_var() -> None:
 
 
 # --- frey_face (custom builder, prepared from the manual dir into tmp) -------------------
-
-
-@pytest.fixture(scope="module")
-def frey_data_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    data_dir = tmp_path_factory.mktemp("tfds")
-    builder = tfds.builder("frey_face", data_dir=str(data_dir))
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(FREY_MANUAL_DIR))
-    )
-    return str(data_dir)
-
-
-@needs_frey
-def test_frey_face_builder_splits(frey_data_dir: str) -> None:
-    info = tfds.builder("frey_face", data_dir=frey_data_dir).info
-    sizes = {name: split.num_examples for name, split in info.splits.items()}
-    assert sizes == {"train": 1572, "test": 393}
-    assert sum(sizes.values()) == 1965
-    assert info.features["image"].shape == (28, 20, 1)
-
-
-@needs_frey
-def test_frey_face_pixels_equal_mat_columns(frey_data_dir: str) -> None:
-    columns = _frey_columns()
-    train = data.load_images("frey_face", "train", data_dir=frey_data_dir, download=False)
-    test = data.load_images("frey_face", "test", data_dir=frey_data_dir, download=False)
-    assert train.shape == (1572, 28, 20, 1) and test.shape == (393, 28, 20, 1)
-    assert train.dtype == np.float32 and 0.0 <= train.min() and train.max() <= 1.0
-    for frame in (0, 1, 700, 1571):
-        np.testing.assert_array_equal(np.rint(train[frame, ..., 0] * 255), columns[frame])
-    for frame in (1572, 1573, 1964):  # 1572 is the first test frame
-        np.testing.assert_array_equal(np.rint(test[frame - 1572, ..., 0] * 255), columns[frame])
-    assert data.default_likelihood("frey_face") == "gaussian"
 
 
 @needs_frey
@@ -193,15 +160,6 @@ def test_frey_face_offline_without_manual_file_fails_fast(
             manual_dir=None if manual_dir is None else str(manual_dir),
         )
     assert time.perf_counter() - start < 30
-
-
-def test_read_frey_faces_rejects_bad_files(tmp_path: Path) -> None:
-    scipy.io.savemat(tmp_path / "no_ff.mat", {"faces": np.zeros((560, 3), np.uint8)})
-    with pytest.raises(ValueError, match=r"no variable 'ff' \(found: \['faces'\]\)"):
-        frey_face.read_frey_faces(tmp_path / "no_ff.mat")
-    scipy.io.savemat(tmp_path / "shape.mat", {"ff": np.zeros((560, 10), np.uint8)})
-    with pytest.raises(ValueError, match=r"shape \(560, 10\); expected \(560, 1965\)"):
-        frey_face.read_frey_faces(tmp_path / "shape.mat")
 
 
 # --- mnist (mocked tfds) and names ---------------------------------------------------------

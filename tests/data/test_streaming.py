@@ -348,6 +348,94 @@ def test_streaming_memory_stays_bounded_where_loading_grows_with_the_split(tmp_p
     assert measured["after_load"] - measured["after_stream"] > float32_mib, measured
 
 
+# --- memory: a large array file is read a bounded number of rows at a time ---------------------
+
+
+class RowCountingArray:
+    """A stored array (a memory map, say) that records how many rows every read materialises:
+    slices of rows (and a new channel axis) are views that read nothing; NumPy conversion,
+    `min`/`max` and indexing by integers or index arrays are reads. Anything else fails."""
+
+    def __init__(self, array: np.ndarray, reads: list[int]):
+        self._array, self.reads = array, reads
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+
+    def __len__(self) -> int:
+        return len(self._array)
+
+    def __getitem__(self, key):
+        keys = key if isinstance(key, tuple) else (key,)
+        if all(isinstance(k, slice) or k is Ellipsis or k is None for k in keys):
+            return RowCountingArray(self._array[key], self.reads)
+        rows = self._array[key]
+        self.reads.append(len(rows) if np.ndim(keys[0]) else 1)
+        return rows
+
+    def __array__(self, dtype=None, copy=None):
+        self.reads.append(len(self._array))
+        return np.asarray(self._array, dtype=dtype)
+
+    def min(self):
+        self.reads.append(len(self._array))
+        return self._array.min()
+
+    def max(self):
+        self.reads.append(len(self._array))
+        return self._array.max()
+
+
+def test_training_on_a_large_array_file_reads_a_bounded_number_of_rows_at_a_time(
+    tmp_path: Path, monkeypatch
+) -> None:
+    # 4,000 images, half held out; a file too large for memory, each half small enough
+    count, shape = 4_000, (4, 4)
+    x = np.random.default_rng(6).random((count, *shape)).astype(np.float32)
+    np.save(tmp_path / "large.npy", x)
+    file_bytes = x.nbytes  # 256,000
+    monkeypatch.setattr(data, "IN_MEMORY_BYTES", file_bytes - 1)
+    monkeypatch.setattr(data, "CHECK_BYTES", 250 * 16 * 4)  # the checks: 250 images at a time
+    reads: list[int] = []
+    opened = data.open_array_file
+
+    def counted(path):
+        stored, labels = opened(path)
+        return RowCountingArray(stored, reads), labels
+
+    monkeypatch.setattr(data, "open_array_file", counted)
+    config = TrainConfig(
+        dataset=str(tmp_path / "large.npy"), validation_split=0.5, epochs=1, steps_per_epoch=3,
+        batch_size=50, latent_dim=2, hidden_units=[8], jit_compile=False, image_every=0, seed=0,
+    )  # fmt: skip
+    lines = []
+    result = training.train(config, progress=lines.append, verbose=0)
+    assert "large.npy train (2,000 images 4x4x1, streamed), evaluating on validation (2,000)" in (
+        lines[0])  # fmt: skip
+    assert np.isfinite(result["validation_elbo"])
+    # every image was checked and evaluated, never more rows at once than the first examples
+    # (HEAD_SIZE, also the pictures' images), a batch of the final evaluation (1,000) or a
+    # chunk of the checks (250)
+    assert sum(reads) > 2 * count and max(reads) <= 1_000, sorted(reads)[-5:]
+
+
+def test_shuffling_a_large_array_stream_permutes_indices_not_a_buffer_of_them() -> None:
+    # 3,000,000 one-pixel images: 3 MB, but a tf.data shuffle buffer of their indices (one
+    # tensor each, ~170 bytes) would hold 500 MB; a permutation is 24 MB
+    stream = data.ArrayStream(np.zeros((3_000_000, 1), np.uint8), "pixels", checked=True)
+    before = _rss_anon_mib()
+    batches = iter(stream.dataset(batch_size=100, seed=0, repeat=True))
+    first = next(batches)
+    assert first.shape == (100, 1)
+    assert _rss_anon_mib() - before < 150
+
+
+def _rss_anon_mib() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024
+    pytest.skip("no RssAnon in /proc/self/status (Linux only)")
+
+
 # --- a quiet, clear start ------------------------------------------------------------------------
 
 

@@ -1,13 +1,10 @@
 """Strategy selection, the XLA policy, and MirroredStrategy equivalence on 2 logical CPUs."""
 
-import json
-import subprocess
-import sys
 import warnings
 
 import pytest
 import tensorflow as tf
-from helpers import MIRRORED_EQUIVALENCE
+from helpers import MIRRORED_EQUIVALENCE, run_mirrored_cases
 
 from keras_vae.engine import distribute
 
@@ -30,19 +27,20 @@ FACTOR_VAE = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    "case", [DEFAULT_MODEL, IWAE_VAMP, FACTOR_VAE], ids=["elbo", "iwae-vamp", "factorvae"]
-)
-def test_mirrored_steps_equal_single_device_steps_on_the_same_global_batches(case):
-    completed = subprocess.run(
-        [sys.executable, "-c", MIRRORED_EQUIVALENCE, json.dumps(case)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, completed.stderr[-3000:]
-    out = json.loads(lines[-1][len("RESULT ") :])
+CASES = {"elbo": DEFAULT_MODEL, "iwae-vamp": IWAE_VAMP, "factorvae": FACTOR_VAE}
+
+
+@pytest.fixture(scope="module")
+def mirrored_results():
+    """The cases in one fresh process (its TensorFlow start is the costly part)."""
+    return run_mirrored_cases(MIRRORED_EQUIVALENCE, CASES)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_mirrored_steps_equal_single_device_steps_on_the_same_global_batches(
+    name, mirrored_results
+):
+    case, out = CASES[name], mirrored_results[name]
     assert out["replicas"] == 2
     assert out["xla_single"] == "off" and out["jit_single"] is False
     # XLA under the strategy: the replica math is compiled, Keras' own jit_compile is not

@@ -21,6 +21,9 @@ from keras_vae.engine.trainer import ExactReplicaTrainer
 from keras_vae.models.kind import ModelKind
 from keras_vae.runs import directory as runs
 from keras_vae.runs.config import TrainConfig
+from keras_vae.serving import pipeline
+from keras_vae.serving.checks import ExportCheckError
+from keras_vae.serving.signatures import function
 from keras_vae.workflows import evaluate, export, train
 
 
@@ -75,7 +78,6 @@ class Autoencoder(ExactReplicaTrainer):
 class AutoencoderKind(ModelKind):
     options = ("latent_dim",)
     figure_kinds = ("reconstructions",)
-    export_options = ()
 
     def build(self, config, image_shape, epoch_steps=None, condition_dim=None):
         return Autoencoder(image_shape, config.latent_dim, seed=config.seed)
@@ -102,14 +104,32 @@ class AutoencoderKind(ModelKind):
         x = np.asarray(images[: num or 4], np.float32)
         return reconstruction_figure(x, np.asarray(model.reconstruct(x)), "AE", "E[x|f(x)]")
 
+    export_options = ("quantize",)
+    quantizations = ("none", "float16")
+
     def export(self, model, config, output, *, images, labels=None, **options):
-        archive = keras.export.ExportArchive()
-        archive.track(model)
+        """One part, `autoencoder/` (x -> mean), through the pipeline every kind uses."""
+        chosen = self.export_images(images)  # the check images, or the calibration ones
+        x = chosen["representative"] if chosen["check"] is None else chosen["check"]
+        want = np.asarray(model.reconstruct(x))
+
+        def check(runners, described, quantization, label):
+            error = float(np.max(np.abs(runners["serving_default"](x=x)["mean"] - want)))
+            bound = 1e-5 if quantization == "none" else 1e-2
+            if error >= bound:
+                raise ExportCheckError(f"{label}: mean differs by {error}")
+            return {"errors": {"serving_default/mean": error}, "checked": "max abs error",
+                    "checked_error": error, "bound": bound}  # fmt: skip
+
         spec = tf.TensorSpec([None, *model.image_shape], tf.float32, name="x")
-        archive.add_endpoint("serving_default", lambda x: {"mean": model.reconstruct(x)}, [spec])
-        path = f"{output}/autoencoder/{options.get('version', 1)}"
-        archive.write_out(path, verbose=False)
-        return {"artefacts": [{"path": path}]}
+        part = pipeline.ExportPart(
+            "autoencoder", {"serving_default": function(lambda x: {"mean": model.reconstruct(x)},
+                                                        spec)},
+            check, quantizations=self.quantizations,
+        )  # fmt: skip
+        return pipeline.export_parts([part], output, model={"name": model.name},
+                                     check_images={"count": len(x), "source": "train"},
+                                     progress=None, **options)  # fmt: skip
 
 
 class _KillInSecondEpoch(keras.callbacks.Callback):
@@ -153,9 +173,14 @@ def test_a_kind_of_one_file_trains_resumes_evaluates_plots_and_exports_from_the_
     assert cli.main(["plot", str(run), "--kind", "manifold", "--output", "m.png"]) == 2
     assert cli.main(["evaluate", str(run), "--importance-samples", "5"]) == 2
     assert cli.main(["export", str(run), "--output", str(tmp_path / "ex"),
-                     "--scorer-samples", "5"]) == 2  # fmt: skip
+                     "--importance-samples", "5"]) == 2  # fmt: skip
     assert "does not apply to a test-ae run" in capsys.readouterr().err
-    assert cli.main(["export", str(run), "--output", str(tmp_path / "ex")]) == 0
+    assert cli.main(["export", str(run), "--output", str(tmp_path / "ex"),
+                     "--quantize", "none", "float16"]) == 0  # fmt: skip
+    assert "autoencoder.float16.tflite" in capsys.readouterr().out  # the one report table
+    report = json.loads((tmp_path / "ex" / "export_report.json").read_text())
+    assert [a["path"] for a in report["artefacts"]] == [
+        "autoencoder/1", "autoencoder.tflite", "autoencoder.float16.tflite"]  # fmt: skip
     model = runs.load_model(run / runs.MODEL_FILE)
     x = np.load(FIXTURES / "v0_2_0" / "inputs.npy")
     served = tf.saved_model.load(str(tmp_path / "ex" / "autoencoder" / "1"))

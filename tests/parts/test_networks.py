@@ -1,14 +1,10 @@
 """Network bodies against NumPy, their .keras round trip, and conv VAEs that train (XLA and
 MirroredStrategy) and export."""
 
-import json
-import subprocess
-import sys
-
 import keras
 import numpy as np
 import pytest
-from helpers import MIRRORED_EQUIVALENCE, run_saving_test
+from helpers import MIRRORED_EQUIVALENCE, run_mirrored_cases, run_saving_test
 
 from keras_vae import mlp_vae
 from keras_vae.parts.networks import (
@@ -277,15 +273,7 @@ def test_mirrored_conv_vae_steps_equal_single_device_steps():
     CPU replicas and one device make the same SGD steps on the same global batches."""
     case = {"model": {"network": "conv", "network_options": {"filters": [4, 8]},
                       "activation": "relu"}, "jit_compile": [False]}  # fmt: skip
-    completed = subprocess.run(
-        [sys.executable, "-c", MIRRORED_EQUIVALENCE, json.dumps(case)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, completed.stderr[-3000:]
-    out = json.loads(lines[-1][len("RESULT ") :])
+    out = run_mirrored_cases(MIRRORED_EQUIVALENCE, {"conv": case})["conv"]
     assert out["replicas"] == 2 and out["mirrored_False"]["warnings"] == []
     assert out["weight_change"] > 1e-3
     assert out["mirrored_False"]["weight_diff"] < 1e-5

@@ -44,7 +44,8 @@ def _crash(model):
 
 
 def test_rerun_after_a_crash_resumes_from_the_last_completed_epoch(toy_npz, tmp_path):
-    run_dir, config, messages = tmp_path / "run", _config(toy_npz, epochs=4), []
+    # without XLA (compiling costs more than the steps; a resume with XLA: tests/cli)
+    run_dir, config, messages = tmp_path / "run", _config(toy_npz, epochs=4, jit_compile=False), []
     with pytest.raises(KeyboardInterrupt):
         training.train(config, run_dir, verbose=0, callbacks=[_FailAfterEpoch(1, _crash)])
     assert not (run_dir / "model.keras").exists()
@@ -162,15 +163,18 @@ def _load_kill_harness():
 
 
 @pytest.mark.slow
-def test_training_survives_random_sigkills(tmp_path):
+def test_training_survives_a_random_sigkill(tmp_path):
+    """One SIGKILL of a real `keras-vae train` at a random moment, then the same command
+    finishes the run. benchmarks/kill_resume.py runs this harness with many kills
+    (`--kills 20`)."""
     harness = _load_kill_harness()
     dataset = harness.make_dataset(tmp_path / "toy.npz")
     run_dir = tmp_path / "run"
     # not the default parts: a learned prior whose weights the backup must carry
     parts = ["--prior", "mixture", "--prior-components", "3", "--posterior", "full"]
     rng = np.random.default_rng(7)
-    landed = harness.kill_and_resume(run_dir, dataset, kills=3, rng=rng, options=parts)
-    assert landed >= 1
+    landed = harness.kill_and_resume(run_dir, dataset, kills=1, rng=rng, options=parts)
+    assert landed == 1
     model, config = runs.load_run(run_dir)
     assert model.image_shape == (8, 8, 1) and config.epochs == harness.EPOCHS
     assert (config.prior, config.prior_components, config.posterior) == ("mixture", 3, "full")
@@ -185,7 +189,7 @@ def test_training_survives_random_sigkills(tmp_path):
 
 def test_early_stopping_keeps_the_best_epoch(toy_npz):
     # with a negligible step size the held-out ELBO only fluctuates: it soon stops improving
-    config = _config(toy_npz, epochs=40, early_stopping=2, learning_rate=1e-9)
+    config = _config(toy_npz, epochs=40, early_stopping=2, learning_rate=1e-9, jit_compile=False)
     result = training.train(config, verbose=0)
     val = result["history"]["val_elbo"]
     assert len(val) < 40 and result["epochs"] == len(val)

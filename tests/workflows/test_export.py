@@ -19,6 +19,6 @@ def test_a_vq_run_takes_quantize_and_refuses_the_scorer_options(kind):
     chosen = registry.get("model", kind)()
     given = {**GIVEN_NOTHING, "quantize": ["int8"]}
     assert export.kind_options(chosen, given) == {"quantize": ["int8"]}
-    for flag, value in (("scorer", False), ("scorer_samples", 7)):
-        with pytest.raises(ConfigError, match=f"--{flag.replace('_', '-')} does not apply"):
-            export.kind_options(chosen, {**GIVEN_NOTHING, flag: value})
+    for key, flag in (("scorer", "--scorer"), ("scorer_samples", "--importance-samples")):
+        with pytest.raises(ConfigError, match=f"{flag} does not apply"):
+            export.kind_options(chosen, {**GIVEN_NOTHING, key: 7})

@@ -80,8 +80,9 @@ class _Crash(keras.callbacks.Callback):
 def test_start_samples_train_the_first_epochs_then_samples_also_after_a_resume(
     toy_npz, tmp_path, objective
 ):
+    # without XLA: the traces are the point, and compiling each one costs more than the steps
     config = _config(toy_npz, objective=objective, samples=3, start_samples=1,
-                     start_samples_epochs=2, epochs=3)  # fmt: skip
+                     start_samples_epochs=2, epochs=3, jit_compile=False)  # fmt: skip
     first, second = _TracedSamples(), _TracedSamples()
     with pytest.raises(KeyboardInterrupt):
         training.train(config, tmp_path / "run", verbose=0, callbacks=[first, _Crash()])
@@ -126,7 +127,7 @@ class _KillAtTheEnd(keras.callbacks.Callback):
 
 
 def test_time_budget_stops_and_a_resumed_run_trains_no_further(toy_npz, tmp_path):
-    config = _config(toy_npz, epochs=50, time_budget_minutes=1e-4)  # 6 ms: one epoch
+    config = _config(toy_npz, epochs=50, time_budget_minutes=1e-4, jit_compile=False)  # 6 ms
     quiet = {"verbose": 0, "progress": lambda message: None}
     with pytest.raises(KeyboardInterrupt):
         training.train(config, output=tmp_path / "run", callbacks=[_KillAtTheEnd()], **quiet)

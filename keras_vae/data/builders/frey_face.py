@@ -77,7 +77,7 @@ def read_frey_faces(path: str | os.PathLike) -> np.ndarray:
     """
     try:
         mat = scipy.io.loadmat(str(path))
-    except (ValueError, TypeError, EOFError) as err:  # scipy's errors for a damaged file
+    except (ValueError, TypeError, EOFError, scipy.io.matlab.MatReadError) as err:  # damaged
         raise ValueError(
             f"{path} is not a readable MATLAB file ({err}); replace it with the original "
             f"frey_rawface.mat from {URL}."

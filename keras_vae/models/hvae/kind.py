@@ -5,7 +5,7 @@ the prior, see `keras_vae.models.hvae.model`) from the configured parts: the lik
 prior of the top layer, the objective (ELBO with its schedule and free bits, or IWAE), the
 hidden units of every block. Evaluation reports the importance-sampled NLL over the whole
 hierarchy and each layer's KL and active units; `plot --kind resample` shows what each layer
-encodes.
+encodes; `export` writes its encoder, decoder and scorer (`keras_vae.models.hvae.export`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from keras_vae.data import pipeline as data
 from keras_vae.models.hvae import metrics
 from keras_vae.models.hvae.presets import mlp_hvae
 from keras_vae.models.kind import ModelKind, _tail, make_objective
-
 
 #: The `--network` values of the hierarchy's blocks: dense layers, or gated dense layers
 #: (the VampPrior paper's HVAE).
@@ -142,8 +141,14 @@ class HierarchicalVAEKind(ModelKind):
             "z_{>i} kept, the rest redrawn",
         )  # fmt: skip
 
-    def export(self, model, config, output, **options):
-        raise ValueError(
-            "export of a hierarchical VAE run is not available yet (its encoder, decoder and "
-            "scorer signatures are future work); use the Keras model: keras-vae sample/encode."
-        )
+    export_options = ("quantize", "scorer", "scorer_samples")
+    quantizations = ("none", "dynamic", "float16", "int8")
+
+    def export(self, model, config, output, *, images, labels=None, **options) -> dict:
+        """Encoder, decoder and scorer (`keras_vae.models.hvae.export.export_hvae`),
+        calibrated and checked on the training split (`ModelKind.export_images`)."""
+        from keras_vae.models.hvae.export import export_hvae
+
+        chosen = self.export_images(images)
+        return export_hvae(model, output, representative_images=chosen["representative"],
+                           check_images=chosen["check"], **options)  # fmt: skip

@@ -19,7 +19,7 @@ with the same objectives, posteriors, likelihoods and network families as `VAE`:
 export and its tests stay as they are, and the objectives and the evaluation run unchanged on
 `model.given(y)`, a view of the model with y fixed that has a VAE's interface
 (`encode_parameters(x)`, `decoder(z)`, `decode(z)`, `prior_distribution()`). Training goes
-through the same trainer (`keras_vae.trainer`): the condition rides in Keras' "targets"
+through the same trainer (`keras_vae.engine.trainer`): the condition rides in Keras' "targets"
 position, `fit(images, labels)` or a dataset of `(images, labels)`, and follows x through the
 split-invariant noise, the batch shares, per-replica XLA and the fused steps.
 

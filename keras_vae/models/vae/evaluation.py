@@ -8,7 +8,7 @@
   with the prior's closed-form KL where it has one (`prior.kl`) and otherwise the Monte Carlo
   KL 1/K sum_k [log q(z_k|x) - log p(z_k)] from the same K samples.
 * NLL: -log p(x) estimated by importance sampling with K samples from q(z|x)
-  (Burda et al., 2016; `keras_vae.objectives.iwae_bound`):
+  (Burda et al., 2016; `keras_vae.parts.objectives.iwae_bound`):
 
       log p(x) ~= log 1/K sum_k p(x|z_k) p(z_k) / q(z_k|x),  z_k ~ q(z|x)
 
@@ -19,7 +19,7 @@
   chunk on all its samples, and the likelihood head's own `log_likelihood` (for Bernoulli a
   direct x l - softplus(l) formula, not TFP) is XLA-compiled. For a model trained with the
   IWAE objective this NLL is the metric to compare.
-  For a conditional VAE (`keras_vae.conditional`) given each image's label y, the same
+  For a conditional VAE (`keras_vae.models.vae.conditional`) given each image's label y, the same
   estimator with q(z|x, y), p(x|z, y) and p(z|y) gives log p(x|y), and the ELBO is the
   conditional bound.
 * bits/dim: NLL / (D ln 2), D = number of pixels.

@@ -15,19 +15,16 @@ EXPORT_DIR/{encoder,decoder}.{dynamic,float16,int8}.tflite   quantized variants,
 EXPORT_DIR/export_report.json   sizes, signatures and the self-check errors
 ```
 
-What each signature outputs is asked from the model's parts (`keras_vae.export_signatures`):
+What each signature outputs is asked from the model's parts (`keras_vae.models.vae.signatures`):
 the posterior's and likelihood's `parameters`, the likelihood's `mean`, the prior's
 `sample_plain` and closed-form `kl`. The graphs hold only core TF ops and load with TensorFlow
-alone; the `.tflite` files hold TFLite builtin ops only (`keras_vae.export_tflite`).
+alone; the `.tflite` files hold TFLite builtin ops only (`keras_vae.serving.tflite`).
 
-Writes are atomic (`keras_vae.atomic`). Every version directory and file is first written under
-a temporary name that TF Serving ignores (`encoder/.tmp-1-xxxx`: version directories must be
-integers), checked there (`keras_vae.export_checks`), and renamed into place only when every
-artefact passed its check. An existing version is replaced only with `overwrite=True`. An error
-or KeyboardInterrupt removes every temporary path; a SIGKILL can leave a `.tmp-*` directory
-behind, which TF Serving ignores and which may be deleted. The `.tflite` files and
-`export_report.json` describe the most recent export: each export replaces them and removes
-the TFLite files it did not produce.
+Staging, the atomic commit, the report and the clean-up of an earlier export's `.tflite`
+files are the pipeline every kind shares (`keras_vae.serving.pipeline`); this module gives it
+the VAE's parts and their self-checks (`keras_vae.models.vae.checks`). An error or
+KeyboardInterrupt removes every temporary path; a SIGKILL can leave a `.tmp-*` directory
+behind, which TF Serving ignores and which may be deleted.
 
 Self-check bounds, against the Keras model over the check images:
 
@@ -41,10 +38,11 @@ Self-check bounds, against the Keras model over the check images:
   (export/README.md): they catch a broken conversion, not a small loss of accuracy. The scorer
   is written as float32 only: its log-densities sum hundreds of per-pixel terms.
 
-A conditional VAE (`keras_vae.conditional.ConditionalVAE`) is exported the same way with one
-more named input, its class labels `y` (int32 `[batch]`), in every signature (`sample` takes
-the labels instead of `num_samples`); the self-checks and the int8 calibration use the images'
-labels (`representative_labels`, `check_labels`; `export_run` reads the run's own).
+A conditional VAE (`keras_vae.models.vae.conditional.ConditionalVAE`) is exported the same
+way with one more named input, its class labels `y` (int32 `[batch]`), in every signature
+(`sample` takes the labels instead of `num_samples`); the self-checks and the int8
+calibration use the images' labels (`representative_labels`, `check_labels`; `export_run`
+reads the run's own).
 
 Integer quantization (`int8`) quantizes weights and activations, calibrated on
 `representative_images` (the decoder on z ~ q(z|x) of those images and as many z ~ p(z));
@@ -55,17 +53,13 @@ int8 file keeps `serving_default` only (reported in its signatures).
 
 from __future__ import annotations
 
-import tempfile
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from keras_vae._internal import atomic
-from keras_vae.models.vae.model import VAE
-from keras_vae.serving.checks import (
+from keras_vae.models.vae.checks import (
     DETERMINISTIC,
     RELATIVE_PARTS,
     ExportCheckError,
@@ -73,28 +67,27 @@ from keras_vae.serving.checks import (
     check_artefact,
     max_error,
     run_in_session,
-    saved_model_runners,
     scorer_statistics,
-    tflite_runners,
     worst,
 )
-from keras_vae.serving.signatures import (
+from keras_vae.models.vae.model import VAE
+from keras_vae.models.vae.signatures import (
     DECODER_SIGNATURES,
     ENCODER_SIGNATURES,
     SCORER_SIGNATURES,
     SIGNATURE_FUNCTIONS,
-    SIGNATURE_KEYS,
     decoder_signatures,
     encoder_signatures,
     expected_signatures,
+    given,
     is_conditional,
     scorer_signatures,
-    tracked_module,
 )
+from keras_vae.serving import pipeline
 from keras_vae.serving.tflite import (
     QUANTIZATIONS,
+    batches,
     convert_tflite,
-    representative_dataset,
     tflite_filename,
     tflite_operators,
 )
@@ -112,6 +105,7 @@ __all__ = [
     "encoder_signatures",
     "expected_signatures",
     "export_vae",
+    "representative_dataset",
     "scorer_signatures",
     "tflite_filename",
     "tflite_operators",
@@ -136,70 +130,109 @@ _BOUNDED_OUTPUTS = {"encoder": "loc", "decoder": "mean"}
 _SYNTHETIC_CHECK_SIZE = 16
 
 
-# ------------------------------------------------------------------------ one artefact
-def _artefact(part, kind, quantization, path, size, errors, bound, bounded, signatures, **extra):
-    return {
-        "part": part,
-        "kind": kind,
-        "quantization": quantization,
-        "path": path,
-        "bytes": size,
-        "error": "relative" if part in RELATIVE_PARTS else "absolute",
-        "max_abs_error": errors,
-        "checked_error": worst(errors, bounded)[1],
-        "bound": bound,
-        "bounded_outputs": bounded or "all",
-        "signatures": signatures,
-        **extra,
-    }
+# -------------------------------------------------------------------------- calibration
+def _calibration_latents(model, images: np.ndarray, labels=None) -> np.ndarray:
+    """z ~ q(z|x) for each image, then as many z ~ p(z) from the learned prior (given the
+    images' labels for a conditional model)."""
+    view = given(model, labels)
+    params = view.encode_parameters(images)
+    eps = np.random.default_rng(0).standard_normal((len(images), model.posterior.noise_size))
+    posterior = model.posterior.reparameterize(params, tf.constant(eps, tf.float32))
+    prior = model.prior.sample_plain(len(images), view)
+    return np.concatenate([posterior.numpy(), prior.numpy()]).astype(np.float32)
 
 
-def _summary(artefact: dict) -> str:
-    return (
-        f"  {artefact['path']:<26} {_format_size(artefact['bytes']):>9}  max "
-        f"{artefact['error']} error {artefact['checked_error']:.2g} on "
-        f"{artefact['bounded_outputs']} outputs (bound {artefact['bound']:g})"
-    )
+def representative_dataset(
+    model, part: str, images: np.ndarray, signature_keys: Sequence[str], labels=None
+) -> Callable:
+    """Calibration inputs of each signature: `(signature_key, {input: array})` batches.
+
+    The encoder's signatures get the images; the decoder's `serving_default` gets z ~ q(z|x)
+    of the images and as many z ~ p(z) (a served decoder sees both), and `sample` gets sample
+    sizes. A conditional model's inputs also carry the images' labels `y` (int32 `[N]`), and
+    its `sample` gets the labels instead of sizes.
+    """
+    y = None if labels is None else np.asarray(labels, np.int32)
+    if part == "encoder":
+        rows = batches({"x": images} if y is None else {"x": images, "y": y})
+        feeds = {key: rows for key in signature_keys}
+    else:
+        z = _calibration_latents(model, images, y)
+        rows = batches({"z": z} if y is None else {"z": z, "y": np.concatenate([y, y])})
+        counts = [
+            {"num_samples": np.array(len(b["z"]), np.int32)} if y is None else {"y": b["y"]}
+            for b in rows
+        ]
+        feeds = {"serving_default": rows, "sample": counts}
+    samples = [(key, feed) for key in signature_keys for feed in feeds[key]]
+    return lambda: iter(samples)
 
 
-def _signatures(model: VAE, part: str, scorer_samples: int) -> dict:
-    make = SIGNATURE_FUNCTIONS[part]
-    return make(model, scorer_samples) if part == "scorer" else make(model)
+# ------------------------------------------------------------------------------- parts
+def _check(model: VAE, part: str, reference: dict, scorer_samples: int) -> pipeline.Check:
+    """The self-check of one part's artefacts (bounds: `FLOAT32_BOUND`, `QUANTIZED_BOUNDS`)."""
+
+    def check(runners, described, quantization, label) -> dict:
+        float32 = quantization == "none"
+        bound = FLOAT32_BOUND if float32 else QUANTIZED_BOUNDS[quantization][part]
+        bounded = None if float32 else _BOUNDED_OUTPUTS[part]
+        errors = check_artefact(
+            model, part, label, runners, described, reference, bound, bounded, tuple(described)
+        )
+        key, error = worst(errors, bounded)
+        measure = "relative error" if part in RELATIVE_PARTS else "abs error"
+        fields = {"errors": errors, "checked": f"max {measure} of {key}", "checked_error": error,
+                  "bound": bound}  # fmt: skip
+        if part == "scorer":  # its own-noise signature against the model's estimates
+            x = reference["scorer"]["inputs"]["x"]
+            y = reference["scorer"]["inputs"].get("y")
+            stats, problems = scorer_statistics(
+                model, runners["serving_default"], x, scorer_samples, y
+            )
+            if problems:
+                raise ExportCheckError(f"{label} failed its self-check: " + "; ".join(problems))
+            fields |= {"scorer_samples": scorer_samples, "statistics": stats}
+        return fields
+
+    return check
 
 
-def _scorer_statistics(model, part, runners, reference, scorer_samples, label) -> dict:
-    """The scorer's own-noise check (see `export_checks.scorer_statistics`); {} otherwise."""
-    if part != "scorer":
-        return {}
-    x, y = reference["scorer"]["inputs"]["x"], reference["scorer"]["inputs"].get("y")
-    stats, problems = scorer_statistics(model, runners["serving_default"], x, scorer_samples, y)
-    if problems:
-        raise ExportCheckError(f"{label} failed its self-check: " + "; ".join(problems))
-    return {"scorer_samples": scorer_samples, "statistics": stats}
+def _graph_check(part: str, reference: dict) -> Callable[[Path], dict]:
+    """The deterministic signature through TF Serving's graph-mode loader."""
+
+    def graph_check(path: Path) -> dict:
+        outputs = run_in_session(path, DETERMINISTIC[part], reference[part]["inputs"])
+        errors = {
+            f"graph_mode/{name}": max_error(outputs[name], value, part in RELATIVE_PARTS)
+            for name, value in reference[part]["outputs"].items()
+        }
+        if max(errors.values()) >= FLOAT32_BOUND:
+            raise ExportCheckError(f"{part}/ disagrees with the model in graph mode: {errors}")
+        return errors
+
+    return graph_check
 
 
-def _save_and_check(
-    model: VAE, part: str, path: Path, reference: dict, label: str, scorer_samples: int
-) -> dict:
-    """Writes one SavedModel to `path` and checks it in eager and in graph mode."""
-    signatures = _signatures(model, part, scorer_samples)
-    tf.saved_model.save(tracked_module(signatures), str(path), signatures=signatures)
-    runners, described = saved_model_runners(tf.saved_model.load(str(path)))
-    keys = SIGNATURE_KEYS[part]
-    errors = check_artefact(
-        model, part, label, runners, described, reference, FLOAT32_BOUND, None, keys
-    )
-    # The graph-mode loader that TF Serving uses, on the deterministic signature.
-    outputs = run_in_session(path, DETERMINISTIC[part], reference[part]["inputs"])
-    for name, value in reference[part]["outputs"].items():
-        errors[f"graph_mode/{name}"] = max_error(outputs[name], value, part in RELATIVE_PARTS)
-    if max(errors.values()) >= FLOAT32_BOUND:
-        raise ExportCheckError(f"{label} disagrees with the model in graph mode: {errors}")
-    extra = _scorer_statistics(model, part, runners, reference, scorer_samples, label)
-    return _artefact(
-        part, "saved_model", "none", label, _size(path), errors, FLOAT32_BOUND, None, described,
-        **extra,
-    )  # fmt: skip
+def export_parts(model: VAE, reference: dict, scorer: bool, scorer_samples: int,
+                 calibration: tuple) -> list[pipeline.ExportPart]:  # fmt: skip
+    """The VAE's encoder, decoder (and scorer) as parts of the export pipeline."""
+    images, labels = (None if value is None else value[:1000] for value in calibration)
+    parts = []
+    for name in PARTS if scorer else PARTS[:2]:
+        make = SIGNATURE_FUNCTIONS[name]
+        functions = make(model, scorer_samples) if name == "scorer" else make(model)
+        parts.append(pipeline.ExportPart(
+            name=name, signatures=functions,
+            check=_check(model, name, reference, scorer_samples),
+            quantizations=("none",) if name == "scorer" else QUANTIZATIONS,
+            calibration=(lambda keys, name=name: representative_dataset(
+                model, name, images, keys, labels)) if images is not None else None,
+            graph_check=_graph_check(name, reference),
+            refusal=(f"scorer.tflite: the scorer of the {_combination(model)} combination "
+                     "does not convert to TFLite builtins; export with scorer=False "
+                     "(--no-scorer) or tflite=False (--no-tflite).") if name == "scorer" else None,
+        ))  # fmt: skip
+    return parts
 
 
 def _combination(model: VAE) -> str:
@@ -211,77 +244,16 @@ def _part_name(model: VAE, name: str) -> str:
     return getattr(type(part), "registered_name", type(part).__name__)
 
 
-def _convert(
-    model, part, quantization, saved_model_dir, calibration, say, name
-) -> tuple[bytes, tuple]:
-    """The flatbuffer of one part and the signatures it holds (`calibration`: the
-    representative images and their labels, for int8)."""
-    keys = SIGNATURE_KEYS[part]
-    if quantization != "int8":
-        try:
-            return convert_tflite(saved_model_dir, keys, quantization), keys
-        except Exception as error:  # a converter error names a TF op
-            if part != "scorer":
-                raise
-            raise ExportCheckError(
-                f"{name}: the scorer of the {_combination(model)} combination does not convert "
-                f"to TFLite builtins ({type(error).__name__}); export with scorer=False "
-                "(--no-scorer) or tflite=False (--no-tflite)."
-            ) from error
-    images, labels = (None if value is None else value[:1000] for value in calibration)
-    try:
-        dataset = representative_dataset(model, part, images, keys, labels)
-        return convert_tflite(saved_model_dir, keys, quantization, dataset), keys
-    except Exception as error:  # any converter failure: retried below
-        # TF 2.21 quantizes around the random ops (kept float); should another version
-        # refuse, keep the deterministic signature rather than fail the export.
-        say(f"{name}: int8 conversion of {keys} failed ({type(error).__name__}); "
-            "keeping serving_default only")  # fmt: skip
-        keys = ("serving_default",)
-        dataset = representative_dataset(model, part, images, keys, labels)
-        return convert_tflite(saved_model_dir, keys, quantization, dataset), keys
-
-
-def _convert_and_check(
-    model, part, quantization, saved_model_dir, path, reference, calibration, say, scorer_samples
-) -> dict:
-    """Converts one SavedModel to `path` (.tflite) and checks it with the LiteRT interpreter."""
-    content, keys = _convert(
-        model, part, quantization, saved_model_dir, calibration, say, path.name
-    )
-    operators = tflite_operators(content)
-    custom = [op for op in operators if op.startswith("CUSTOM")]
-    if custom:
-        raise ExportCheckError(f"{path.name} needs non-builtin (Flex/custom) ops: {custom}")
-    atomic.write_bytes(path, content)
-    runners, described = tflite_runners(path)
-    bound = QUANTIZED_BOUNDS[quantization][part] if quantization != "none" else FLOAT32_BOUND
-    bounded = None if quantization == "none" else _BOUNDED_OUTPUTS[part]
-    errors = check_artefact(
-        model, part, path.name, runners, described, reference, bound, bounded, keys
-    )
-    extra = _scorer_statistics(model, part, runners, reference, scorer_samples, path.name)
-    return _artefact(
-        part, "tflite", quantization, path.name, len(content), errors, bound, bounded, described,
-        operators=operators, **extra,
-    )  # fmt: skip
-
-
-# ---------------------------------------------------------------------------- writing
-def _versions(base: Path) -> list[int]:
-    if not base.is_dir():
-        return []
-    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
-
-
-def _size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def _format_size(size: int) -> str:
-    return f"{size / 1e6:.2f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"
+def _model_facts(model: VAE) -> dict:
+    return {
+        "name": model.name,
+        "image_shape": list(model.image_shape),
+        "latent_dim": model.latent_dim,
+        "posterior": _part_name(model, "posterior"),
+        "prior": _part_name(model, "prior"),
+        "likelihood": _part_name(model, "likelihood"),
+        "condition_dim": getattr(model, "condition_dim", None),
+    }
 
 
 # -------------------------------------------------------------------------- arguments
@@ -299,9 +271,7 @@ def _check_images(name: str, images: np.ndarray | None, model: VAE) -> np.ndarra
     return array
 
 
-def _check_arguments(
-    model: object, version: object, tflite: bool, quantize: Sequence[str] | str, progress
-) -> tuple[str, ...]:
+def _check_model(model: object) -> None:
     if not isinstance(model, VAE):
         raise ValueError(f"model must be a keras_vae.VAE. Received: {type(model).__name__}")
     if not model.built:
@@ -309,19 +279,6 @@ def _check_arguments(
             "model is not built, so it has no weights to export: train it, load it, or call "
             f"model.build((None, *{model.image_shape})) first."
         )
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError(f"version must be a positive int. Received: version={version!r}")
-    quantize = (quantize,) if isinstance(quantize, str) else tuple(quantize)
-    unknown = [q for q in quantize if q not in QUANTIZATIONS]
-    if unknown or not quantize:
-        raise ValueError(
-            f"quantize must be a non-empty list of {QUANTIZATIONS}. Received: quantize={quantize!r}"
-        )
-    if not tflite and quantize != ("none",):
-        raise ValueError(f"quantize={quantize!r} needs tflite=True (--tflite).")
-    if progress is not None and not callable(progress):
-        raise ValueError(f"progress must be a callable or None. Received: {progress!r}")
-    return tuple(dict.fromkeys(quantize))  # unique, in order
 
 
 def _check_labels(name: str, labels, images: np.ndarray | None, model: VAE, say) -> np.ndarray:
@@ -372,99 +329,6 @@ def _choose_check_images(model, check, representative, say) -> tuple:
     shape = (_SYNTHETIC_CHECK_SIZE, *model.image_shape)
     images = np.random.default_rng(0).uniform(size=shape).astype(np.float32)
     return images, _check_labels("labels", None, images, model, lambda _: None), "synthetic"
-
-
-# ------------------------------------------------------------------------------ export
-def _stage_saved_models(model, parts, export_dir, version, reference, staged, options, say):
-    """Writes and checks each part's SavedModel under a temporary name.
-
-    Returns:
-        `(artefacts, moves, saved_model_dirs)`; every temporary path is appended to `staged`.
-    """
-    artefacts, moves, saved_model_dirs = [], [], {}
-    for part in parts:
-        say(f"writing and checking the {part} SavedModel ...")
-        (export_dir / part).mkdir(exist_ok=True)
-        temp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_dir / part))
-        staged.append(temp)
-        temp.chmod(0o755)  # mkdtemp makes it 0700; the server may run as another user
-        saved_model_dirs[part] = temp
-        label = f"{part}/{version}"
-        artefacts.append(
-            _save_and_check(model, part, temp, reference, label, options["scorer_samples"])
-        )
-        say(_summary(artefacts[-1]))
-        moves.append((temp, export_dir / part / str(version), options["overwrite"]))
-    return artefacts, moves, saved_model_dirs
-
-
-def _stage_tflite(model, quantize, saved_model_dirs, staging, reference, options, say):
-    """Converts and checks every requested `.tflite` file into `staging`.
-
-    The scorer is converted to float32 only (`quantize` containing "none").
-
-    Returns:
-        `(artefacts, moves, written file names)`.
-    """
-    artefacts, moves, written = [], [], set()
-    for quantization in quantize:
-        for part, saved_model_dir in saved_model_dirs.items():
-            if part == "scorer" and quantization != "none":
-                continue
-            name = tflite_filename(part, quantization)
-            say(f"converting and checking {name} ...")
-            artefact = _convert_and_check(
-                model, part, quantization, saved_model_dir, staging / name, reference,
-                (options["representative_images"], options["representative_labels"]), say,
-                options["scorer_samples"],
-            )  # fmt: skip
-            artefacts.append(artefact)
-            say(_summary(artefact))
-            moves.append((staging / name, staging.parent / name, True))
-            written.add(name)
-    return artefacts, moves, written
-
-
-def _stale_tflite(export_dir: Path, written: set[str], say) -> list:
-    """Moves that delete the `.tflite` files of an earlier export that this one did not write."""
-    moves = []
-    for part in PARTS:
-        for quantization in QUANTIZATIONS:
-            name = tflite_filename(part, quantization)
-            if name not in written and (export_dir / name).exists():
-                say(f"removing {name} of an earlier export")
-                moves.append((None, export_dir / name, True))
-    return moves
-
-
-def _report(model, version, parts, export_dir, check, started, artefacts) -> dict:
-    return {
-        "model": {
-            "name": model.name,
-            "image_shape": list(model.image_shape),
-            "latent_dim": model.latent_dim,
-            "posterior": _part_name(model, "posterior"),
-            "prior": _part_name(model, "prior"),
-            "likelihood": _part_name(model, "likelihood"),
-            "condition_dim": getattr(model, "condition_dim", None),
-        },
-        "version": version,
-        "versions": {part: sorted({*_versions(export_dir / part), version}) for part in parts},
-        "check_images": check,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "seconds": round(time.perf_counter() - started, 1),
-        "artefacts": artefacts,
-    }
-
-
-def _refuse_existing(export_dir: Path, parts, version: int, overwrite: bool) -> None:
-    existing = [str(export_dir / p / str(version)) for p in parts]
-    existing = [path for path in existing if Path(path).exists()]
-    if existing and not overwrite:
-        raise FileExistsError(
-            f"version {version} already exists ({', '.join(existing)}); "
-            "choose another version or pass overwrite=True (--overwrite)"
-        )
 
 
 def export_vae(
@@ -521,55 +385,36 @@ def export_vae(
             combination of parts does not convert to TFLite builtins; nothing was written.
 
     Example:
-        >>> report = export_vae(vae, "export/mnist", quantize=["none", "int8"],
-        ...                     representative_images=train_images[:500])
-        >>> [a["path"] for a in report["artefacts"]][:4]
-        ['encoder/1', 'decoder/1', 'scorer/1', 'encoder.tflite']
+        ```python
+        report = export_vae(vae, "export/mnist", quantize=["none", "int8"],
+                            representative_images=train_images[:500])
+        print(*(a["path"] for a in report["artefacts"]))
+        # encoder/1 decoder/1 scorer/1 encoder.tflite decoder.tflite scorer.tflite ...
+        ```
     """
-    quantize = _check_arguments(model, version, tflite, quantize, progress)
-    options = {"scorer_samples": _check_scorer_samples(scorer_samples), "overwrite": overwrite}
+    _check_model(model)
+    quantize = pipeline.check_export_arguments(version, tflite, quantize, progress)
+    scorer_samples = _check_scorer_samples(scorer_samples)
     say = progress or (lambda message: None)
-    options["representative_images"] = _check_images(
-        "representative_images", representative_images, model
+    representative_images = _check_images("representative_images", representative_images, model)
+    representative_labels = _check_labels(
+        "representative_labels", representative_labels, representative_images, model, say
     )
-    options["representative_labels"] = _check_labels(
-        "representative_labels", representative_labels, options["representative_images"], model,
-        say,
-    )  # fmt: skip
     check_images = _check_images("check_images", check_images, model)
     check_labels = _check_labels("check_labels", check_labels, check_images, model, say)
-    if "int8" in quantize and options["representative_images"] is None:
+    if "int8" in quantize and representative_images is None:
         raise ValueError("quantize='int8' needs representative_images (calibration data).")
-    export_dir, parts = Path(export_dir), PARTS if scorer else PARTS[:2]
-    _refuse_existing(export_dir, parts, version, overwrite)
-    representative = (options["representative_images"], options["representative_labels"])
+    names = PARTS if scorer else PARTS[:2]
+    pipeline.refuse_existing(export_dir, names, version, overwrite)
+    representative = (representative_images, representative_labels)
     check_images, check_labels, source = _choose_check_images(
         model, (check_images, check_labels), representative, say
     )
     labels = None if check_labels is None else check_labels[:256]
     reference = build_reference(model, check_images[:256], scorer, labels)
-    check = {"count": len(reference["encoder"]["inputs"]["x"]), "source": source}
-
-    started = time.perf_counter()
-    export_dir.mkdir(parents=True, exist_ok=True)
-    staged: list[Path] = []  # removed at the end, whatever happens
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=export_dir))
-        staged.append(staging)
-        artefacts, moves, saved_model_dirs = _stage_saved_models(
-            model, parts, export_dir, version, reference, staged, options, say
-        )
-        more, more_moves, written = _stage_tflite(
-            model, quantize if tflite else (), saved_model_dirs, staging, reference, options, say
-        )
-        artefacts, moves = artefacts + more, moves + more_moves
-        moves += _stale_tflite(export_dir, written, say)
-        report = _report(model, version, parts, export_dir, check, started, artefacts)
-        atomic.write_json(staging / "export_report.json", report)
-        moves.append((staging / "export_report.json", export_dir / "export_report.json", True))
-        atomic.commit(moves)
-    finally:
-        for path in staged:
-            atomic.remove(path)
-    say(f"exported version {version} to {export_dir} in {report['seconds']} s")
-    return report
+    parts = export_parts(model, reference, scorer, scorer_samples, representative)
+    return pipeline.export_parts(
+        parts, export_dir, model=_model_facts(model),
+        check_images={"count": len(reference["encoder"]["inputs"]["x"]), "source": source},
+        version=version, tflite=tflite, quantize=quantize, overwrite=overwrite, progress=progress,
+    )  # fmt: skip

@@ -185,15 +185,3 @@ class VAEKind(ModelKind):
                            check_labels=labels[check] if len(check) else None)  # fmt: skip
         return export_vae(model, output, representative_images=chosen["representative"],
                           check_images=chosen["check"], **options)  # fmt: skip
-
-    def report_lines(self, report: dict, output) -> list[str]:
-        from keras_vae.models.vae.export import _format_size
-
-        lines = [f"\n{'artefact':<28} {'size':>9}  {'max error':>13}  bound"]
-        for artefact in report["artefacts"]:
-            relative = " (relative)" * (artefact["error"] == "relative")
-            lines.append(
-                f"{artefact['path']:<28} {_format_size(artefact['bytes']):>9}  "
-                f"{artefact['checked_error']:>13.2g}  {artefact['bound']:g}{relative}"
-            )
-        return lines

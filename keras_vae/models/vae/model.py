@@ -3,7 +3,7 @@
 `VAE` wires an encoder body and a posterior head (q(z|x)), a decoder body and a likelihood head
 (p(x|z)), a prior p(z) and an objective, and reads top to bottom: encode, sample, decode, loss.
 The training machinery (split-invariant noise, batch shares, per-replica XLA, Keras work-
-arounds) lives in `keras_vae.trainer.ExactReplicaTrainer`, which calls the two hooks below.
+arounds) lives in `keras_vae.engine.trainer.ExactReplicaTrainer`, which calls the two hooks below.
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ class VAE(ExactReplicaTrainer):
 
     Args:
         encoder: Body mapping x `[batch, *image_shape]` to features.
-        posterior: Head mapping features to q(z|x) (`keras_vae.posteriors`).
+        posterior: Head mapping features to q(z|x) (`keras_vae.parts.posteriors`).
         decoder: Body mapping z `[..., latent_dim]` to features.
-        likelihood: Head mapping features to p(x|z) (`keras_vae.likelihoods`).
-        prior: p(z) (`keras_vae.priors`); defaults to `StandardNormalPrior`.
-        objective: What training minimises (`keras_vae.objectives`); defaults to
+        likelihood: Head mapping features to p(x|z) (`keras_vae.parts.likelihoods`).
+        prior: p(z) (`keras_vae.parts.priors`); defaults to `StandardNormalPrior`.
+        objective: What training minimises (`keras_vae.parts.objectives`); defaults to
             `ELBO(num_samples, beta, analytic_kl)`.
         num_samples, beta, analytic_kl: Shortcuts for the default ELBO objective; not
             allowed together with `objective`.
@@ -77,8 +77,8 @@ class VAE(ExactReplicaTrainer):
             )
         if not isinstance(objective, objectives.Objective):
             raise ValueError(
-                "objective must be a keras_vae.objectives.Objective such as ELBO() or IWAE(5). "
-                f"Received: objective={objective!r}"
+                "objective must be a keras_vae.parts.objectives.Objective such as ELBO() or "
+                f"IWAE(5). Received: objective={objective!r}"
             )
         latent_dim = getattr(posterior, "latent_dim", None)
         if latent_dim is None:

@@ -92,7 +92,7 @@ def _check_count(name: str, value: object, minimum: int = 1) -> int:
 
 
 def _is_conditional(model) -> bool:
-    return hasattr(model, "condition_dim")  # keras_vae.conditional.ConditionalVAE
+    return hasattr(model, "condition_dim")  # keras_vae.ConditionalVAE
 
 
 def _conditions(model, labels, count: int) -> list:

@@ -64,12 +64,12 @@ def mlp_vae(
             (10 components for `mixture`, 500 pseudo-inputs for `vamp`, as `keras-vae train`).
         objective: The objective; default `ELBO(num_samples, beta)`.
         likelihood_options: Extra arguments of the likelihood head.
-        network: A registered network family (`keras_vae.networks`): `"mlp"`, `"gated_mlp"`
+        network: A registered network family (`keras_vae.parts.networks`): `"mlp"`, `"gated_mlp"`
             (Dauphin et al. 2017) or `"conv"` (strided convolutions; any `[H, W, C]` images).
         network_options: Extra arguments of the family's `pair`; for `"conv"`: `filters`
             (channels per level of the encoder, reversed in the decoder; default `[32, 64]`)
             and `kernel_size` (default 3).
-        condition_dim: C: a conditional VAE (`keras_vae.conditional.ConditionalVAE`) given
+        condition_dim: C: a conditional VAE (`keras_vae.ConditionalVAE`) given
             y of size C with every example (C classes for int labels); None: a plain VAE.
             `prior="conditional"` then learns p(z|y) (`ConditionalGaussianPrior`).
         precision: `"float32"`, or a Keras mixed policy for the encoder and decoder bodies:

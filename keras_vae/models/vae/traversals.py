@@ -11,7 +11,7 @@ one changes in the image.
   j_r = `order[r]` to each traversal value and decodes E[x|z]; rows ordered by decreasing
   KL_j, so the informative latents come first (Higgins et al. 2017, Burgess et al. 2018).
 * `traversal_figure`, `kl_bar_chart`: the two pictures (matplotlib `Figure`s on the Agg
-  canvas, see `keras_vae.plotting`; `plotting.save_figure` writes the PNG).
+  canvas, see `keras_vae.workflows.plot`; `plotting.save_figure` writes the PNG).
 
 Example:
     ```python

@@ -20,7 +20,8 @@ codes to vectors by Gather, the prior's ancestral sampling as a `tf.while_loop` 
 over the h w positions with Gumbel-max draws from `tf.random.uniform` (RANDOM_UNIFORM).
 
 Self-checks against the Keras model, on check images (every artefact, before anything is
-renamed into place; writes are atomic as in `keras_vae.export`):
+renamed into place: staging, the atomic commit, the report and the clean-up are the pipeline
+every kind shares, `keras_vae.serving.pipeline`):
 
 * encoder: the codes equal Keras' (`codes_agreement` = 1 for float32 files; int8 files must
   agree on at least `INT8_CODE_AGREEMENT` of the positions, a check against a broken
@@ -33,26 +34,16 @@ renamed into place; writes are atomic as in `keras_vae.export`):
 
 from __future__ import annotations
 
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from keras_vae._internal import atomic
 from keras_vae.models.vqvae.code_prior import CodePrior, ancestral_sample
 from keras_vae.models.vqvae.model import VQVAE
-from keras_vae.serving.checks import (
-    SAMPLE_CHECK_SIZE,
-    ExportCheckError,
-    max_error,
-    run_in_session,
-    saved_model_runners,
-    tflite_runners,
-)
-from keras_vae.serving.signatures import tracked_module
-from keras_vae.serving.tflite import convert_tflite, tflite_filename, tflite_operators
+from keras_vae.serving import pipeline
+from keras_vae.serving.checks import SAMPLE_CHECK_SIZE, ExportCheckError, max_error, run_in_session
+from keras_vae.serving.signatures import function
 
 QUANTIZATIONS = ("none", "int8")  # of keras_vae.serving.tflite.QUANTIZATIONS
 FLOAT32_BOUND = 1e-4
@@ -69,10 +60,6 @@ _BATCH = 32
 
 
 # ------------------------------------------------------------------------- signatures
-def _function(fn, *specs):
-    return tf.function(fn, input_signature=list(specs), autograph=False).get_concrete_function()
-
-
 def _decode(vqvae: VQVAE, codes: tf.Tensor) -> dict[str, tf.Tensor]:
     params = vqvae.likelihood.parameters(vqvae.decoder(vqvae.quantizer.lookup(codes)))
     params = {k: tf.cast(v, tf.float32) for k, v in params.items()}
@@ -93,8 +80,8 @@ def signatures(vqvae: VQVAE, prior: CodePrior | None = None) -> dict[str, dict]:
     def decode(codes):
         return _decode(vqvae, tf.ensure_shape(codes, codes_spec.shape))
 
-    parts = {"encoder": {"serving_default": _function(encode, image_spec)},
-             "decoder": {"serving_default": _function(decode, codes_spec)}}  # fmt: skip
+    parts = {"encoder": {"serving_default": function(encode, image_spec)},
+             "decoder": {"serving_default": function(decode, codes_spec)}}  # fmt: skip
     if prior is not None:
 
         def uniform(shape, t):
@@ -109,12 +96,15 @@ def signatures(vqvae: VQVAE, prior: CodePrior | None = None) -> dict[str, dict]:
             return {"log_prob": prior.log_prob(tf.ensure_shape(codes, codes_spec.shape))}
 
         num_spec = tf.TensorSpec([], tf.int32, name="num_samples")
-        parts["prior"] = {"serving_default": _function(sample, num_spec),
-                          "log_prob": _function(log_prob, codes_spec)}  # fmt: skip
+        parts["prior"] = {"serving_default": function(sample, num_spec),
+                          "log_prob": function(log_prob, codes_spec)}  # fmt: skip
     return parts
 
 
 # ------------------------------------------------------------------------------ checks
+_KEYS = {"encoder": "serving_default", "decoder": "serving_default", "prior": "log_prob"}
+
+
 def _reference(vqvae: VQVAE, prior: CodePrior | None, x: np.ndarray) -> dict:
     codes = vqvae.encode(x).numpy()
     decoded = {k: v.numpy() for k, v in _decode(vqvae, codes).items()}
@@ -127,24 +117,23 @@ def _reference(vqvae: VQVAE, prior: CodePrior | None, x: np.ndarray) -> dict:
     return reference
 
 
-def _check(vqvae, part, runners, reference, quantization, label) -> dict:
-    """Runs an artefact's signatures on the reference inputs; raises `ExportCheckError`."""
+def _measure(vqvae, part, runners, reference) -> tuple[dict, list]:
+    """The errors of one artefact's signatures against the Keras model, and its problems."""
     inputs, want = reference[part]
-    key = "log_prob" if part == "prior" else "serving_default"
+    key = _KEYS[part]
     got = runners[key](**inputs)
     errors, problems = {}, []
-    int8 = quantization == "int8"
     for name, value in want.items():
         if got[name].shape != value.shape:
             problems.append(f"{key}/{name} has shape {got[name].shape}, expected {value.shape}")
         elif name == "codes":
-            errors["codes_agreement"] = float(np.mean(got[name] == value))
+            errors["code_disagreement"] = float(np.mean(got[name] != value))
         else:
             errors[f"{key}/{name}"] = max_error(got[name], value, relative=part == "prior")
     if part == "prior":
         n = SAMPLE_CHECK_SIZE
-        drawn = runners["serving_default"](num_samples=np.array(n, np.int32))
-        codes = drawn["codes"]
+        codes = runners["serving_default"](num_samples=np.array(n, np.int32))
+        images, codes = codes["images"], codes["codes"]
         if (
             codes.shape != (n, *vqvae.code_shape)
             or codes.min() < 0
@@ -152,24 +141,62 @@ def _check(vqvae, part, runners, reference, quantization, label) -> dict:
         ):
             problems.append(f"sampled codes {codes.shape} outside [0, {vqvae.codebook_size})")
         else:
-            images = vqvae.decode_codes(codes).mean().numpy()
-            errors["serving_default/images"] = max_error(drawn["images"], images)
-    bounds = {"codes_agreement": INT8_CODE_AGREEMENT if int8 else 1.0}
-    bounded = {"decoder": "serving_default/mean", "prior": "serving_default/images"}
-    for name, error in errors.items():
-        if name == "codes_agreement":
-            if error < bounds[name]:
-                problems.append(f"codes agree with Keras on {error:.3f} < {bounds[name]}")
-        elif (not int8 and error >= FLOAT32_BOUND) or (
-            int8 and name == bounded.get(part) and error >= INT8_MEAN_BOUND
-        ):
-            problems.append(f"max error of {name} is {error:.3g}")
-    if problems:
-        raise ExportCheckError(f"{label} failed its self-check: " + "; ".join(problems))
-    return errors
+            want_images = vqvae.decode_codes(codes).mean().numpy()
+            errors["serving_default/images"] = max_error(images, want_images)
+    return errors, problems
 
 
-# ---------------------------------------------------------------------------- writing
+#: The measure each part's quantized (int8) files are held to, and its bound.
+_INT8_CHECKED = {"encoder": ("code_disagreement", 1.0 - INT8_CODE_AGREEMENT),
+                 "decoder": ("serving_default/mean", INT8_MEAN_BOUND),
+                 "prior": ("serving_default/images", INT8_MEAN_BOUND)}  # fmt: skip
+
+
+def _check(vqvae, part: str, reference: dict) -> pipeline.Check:
+    """float32: every error below `FLOAT32_BOUND` (codes: equal); int8: `_INT8_CHECKED`."""
+
+    def check(runners, described, quantization, label) -> dict:
+        errors, problems = _measure(vqvae, part, runners, reference)
+        if problems:
+            raise ExportCheckError(f"{label} failed its self-check: " + "; ".join(problems))
+        if quantization == "none":
+            if errors.get("code_disagreement", 0.0) > 0.0:  # float32 codes must be Keras'
+                raise ExportCheckError(f"{label} failed its self-check: its codes differ from "
+                                       f"the model's at {errors['code_disagreement']:.3g} of "
+                                       "the positions")  # fmt: skip
+            floats = {k: v for k, v in errors.items() if k != "code_disagreement"}
+            checked, bound = max(floats, key=floats.get), FLOAT32_BOUND
+        else:
+            checked, bound = _INT8_CHECKED[part]
+        if errors[checked] >= bound:
+            raise ExportCheckError(
+                f"{label} failed its self-check: {checked} is {errors[checked]:.3g} "
+                f"(bound {bound:g})"
+            )
+        return {"errors": errors, "checked": checked, "checked_error": errors[checked],
+                "bound": bound}  # fmt: skip
+
+    return check
+
+
+def _graph_check(part: str, reference: dict):
+    """The checked signature through TF Serving's graph-mode loader."""
+
+    def graph_check(path: Path) -> dict:
+        inputs, want = reference[part]
+        got = run_in_session(path, _KEYS[part], inputs)
+        if "codes" in want and not np.array_equal(got["codes"], want["codes"]):
+            raise ExportCheckError(f"{part}/ in graph mode gives other codes than the model")
+        errors = {f"graph_mode/{name}": max_error(got[name], value, relative=part == "prior")
+                  for name, value in want.items() if name != "codes"}  # fmt: skip
+        if errors and max(errors.values()) >= FLOAT32_BOUND:
+            raise ExportCheckError(f"{part}/ disagrees with the model in graph mode: {errors}")
+        return errors
+
+    return graph_check
+
+
+# --------------------------------------------------------------------------- calibration
 def _representative(vqvae, part, images, keys):
     batches = [images[i : i + _BATCH] for i in range(0, len(images), _BATCH)]
     feeds = []
@@ -183,39 +210,20 @@ def _representative(vqvae, part, images, keys):
     return lambda: iter(feeds)
 
 
-def _stage(vqvae, prior, parts, staging, reference, quantize, images, say) -> list[dict]:
-    """Writes and checks every artefact under `staging`; returns their report entries."""
-    artefacts = []
-    for part, functions in parts.items():
-        path = staging / part
-        tf.saved_model.save(tracked_module(functions), str(path), signatures=functions)
-        runners, described = saved_model_runners(tf.saved_model.load(str(path)))
-        errors = _check(vqvae, part, runners, reference, "none", f"{part} SavedModel")
-        key = "log_prob" if part == "prior" else "serving_default"
-        graph = run_in_session(path, key, reference[part][0])
-        for name, value in reference[part][1].items():
-            if not np.array_equal(graph[name], value) and name == "codes":
-                raise ExportCheckError(f"{part} SavedModel in graph mode gives other codes")
-        artefacts.append({"part": part, "kind": "saved_model", "quantization": "none",
-                          "signatures": described, "errors": errors, "path": part})  # fmt: skip
-        say(f"  {part} SavedModel: {errors}")
-        for quantization in quantize:
-            name = tflite_filename(part, quantization)
-            keys = tuple(functions)
-            dataset = _representative(vqvae, part, images, keys) if quantization == "int8" else None
-            content = convert_tflite(path, keys, quantization, dataset)
-            operators = tflite_operators(content)
-            custom = [op for op in operators if op.startswith("CUSTOM")]
-            if custom:
-                raise ExportCheckError(f"{name} needs non-builtin (Flex/custom) ops: {custom}")
-            atomic.write_bytes(staging / name, content)
-            runners, described = tflite_runners(staging / name)
-            errors = _check(vqvae, part, runners, reference, quantization, name)
-            artefacts.append({"part": part, "kind": "tflite", "quantization": quantization,
-                              "path": name, "bytes": len(content), "operators": operators,
-                              "signatures": described, "errors": errors})  # fmt: skip
-            say(f"  {name}: {errors}")
-    return artefacts
+def export_parts(vqvae: VQVAE, prior: CodePrior | None, reference: dict,
+                 images: np.ndarray) -> list[pipeline.ExportPart]:  # fmt: skip
+    """The encoder, decoder (and prior) as parts of the export pipeline."""
+    return [
+        pipeline.ExportPart(
+            name=name,
+            signatures=functions,
+            check=_check(vqvae, name, reference),
+            quantizations=QUANTIZATIONS,
+            calibration=lambda keys, name=name: _representative(vqvae, name, images, keys),
+            graph_check=_graph_check(name, reference),
+        )  # fmt: skip
+        for name, functions in signatures(vqvae, prior).items()
+    ]
 
 
 def export_vqvae(
@@ -257,51 +265,31 @@ def export_vqvae(
         raise ValueError(f"vqvae must be a built keras_vae VQVAE. Received: {vqvae!r}")
     if prior is not None and (not isinstance(prior, CodePrior) or prior.vqvae is not vqvae):
         raise ValueError("prior must be a CodePrior over this vqvae (CodePrior(vqvae)).")
-    quantize = tuple(quantize) if tflite else ()
+    quantize = pipeline.check_export_arguments(version, tflite, quantize, progress)
     if any(q not in QUANTIZATIONS for q in quantize):
         raise ValueError(f"quantize must be a list of {QUANTIZATIONS}. Received: {quantize!r}")
     if "int8" in quantize and representative_images is None:
         raise ValueError("quantize='int8' needs representative_images (calibration data).")
     say = progress or (lambda message: None)
-    x = check_images if check_images is not None else representative_images
+    names = ("encoder", "decoder", "prior") if prior is not None else ("encoder", "decoder")
+    pipeline.refuse_existing(export_dir, names, version, overwrite)
+    x, source = check_images, "check_images"
+    if x is None:
+        x, source = representative_images, "representative_images"
     if x is None:
         say("no check_images given: the self-check uses uniform random images")
         x = np.random.default_rng(0).uniform(size=(16, *vqvae.image_shape))
+        source = "synthetic"
     x = np.asarray(x, np.float32)[:256]
     images = np.asarray(representative_images if representative_images is not None else x,
                         np.float32)[:1000]  # fmt: skip
     if prior is not None and not prior.built:
         prior.build()
-    export_dir = Path(export_dir)
-    parts = signatures(vqvae, prior)
-    existing = [export_dir / p / str(version) for p in parts if (export_dir / p / str(version))
-                .exists()]  # fmt: skip
-    if existing and not overwrite:
-        raise FileExistsError(f"version {version} already exists ({existing[0]}); choose "
-                              "another version or pass overwrite=True")  # fmt: skip
-    started = time.perf_counter()
-    export_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=export_dir))
-    try:
-        reference = _reference(vqvae, prior, x)
-        artefacts = _stage(vqvae, prior, parts, staging, reference, quantize, images, say)
-        report = {"model": {"name": vqvae.name, "image_shape": list(vqvae.image_shape),
-                            "code_shape": list(vqvae.code_shape),
-                            "codebook_size": vqvae.codebook_size, "code_dim": vqvae.code_dim,
-                            "prior": prior is not None},
-                  "version": version, "check_images": len(x),
-                  "seconds": round(time.perf_counter() - started, 1),
-                  "artefacts": artefacts}  # fmt: skip
-        atomic.write_json(staging / "export_report.json", report)
-        moves = [(staging / p, export_dir / p / str(version), overwrite) for p in parts]
-        for p in parts:
-            (export_dir / p).mkdir(exist_ok=True)
-            (staging / p).chmod(0o755)
-        moves += [(staging / a["path"], export_dir / a["path"], True)
-                  for a in artefacts if a["kind"] == "tflite"]  # fmt: skip
-        moves.append((staging / "export_report.json", export_dir / "export_report.json", True))
-        atomic.commit(moves)
-    finally:
-        atomic.remove(staging)
-    say(f"exported version {version} to {export_dir} in {report['seconds']} s")
-    return report
+    model = {"name": vqvae.name, "image_shape": list(vqvae.image_shape),
+             "code_shape": list(vqvae.code_shape), "codebook_size": vqvae.codebook_size,
+             "code_dim": vqvae.code_dim, "prior": prior is not None}  # fmt: skip
+    parts = export_parts(vqvae, prior, _reference(vqvae, prior, x), images)
+    return pipeline.export_parts(
+        parts, export_dir, model=model, check_images={"count": len(x), "source": source},
+        version=version, tflite=tflite, quantize=quantize, overwrite=overwrite, progress=progress,
+    )  # fmt: skip

@@ -1,6 +1,6 @@
 """`keras-vae` for the VQ-VAE family: `--model vqvae` and `--model vqvae-prior` runs.
 
-The run machinery is `keras_vae.training` and `keras_vae.runs` (strategies, data, verified
+The run machinery is `keras_vae.workflows.train` and `keras_vae.runs` (strategies, data, verified
 backups, resume, NaN stop, run files); this module supplies what differs for the two models:
 building them, their training pictures, their metrics, and `evaluate`, `plot` and `export`.
 
@@ -11,9 +11,9 @@ building them, their training pictures, their metrics, and `evaluate`, `plot` an
     keras-vae plot runs/vq-prior --kind samples|reconstructions|codebook --output FILE.png
     keras-vae export runs/vq-prior --output export/vq
 
-A prior run trains a `keras_vae.code_prior.CodePrior` over the frozen VQ-VAE loaded from
-`vqvae_run/model.keras`, on that run's data (dataset, splits, likelihood are copied from its
-config.json); its own `model.keras` holds the VQ-VAE too, so it is self-contained.
+A prior run trains a `keras_vae.models.vqvae.code_prior.CodePrior` over the frozen VQ-VAE
+loaded from `vqvae_run/model.keras`, on that run's data (dataset, splits, likelihood are copied
+from its config.json); its own `model.keras` holds the VQ-VAE too, so it is self-contained.
 
 The bound on log p(x) (`evaluate` on a prior run). The VQ-VAE's encoder is deterministic,
 q(z|x) = 1[z = z(x)] (one-hot at x's codes), so H(q) = 0 and KL(q || p_prior) = -log
@@ -344,19 +344,6 @@ class _VQKind(ModelKind):
             quantize=quantize, representative_images=chosen["representative"],
             check_images=chosen["check"], **options,
         )  # fmt: skip
-
-    def report_lines(self, report: dict, output) -> list[str]:
-        lines = [f"\n{'artefact':<24} {'size':>10}  checks"]
-        for artefact in report["artefacts"]:
-            size = artefact.get("bytes", _tree_bytes(Path(output) / artefact["part"]))
-            errors = ", ".join(f"{k} {v:.3g}" for k, v in artefact["errors"].items())
-            path = artefact["path"] + ("/" if artefact["kind"] == "saved_model" else "")
-            lines.append(f"{path:<24} {size / 1e6:>8.2f} MB  {errors}")
-        return lines
-
-
-def _tree_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def _bits(metrics: dict) -> dict:

@@ -6,7 +6,7 @@
 
     loss(x) = -log p(x|z_q) + beta ||z_e - sg(z_q)||^2 (+ ||sg(z_e) - z_q||^2 without EMA)
 
-`VQVAE` shares `keras_vae.trainer.ExactReplicaTrainer` with `VAE` (MirroredStrategy, multi-
+`VQVAE` shares `keras_vae.engine.trainer.ExactReplicaTrainer` with `VAE` (MirroredStrategy, multi-
 worker, XLA, batch shares); it needs no noise. After each optimizer step it updates the
 codebook (`VectorQuantizer.update`: EMA and dead-code restarts from statistics all-reduced
 over the replicas). Metrics: `reconstruction` (-log p(x|z_q), nats per example),
@@ -14,14 +14,15 @@ over the replicas). Metrics: `reconstruction` (-log p(x|z_q), nats per example),
 `perplexity` (exp of the entropy of the codes' frequencies over the epoch: the effective
 number of codes) and `usage` (fraction of the K codes used in the epoch).
 
-The bodies are the "conv" family's (`keras_vae.networks`) kept spatial: `GridEncoder` is a
+The bodies are the "conv" family's (`keras_vae.parts.networks`) kept spatial: `GridEncoder` is a
 `ConvEncoder` without the flatten and with a linear 1x1 projection to D channels;
 `GridDecoder` is a `ConvDecoder` whose first layer is a 1x1 convolution of the code grid
-instead of a dense layer of a flat z. A likelihood head (`keras_vae.likelihoods`: Bernoulli for
-binary images, the discretised logistic for 8-bit ones) projects each pixel's features.
+instead of a dense layer of a flat z. A likelihood head (`keras_vae.parts.likelihoods`:
+Bernoulli for binary images, the discretised logistic for 8-bit ones) projects each pixel's
+features.
 
-A learned prior over the codes (`keras_vae.code_prior.CodePrior`) turns it into a generative
-model with a bound on log p(x).
+A learned prior over the codes (`keras_vae.models.vqvae.code_prior.CodePrior`) turns it into a
+generative model with a bound on log p(x).
 """
 
 from __future__ import annotations
@@ -157,13 +158,14 @@ class VQVAE(ExactReplicaTrainer):
         encoder: Body mapping x `[B, H, W, C]` to z_e `[B, h, w, D]` (`GridEncoder`).
         quantizer: A `VectorQuantizer` with `code_dim` D.
         decoder: Body mapping z_q `[..., h, w, D]` to features (`GridDecoder`).
-        likelihood: Head mapping features to p(x|z_q) (`keras_vae.likelihoods`).
+        likelihood: Head mapping features to p(x|z_q) (`keras_vae.parts.likelihoods`).
         commitment_weight: beta, the weight of the commitment loss (0.25 in the paper).
         seed: Seed of the model's randomness (dead-code restarts).
         **kwargs: Standard `keras.Model` arguments (`name`).
 
     Example:
-        >>> model = keras_vae.vqvae((28, 28, 1), codebook_size=128, code_dim=16)
+        >>> from keras_vae.models.vqvae.model import vqvae
+        >>> model = vqvae((28, 28, 1), codebook_size=128, code_dim=16)
         >>> model.compile(keras.optimizers.Adam(1e-3))
         >>> model.fit(train_images, epochs=5, batch_size=128)
         >>> codes = model.encode(x)                       # int32 [B, 7, 7]

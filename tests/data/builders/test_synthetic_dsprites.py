@@ -1,5 +1,5 @@
-"""The offline dSprites grid: factor grid and order, rendered geometry, the tfds builder, and
-the factor-data loaders (checked against closed forms and NumPy moments)."""
+"""The offline dSprites grid: factor grid and order, rendered geometry and the tfds builder
+(checked against closed forms and NumPy moments). The factor-data loaders: test_factors.py."""
 
 import types
 
@@ -161,41 +161,8 @@ def test_tfds_builder_small_config_stores_every_combination(small_dir):
         )
 
 
-def test_array_factor_data_looks_images_up_by_factors(small_dir):
+def test_tfds_factor_data_of_the_builder_is_the_complete_grid(small_dir):
     data = factor_data.tfds_factor_data("synthetic_dsprites/small", data_dir=small_dir)
     assert data.complete and data.scale == 1.0 and data.factor_sizes == SMALL.factor_sizes
-    rng = np.random.default_rng(0)
-    images, factors = data.sample(50, rng)
-    np.testing.assert_array_equal(images, factor_data.RenderedSprites(SMALL).observations(factors))
-    partial = factor_data.ArrayFactorData(data.images[:100], sd.factor_grid(SMALL, 0, 100),
-                                          SMALL.factor_sizes)  # fmt: skip
-    assert not partial.complete
-    with pytest.raises(ValueError, match=r"No image has the factor classes \[2, 2, 3, 7, 7\]"):
-        partial.observations(np.array([[0, 0, 0, 0, 1], [2, 2, 3, 7, 7]]))
-
-
-@pytest.mark.parametrize(
-    ("name", "sizes", "shape"),
-    [
-        ("dsprites", (3, 6, 40, 32, 32), (64, 64, 1)),
-        ("shapes3d", (10, 10, 10, 8, 4, 15), (64, 64, 3)),
-    ],
-)
-def test_real_tfds_sets_give_their_factor_labels(name, sizes, shape):
-    # tfds' mock data follows the real builders' feature specs (no download)
-    with tfds.testing.mock_data(num_examples=12, policy=tfds.testing.MockPolicy.USE_CODE):
-        images, factors, names, got = factor_data.load_tfds_factors(name)
-    assert names == factor_data.TFDS_FACTORS[name] and got == sizes
-    assert images.shape == (12, *shape) and factors.shape == (12, len(sizes))
-    assert (factors >= 0).all() and (factors < np.array(sizes)).all()
-
-
-def test_sampling_functions():
-    rng = np.random.default_rng(1)
-    factors = factor_data.sample_factors((3, 5), 3000, rng)
-    counts = np.bincount(factors[:, 1], minlength=5)
-    assert factors.dtype == np.int64 and counts.min() > 500  # uniform: 600 each expected
-    shared = factor_data.sample_sharing_factor((3, 5, 7), 1, 200, rng)
-    assert len(np.unique(shared[:, 1])) == 1 and len(np.unique(shared[:, 2])) == 7
-    with pytest.raises(ValueError, match=r"factor must be in \[0, 3\). Received: factor=3"):
-        factor_data.sample_sharing_factor((3, 5, 7), 3, 10, rng)
+    images, factors = data.sample(20, np.random.default_rng(0))
+    np.testing.assert_array_equal(images[..., 0], sd.render(factors, SMALL))

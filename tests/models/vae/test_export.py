@@ -25,6 +25,7 @@ from helpers import REPO
 
 import keras_vae
 from keras_vae.models.vae import export
+from keras_vae.serving import pipeline
 
 SHARED = REPO.parent / "shared" / "data"
 LATENT = 4
@@ -419,7 +420,7 @@ def test_interrupted_export_leaves_nothing(tmp_path, monkeypatch):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(export, "convert_tflite", interrupt)  # after both SavedModels
+    monkeypatch.setattr(pipeline, "convert_tflite", interrupt)  # after the SavedModels
     with pytest.raises(KeyboardInterrupt):
         export.export_vae(_tiny_untrained(), tmp_path, progress=None)
     _no_version_and_no_temp(tmp_path)
@@ -506,18 +507,18 @@ def test_killed_export_leaves_no_partial_version(tmp_path, kill_when):
             assert "serving_default" in loaded.signatures
     # Leftover temporaries are not versions and do not block the next export.
     export.export_vae(_tiny_untrained(), tmp_path, tflite=False, overwrite=True, progress=None)
-    assert export._versions(tmp_path / "encoder") == [1]
+    assert sorted(p.name for p in (tmp_path / "encoder").iterdir() if p.name.isdigit()) == ["1"]
 
 
 def test_int8_keeps_serving_default_when_the_sampling_signature_fails(tmp_path, monkeypatch):
-    convert = export.convert_tflite
+    convert = pipeline.convert_tflite
 
     def refuse_sampling(saved_model_dir, keys, quantization="none", dataset=None):
         if quantization == "int8" and len(keys) > 1:
             raise RuntimeError("RANDOM_STANDARD_NORMAL has no int8 kernel")
         return convert(saved_model_dir, keys, quantization, dataset)
 
-    monkeypatch.setattr(export, "convert_tflite", refuse_sampling)
+    monkeypatch.setattr(pipeline, "convert_tflite", refuse_sampling)
     images = _images("bernoulli", 100)
     lines = []
     report = export.export_vae(
@@ -570,7 +571,7 @@ def test_cli_exports_a_run_directory(tmp_path, capsys):
     output = tmp_path / "export"
     assert cli.main(["export", str(run_dir), "--output", str(output), "--no-tflite"]) == 0
     assert "encoder/1" in capsys.readouterr().out
-    assert export._versions(output / "decoder") == [1]
+    assert sorted(p.name for p in (output / "decoder").iterdir() if p.name.isdigit()) == ["1"]
     assert cli.main(["export", str(tmp_path), "--output", str(output)]) != 0
     assert "not a keras_vae run directory" in capsys.readouterr().err
 
@@ -592,8 +593,10 @@ def test_cli_arguments():
         "scorer": True,
         "scorer_samples": 100,
     }  # a VAE's defaults, applied where not given
-    args = parser.parse_args(["r", "--output", "o", "--no-scorer", "--scorer-samples", "7"])
+    args = parser.parse_args(["r", "--output", "o", "--no-scorer", "--importance-samples", "7"])
     assert (args.scorer, args.scorer_samples) == (False, 7)
+    args = parser.parse_args(["r", "--output", "o", "--scorer-samples", "9"])  # old spelling
+    assert args.scorer_samples == 9
     args = parser.parse_args(
         [
             "r",

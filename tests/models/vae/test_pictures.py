@@ -121,20 +121,6 @@ def test_sample_grid_is_square_ish_and_reproducible(models):
         plotting.sample_grid(models[2], num=0)
 
 
-def test_tile_images_layout_padding_and_clipping():
-    images = np.stack([np.full((2, 3), v, np.float32) for v in (0.0, 0.5, 2.0)])
-    grid = plotting.tile_images(images, num_cols=2, padding=1, pad_value=1.0)
-    assert grid.shape == (2 * 3 - 1, 2 * 4 - 1)
-    np.testing.assert_array_equal(grid[:2, :3], 0.0)
-    np.testing.assert_array_equal(grid[:2, 4:], 0.5)
-    np.testing.assert_array_equal(grid[3:, :3], 1.0)  # 2.0 clipped to 1
-    np.testing.assert_array_equal(grid[2, :], 1.0)  # padding row
-    flat = plotting.tile_images(np.zeros((4, 16)), padding=0)  # flat square images
-    assert flat.shape == (8, 8)
-    with pytest.raises(ValueError, match="Cannot draw"):
-        plotting.tile_images(np.zeros((4, 15)))
-
-
 def test_manifold_latents_are_normal_quantiles_of_a_grid_of_the_unit_square():
     z = plotting.manifold_latents(4)
     assert z.shape == (16, 2)

@@ -1,6 +1,6 @@
 """keras_vae.models.hvae.kind through the CLI: the hierarchical VAE trains, resumes,
-evaluates, samples, encodes and plots with no change to the workflows; export is refused in
-one line. Values are checked against the run's own model."""
+evaluates, samples, encodes, plots and exports with no change to the workflows. Values are
+checked against the run's own model."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ import json
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_vae.cli import commands as cli
 from keras_vae.models.hvae import HierarchicalVAE
+from keras_vae.models.hvae.layers import GatedDense
 from keras_vae.runs import directory as runs
+from keras_vae.runs.config import TrainConfig
 from keras_vae.workflows import train
 
 RNG = np.random.default_rng(11)
@@ -52,7 +55,7 @@ def test_trains_resumes_and_records_each_layer(run):
     assert isinstance(model, HierarchicalVAE) and model.num_layers == 2
 
 
-def test_evaluate_sample_encode_plot_and_a_refused_export(run, tmp_path, capsys):
+def test_evaluate_sample_encode_and_plot(run, tmp_path, capsys):
     run_dir = str(run / "run")
     assert cli.main(["evaluate", run_dir, "--importance-samples", "20", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -71,6 +74,51 @@ def test_evaluate_sample_encode_plot_and_a_refused_export(run, tmp_path, capsys)
     assert cli.main(["plot", run_dir, "--kind", "resample", "--num", "4",
                      "--output", str(tmp_path / "r.png")]) == 0  # fmt: skip
     assert (tmp_path / "r.png").stat().st_size > 0
-    capsys.readouterr()
-    assert cli.main(["export", run_dir, "--output", str(tmp_path / "ex")]) == 2
-    assert "export of a hierarchical VAE run is not available yet" in capsys.readouterr().err
+
+
+def test_export_writes_checked_encoder_decoder_and_scorer(run, tmp_path, capsys):
+    run_dir, output = str(run / "run"), tmp_path / "ex"
+    # (the .tflite files are tested in test_export.py; here the kind's wiring)
+    assert cli.main(["export", run_dir, "--output", str(output), "--importance-samples", "5",
+                     "--no-tflite"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "scorer/1" in printed and "export_report.json" in printed
+    report = json.loads((output / "export_report.json").read_text())
+    assert [a["path"] for a in report["artefacts"]] == ["encoder/1", "decoder/1", "scorer/1"]
+    assert report["artefacts"][2]["scorer_samples"] == 5
+    assert report["check_images"]["count"] == 120  # the training split: all 120, no 256 more
+    model = runs.load_model(run / "run" / runs.MODEL_FILE)
+    x = X[:5, ..., None]
+    encoder = tf.saved_model.load(str(output / "encoder" / "1")).signatures["serving_default"]
+    served = encoder(x=tf.constant(x))
+    for layer, q in enumerate(model.encode(x), 1):
+        np.testing.assert_allclose(served[f"loc_{layer}"], q.mean(), atol=1e-5)
+        np.testing.assert_allclose(served[f"scale_{layer}"], q.stddev(), atol=1e-5)
+    decoder = tf.saved_model.load(str(output / "decoder" / "1")).signatures["serving_default"]
+    latents = [served["loc_1"], served["loc_2"]]
+    np.testing.assert_allclose(decoder(z_1=latents[0], z_2=latents[1])["mean"],
+                               model.decode(latents).mean(), atol=1e-5)  # fmt: skip
+    # an existing version is refused in one line and left as it was
+    before = (output / "export_report.json").read_bytes()
+    assert cli.main(["export", run_dir, "--output", str(output), "--no-tflite"]) != 0
+    assert "version 1 already exists" in capsys.readouterr().err
+    assert (output / "export_report.json").read_bytes() == before
+
+
+def test_network_gated_mlp_builds_gated_blocks_and_conv_is_refused_in_one_line(
+    toy_npz, tmp_path, capsys
+):
+    config = TrainConfig(model="hvae", latent_dims=[4, 2], hidden_units=[8], network="gated_mlp")
+    model = train.build_model(config, (6, 6, 1), "bernoulli")
+    blocks = [*model.bottom_up.blocks[0], *model.bottom_up.blocks[1],
+              *model.cells[0].state_layers, *model.decoder.dense_layers]  # fmt: skip
+    assert len(blocks) == 4 and all(isinstance(layer, GatedDense) for layer in blocks)
+    plain = train.build_model(config.replace(network="mlp"), (6, 6, 1), "bernoulli")
+    assert not any(isinstance(layer, GatedDense) for layer in plain.decoder.dense_layers)
+    argv = ["train", "--model", "hvae", "--network", "conv", "--dataset", str(toy_npz),
+            "--output", str(tmp_path / "run")]  # fmt: skip
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--network conv is not a hierarchical VAE's" in err
+    assert "--network mlp|gated_mlp" in err
+    assert not (tmp_path / "run" / runs.CONFIG_FILE).exists()

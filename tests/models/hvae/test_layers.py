@@ -1,0 +1,88 @@
+"""keras_vae.models.hvae.layers: the gated dense layer, the unit softplus, the MLP bottom-up
+pass and the residual cell against NumPy; one-line errors for bad shapes."""
+
+import keras
+import numpy as np
+import pytest
+from helpers import run_saving_test
+
+from keras_vae.models.hvae.layers import (
+    SOFTPLUS_ONE,
+    ConvBottomUp,
+    GatedDense,
+    MLPBottomUp,
+    ResidualCell,
+    check_shape,
+    unit_softplus,
+)
+
+RNG = np.random.default_rng(31)
+
+
+def test_gated_dense_is_value_times_sigmoid_gate():
+    layer = GatedDense(3, activation="tanh")
+    x = RNG.normal(size=(4, 5)).astype("float32")
+    layer.build(x.shape)
+    kernel, bias = (np.asarray(w) for w in layer.get_weights())
+    bias += RNG.normal(size=bias.shape).astype("float32")
+    layer.set_weights([kernel, bias])
+    pre = x @ kernel + bias
+    expected = np.tanh(pre[:, :3]) / (1.0 + np.exp(-pre[:, 3:]))
+    np.testing.assert_allclose(layer(x), expected, rtol=1e-5, atol=1e-6)
+    run_saving_test(layer, x, lambda part, inputs: part(inputs))
+
+
+def test_unit_softplus_is_one_plus_the_floor_at_zero():
+    raw = np.array([-3.0, 0.0, 2.5], np.float32)
+    expected = np.log1p(np.exp(raw + np.log(np.e - 1.0))) + 0.01
+    np.testing.assert_allclose(unit_softplus(raw, 0.01), expected, rtol=1e-6)
+    assert float(unit_softplus(np.float32(0.0), 0.01)) == pytest.approx(1.01, rel=1e-6)
+    assert SOFTPLUS_ONE == pytest.approx(0.5413248546)
+
+
+def test_mlp_bottom_up_features_are_each_blocks_output():
+    layer = MLPBottomUp([[5, 4], [3]], activation="tanh", name="bottom_up")
+    x = RNG.uniform(size=(2, 3, 2, 1)).astype("float32")
+    layer.build(x.shape)
+    d1, d2 = (np.asarray(d) for d in layer(x))
+    h = x.reshape(2, -1)
+    for dense in layer.blocks[0]:
+        kernel, bias = dense.get_weights()
+        h = np.tanh(h @ kernel + bias)
+    np.testing.assert_allclose(d1, h, rtol=1e-5, atol=1e-6)
+    kernel, bias = layer.blocks[1][0].get_weights()
+    np.testing.assert_allclose(d2, np.tanh(h @ kernel + bias), rtol=1e-5, atol=1e-6)
+
+
+def test_a_residual_cell_starts_as_the_identity():
+    cell = ResidualCell(kernel_size=3, activation="elu")
+    x = RNG.normal(size=(2, 5, 4, 3)).astype("float32")
+    cell.build(x.shape)
+    np.testing.assert_array_equal(cell(x), x)  # conv_2 starts at zero
+    cell.conv_2.set_weights([w + 0.1 for w in cell.conv_2.get_weights()])
+    assert not np.allclose(cell(x), x)
+
+
+def test_conv_bottom_up_halves_the_grid_per_level_rounding_up():
+    layer = ConvBottomUp([2, 0, 1], filters=4, blocks=1)
+    features = layer(np.zeros((1, 9, 7, 1), np.float32))
+    # ceil(9 / 4) = 3, ceil(7 / 4) = 2; then kept; then ceil(3 / 2) = 2, ceil(2 / 2) = 1
+    assert [tuple(f.shape) for f in features] == [(1, 3, 2, 4), (1, 3, 2, 4), (1, 2, 1, 4)]
+
+
+@pytest.mark.parametrize("value", [(), (3, 0), (2.5,), "28", (True, 2), None])
+def test_bad_shapes_are_refused_in_one_line(value):
+    with pytest.raises(ValueError, match=r"latent_dims must be a non-empty list of positive") as e:
+        check_shape("latent_dims", value)
+    assert "\n" not in str(e.value)
+    assert check_shape("latent_dims", [4, 2]) == (4, 2)
+    with pytest.raises(ValueError, match="image_shape must be 3 positive ints"):
+        check_shape("image_shape", (28, 28), 3)
+
+
+def test_bad_downsamples_are_refused():
+    with pytest.raises(ValueError, match=r"downsamples must be one int >= 0 per stochastic"):
+        ConvBottomUp([2, -1])
+    with pytest.raises(ValueError, match="filters must be a positive int"):
+        ConvBottomUp([1], filters=0)
+    assert keras.layers.Layer in type(ConvBottomUp([1])).__mro__
