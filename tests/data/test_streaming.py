@@ -428,6 +428,17 @@ def test_shuffling_a_large_array_stream_permutes_indices_not_a_buffer_of_them() 
     assert _rss_anon_mib() - before < 150
 
 
+def test_an_in_memory_array_is_held_once_more_by_its_pipeline_not_three_times() -> None:
+    # 256 MiB of images: the tensor of the pipeline is one more copy; a shuffle buffer of
+    # images and tf.data's graph rewrite (which serializes the array as a constant) were two more
+    x = np.ones((85_600, 28, 28, 1), np.float32)
+    mib, before = x.nbytes / 2**20, _rss_anon_mib()
+    batches = iter(data.make_dataset(x, batch_size=100, seed=0))
+    assert next(batches).shape == (100, 28, 28, 1)
+    rise = _rss_anon_mib() - before
+    assert rise < 1.5 * mib, f"{rise:.0f} MiB more for {mib:.0f} MiB of images"
+
+
 def _rss_anon_mib() -> float:
     with open("/proc/self/status") as status:
         for line in status:
