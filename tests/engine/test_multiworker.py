@@ -1,15 +1,14 @@
 """MultiWorkerMirroredStrategy with 2 local worker processes on 127.0.0.1: the same model as
-one process, from the CLI and from `fit`, and a killed worker that resumes from the backup."""
+one process, and a killed worker that resumes from the backup. (The CLI's workers run the same
+trainer as a user's `fit` in a strategy's scope; that path is tests/engine/test_distribute.py's
+under MirroredStrategy.)"""
 
 import json
 import sys
-import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_vae.cli import commands as cli
 from keras_vae.engine import cluster
@@ -76,68 +75,6 @@ def test_two_local_workers_train_the_same_model_as_one_process(tmp_path, toy_npy
     assert list(scratch.iterdir()) == []
     assert "the chief worker writes the run files" in workers[1].log()
     assert "wrote " in workers[0].log()
-
-
-FIT_SCRIPT = textwrap.dedent(
-    """
-    import json, os, sys
-    import numpy as np
-    import tensorflow as tf
-
-    def fit(strategy, jit_compile, path):
-        import keras
-        from keras_vae import mlp_vae
-        keras.utils.set_random_seed(0)
-        x = (np.random.default_rng(0).uniform(size=(64, 6, 5, 1)) > 0.5).astype("float32")
-        with strategy.scope():
-            vae = mlp_vae((6, 5, 1), latent_dim=3, hidden_units=[16], num_samples=2, seed=1)
-            vae.compile(keras.optimizers.Adam(1e-2), jit_compile=jit_compile)
-        dataset = tf.data.Dataset.from_tensor_slices(x).batch(16)
-        history = vae.fit(dataset, epochs=2, verbose=0).history
-        result = vae.evaluate(dataset, verbose=0, return_dict=True)
-        with open(path, "w") as f:
-            json.dump({"weights": [w.tolist() for w in vae.get_weights()], "history": history,
-                       "evaluate": result, "xla": vae.xla}, f)
-
-    if __name__ == "__main__":  # a worker: the strategy before any other op
-        fit(tf.distribute.MultiWorkerMirroredStrategy(), True,
-            sys.argv[1] + os.environ["WORKER"] + ".json")
-    """
-)
-
-
-def test_keras_fit_under_multiworker_strategy_equals_one_process(tmp_path):
-    script = tmp_path / "fit.py"
-    script.write_text(FIT_SCRIPT)
-    out = str(tmp_path / "out-")
-    # the reference: the same function on one device without XLA, in this process
-    namespace = {"__name__": "reference"}
-    exec(FIT_SCRIPT, namespace)
-    namespace["fit"](tf.distribute.get_strategy(), False, out + "single.json")
-    configs = cluster.local_tf_configs(2)
-    log_dir = tmp_path / "logs"
-    log_dir.mkdir()
-    workers = [
-        cluster.start_local_workers(
-            [sys.executable, str(script), out], 1, log_dir / str(index),
-            env={"WORKER": str(index)}, tf_configs=[config],
-        )[0]
-        for index, config in enumerate(configs)
-        if (log_dir / str(index)).mkdir() is None
-    ]  # fmt: skip
-    codes = cluster.wait_for_workers(workers, timeout=300)
-    assert codes == [0, 0], workers[0].log()[-3000:] + workers[1].log()[-3000:]
-    reference = json.loads(Path(out + "single.json").read_text())
-    for index in (0, 1):
-        result = json.loads(Path(out + f"{index}.json").read_text())
-        assert result["xla"] == "replica"
-        weights = [np.asarray(w) for w in result["weights"]]
-        expected = [np.asarray(w) for w in reference["weights"]]
-        assert _max_weight_diff(weights, expected) < 1e-5
-        for key, values in reference["history"].items():
-            np.testing.assert_allclose(result["history"][key], values, rtol=1e-5, err_msg=key)
-        for key, value in reference["evaluate"].items():
-            assert result["evaluate"][key] == pytest.approx(value, rel=1e-5), key
 
 
 def test_a_killed_worker_restarted_resumes_from_the_chief_backup(tmp_path, toy_npy):
