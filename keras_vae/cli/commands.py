@@ -129,8 +129,8 @@ _TRAIN_GROUPS = {
         ("--strategy", "strategy", str, "auto, default, mirrored or multiworker (TF_CONFIG)"),
         ("--cpu-replicas", "cpu_replicas", int, "split the CPU into N logical devices"),
         ("--steps-per-execution", "steps_per_execution", int, "train steps per compiled call"),
-        ("--precision", "precision", str, "vae: float32, mixed_bfloat16 or mixed_float16 (loss "
-         "scaling); the bodies only, heads and densities stay float32"),
+        ("--precision", "precision", str, "vae: float32, mixed_bfloat16 (on CPUs: no XLA, "
+         "AMX matmuls) or mixed_float16 (loss scaling); matmuls low, densities float32"),
     ),
     "vqvae": (
         ("--codebook-size", "codebook_size", int, "K, the number of codes"),

@@ -5,6 +5,10 @@ keras_vae chooses explicitly instead (`resolve_xla`):
 
 * one device, `"step"`: Keras compiles the whole train step with XLA (measured faster for the
   MLP VAE on CPU, see benchmarks/throughput.py);
+* a model computing in bfloat16 (`mixed_bfloat16` policy) on CPUs, `"off"`: XLA's CPU dots
+  do not reach the matrix engines (AMX) while TensorFlow's graph-mode MatMuls do through
+  oneDNN (benchmarks/README.md, "bfloat16 on an AMX CPU"), so the step runs without XLA, in
+  Keras' `steps_per_execution` graph loop, one device or several;
 * several replicas (`MirroredStrategy`, `MultiWorkerMirroredStrategy`), `"replica"`: Keras'
   own `jit_compile=True` fails there when a variable lives on another device than the XLA
   cluster ("Trying to access resource ... located in device CPU:1 from device CPU:0", keras
@@ -188,15 +192,22 @@ def replica_xla_works(strategy: tf.distribute.Strategy) -> bool:
     return _PROBED[key]
 
 
-def resolve_xla(requested: bool | str | None, strategy: tf.distribute.Strategy) -> str:
+def resolve_xla(
+    requested: bool | str | None,
+    strategy: tf.distribute.Strategy,
+    compute_dtype: str = "float32",
+) -> str:
     """How keras_vae compiles training with XLA: one of `XLA_MODES`.
 
     Args:
-        requested: True / False, or None / "auto" for keras_vae's default (XLA on).
+        requested: True / False, or None / "auto" for keras_vae's default (XLA on, except
+            for bfloat16 on CPUs).
         strategy: The strategy the model is built under.
+        compute_dtype: The model's compute dtype (its dtype policy's).
 
     Returns:
-        `"off"` when XLA is not wanted; `"step"` on one replica (Keras' `jit_compile=True`);
+        `"off"` when XLA is not wanted, and by default for a bfloat16 model on CPUs (see the
+        module docstring); `"step"` on one replica (Keras' `jit_compile=True`);
         `"replica"` under several replicas whose devices run XLA (the VAE compiles its replica
         math itself, see the module docstring). Where the replica devices cannot run XLA,
         `"off"` with one warning.
@@ -206,6 +217,8 @@ def resolve_xla(requested: bool | str | None, strategy: tf.distribute.Strategy) 
             f"jit_compile must be True, False, None or 'auto'. Received: jit_compile={requested!r}"
         )
     if requested is False:
+        return "off"
+    if requested is not True and compute_dtype == "bfloat16" and not _has_gpus(strategy):
         return "off"
     if strategy.num_replicas_in_sync == 1:
         return "step"
@@ -217,6 +230,15 @@ def resolve_xla(requested: bool | str | None, strategy: tf.distribute.Strategy) 
         stacklevel=3,
     )
     return "off"
+
+
+def _has_gpus(strategy: tf.distribute.Strategy) -> bool:
+    """Whether `strategy` computes on GPUs (its worker devices, or the visible ones)."""
+    try:
+        devices = strategy.extended.worker_devices
+    except (RuntimeError, NotImplementedError):  # the default strategy: the visible devices
+        return bool(tf.config.list_logical_devices("GPU"))
+    return any("GPU" in device.upper() for device in devices)
 
 
 def resolve_steps_per_execution(requested: int, strategy: tf.distribute.Strategy) -> int:

@@ -23,7 +23,9 @@ What the trainer does around them:
 * XLA (`keras_vae.distribute.resolve_xla`): `"step"` lets Keras compile the whole step on one
   device; `"replica"` compiles the replica's loss and gradients as a pure function of the
   variables' values (`keras.StatelessScope`), because Keras' own `jit_compile` fails under
-  strategies (keras issue 19005); the all-reduce and the optimizer stay outside.
+  strategies (keras issue 19005); the all-reduce and the optimizer stay outside. A bfloat16
+  model on CPUs trains without XLA (`"off"`: only graph-mode MatMuls reach AMX), with Adam
+  as one fused kernel per variable wherever the update runs outside XLA (`FusedAdam`).
 * Keras 3.15 work-arounds: no extra dataset iterator before a distributed `fit`
   (`_maybe_symbolic_build`), and `[1]`-shaped logs under multi-worker training (keras 20585).
 * Metrics: a `Mean` per reported term, weighted per example, plus `loss`.
@@ -38,7 +40,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from keras_vae.engine import distribute
+from keras_vae.engine import distribute, fused_adam
 
 #: `compile()`'s steps per execution on one device: `model.fit` in Python then runs the fast
 #: path of `keras-vae train` (Keras' default of 1 cost 1.3x its CPU time per example on the
@@ -88,7 +90,12 @@ class ExactReplicaTrainer(keras.Model):
         """Configures training; `jit_compile=None` means keras_vae's XLA policy.
 
         `self.xla` records the result: `"step"` on one device, `"replica"` under several
-        replicas, `"off"` when not wanted or not possible. `steps_per_execution=None` means
+        replicas, `"off"` when not wanted or not possible, and by default for a model whose
+        policy computes in bfloat16 on CPUs (`distribute.resolve_xla`). Where the optimizer's
+        update runs outside XLA (`"replica"`, `"off"`), a plain `keras.optimizers.Adam` (or
+        `"adam"`) without state is replaced by `FusedAdam` with the same config: the same
+        update in one TF kernel per variable (`keras_vae.engine.fused_adam`); pass another
+        optimizer (any subclass of Adam) to keep it. `steps_per_execution=None` means
         `DEFAULT_STEPS_PER_EXECUTION` on one device (with XLA, fused steps) and 1 under
         several replicas, as `keras-vae train` runs; give 1 for Keras' own default. `loss`
         must not be given: the model's objective is its loss.
@@ -98,7 +105,11 @@ class ExactReplicaTrainer(keras.Model):
                 f"{type(self).__name__}.compile() takes no `loss`: the model minimises its "
                 f"objective. Received: loss={kwargs['loss']!r}"
             )
-        self.xla = distribute.resolve_xla(jit_compile, self.distribute_strategy)
+        self.xla = distribute.resolve_xla(
+            jit_compile, self.distribute_strategy, self.dtype_policy.compute_dtype
+        )
+        if self.xla != "step":  # the update runs as TF ops, not fused by XLA
+            optimizer = fused_adam.fused_equivalent(optimizer)
         self._compiled_replica_step = None  # made on first use
         if steps_per_execution is None:
             one_device = self.distribute_strategy.num_replicas_in_sync == 1

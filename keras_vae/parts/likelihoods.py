@@ -80,7 +80,9 @@ class Likelihood(keras.layers.Layer):
             return
         self.spatial = self._is_spatial(input_shape)
         per_pixel = math.prod(self.event_shape[2:]) if self.spatial else self.event_size
-        self.projection = keras.layers.Dense(self.params_per_pixel * per_pixel, name="projection")
+        self.projection = keras.layers.Dense(
+            self.params_per_pixel * per_pixel, name="projection", dtype=self.dtype_policy
+        )
         self.projection.build(input_shape)
 
     def compute_output_shape(self, input_shape):
@@ -99,15 +101,21 @@ class Likelihood(keras.layers.Layer):
         """
         return self.distribution(**parameters).log_prob(x)
 
+    def _exact_projection(self, features: tf.Tensor) -> tf.Tensor:
+        """W h + b in the head's compute dtype (bfloat16 under `mixed_bfloat16`: the matmul),
+        cast to its variable dtype (float32) before any nonlinearity: every parameter, log-
+        probability and sum over pixels is float32 whatever the policy."""
+        if self.projection is None:
+            self.build(features.shape)
+        return tf.cast(self.projection(features), self.variable_dtype)
+
     def _project(self, features: tf.Tensor, per_pixel: Sequence[int] = ()) -> tf.Tensor:
         """The projection of `features`, reshaped to `[..., *event_shape, *per_pixel]`.
 
         Flat features' last axis and spatial features' last three axes become the event axes;
         the leading axes (batch, samples) are kept.
         """
-        if self.projection is None:
-            self.build(features.shape)
-        raw = self.projection(features)
+        raw = self._exact_projection(features)
         leading = tf.shape(raw)[: -3 if self.spatial else -1]
         trailing = tf.constant((*self.event_shape, *per_pixel), tf.int32)
         return tf.reshape(raw, tf.concat([leading, trailing], axis=0))
@@ -118,9 +126,7 @@ class Likelihood(keras.layers.Layer):
         Flat path: the first `event_size` outputs are the first tensor, and so on; spatial
         path: the first C channels of each pixel are the first tensor, and so on.
         """
-        if self.projection is None:
-            self.build(features.shape)
-        parts = tf.split(self.projection(features), count, axis=-1)
+        parts = tf.split(self._exact_projection(features), count, axis=-1)
         leading = tf.shape(parts[0])[: -3 if self.spatial else -1]
         shape = tf.concat([leading, tf.constant(self.event_shape, tf.int32)], axis=0)
         return [tf.reshape(p, shape) for p in parts]

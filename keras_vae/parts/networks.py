@@ -89,7 +89,9 @@ class MLP(keras.layers.Layer):
         self.activation = _check_activation(activation)
         self.flatten = bool(flatten)
         self.dense_layers = [
-            keras.layers.Dense(units, activation=activation, name=f"dense_{i}")
+            keras.layers.Dense(
+                units, activation=activation, name=f"dense_{i}", dtype=self.dtype_policy
+            )
             for i, units in enumerate(self.hidden_units)
         ]
 
@@ -156,7 +158,7 @@ class GatedMLP(MLP):
     def __init__(self, hidden_units=(300, 300), activation="linear", flatten=False, **kwargs):
         super().__init__(hidden_units, activation=activation, flatten=flatten, **kwargs)
         self.dense_layers = [
-            keras.layers.Dense(2 * units, name=f"gated_dense_{i}")
+            keras.layers.Dense(2 * units, name=f"gated_dense_{i}", dtype=self.dtype_policy)
             for i, units in enumerate(self.hidden_units)
         ]
         self._activation_fn = keras.activations.get(activation)
@@ -251,12 +253,20 @@ class ConvEncoder(keras.layers.Layer):
         self.activation = _check_activation(activation)
         self.conv_layers = [
             keras.layers.Conv2D(
-                f, kernel_size, strides=2, padding="same", activation=activation, name=f"conv_{i}"
-            )  # fmt: skip
+                f,
+                kernel_size,
+                strides=2,
+                padding="same",
+                activation=activation,
+                name=f"conv_{i}",
+                dtype=self.dtype_policy,
+            )
             for i, f in enumerate(self.filters)
         ]
         self.dense_layers = [
-            keras.layers.Dense(units, activation=activation, name=f"dense_{i}")
+            keras.layers.Dense(
+                units, activation=activation, name=f"dense_{i}", dtype=self.dtype_policy
+            )
             for i, units in enumerate(self.hidden_units)
         ]
 
@@ -380,18 +390,27 @@ class ConvDecoder(keras.layers.Layer):
         levels = len(self.filters)
         self.base_size = tuple(_halved(d, levels) for d in size)
         self.dense_layers = [
-            keras.layers.Dense(units, activation=activation, name=f"dense_{i}")
+            keras.layers.Dense(
+                units, activation=activation, name=f"dense_{i}", dtype=self.dtype_policy
+            )
             for i, units in enumerate(self.hidden_units)
         ]
         self.base_layer = keras.layers.Dense(
             self.base_size[0] * self.base_size[1] * self.filters[0],
             activation=activation,
             name="base",
+            dtype=self.dtype_policy,
         )
         self.deconv_layers = [
             keras.layers.Conv2DTranspose(
-                f, kernel_size, strides=2, padding="same", activation=activation, name=f"deconv_{i}"
-            )  # fmt: skip
+                f,
+                kernel_size,
+                strides=2,
+                padding="same",
+                activation=activation,
+                name=f"deconv_{i}",
+                dtype=self.dtype_policy,
+            )
             for i, f in enumerate(self.filters)
         ]
 

@@ -8,6 +8,9 @@ A posterior head declares its parameters as data and owns its reparameterised sa
   so gradients reach the encoder through z, and the trainer can draw eps itself (the same eps
   for an example whatever the replica layout, see `keras_vae.trainer`).
 
+Under a mixed policy (`dtype="mixed_bfloat16"`) a head's projection computes in the low
+precision and its parameters come out in float32 (`Posterior._project`).
+
 Heads:
     DiagonalGaussianPosterior  q(z|x) = N(z; mu(x), diag(sigma(x)^2)),  z = mu + sigma * eps
     FullCovariancePosterior    q(z|x) = N(z; mu(x), L(x) L(x)^T),       z = mu + L eps
@@ -49,6 +52,12 @@ class Posterior(keras.layers.Layer):
     def call(self, features):
         return self.distribution(**self.parameters(features))
 
+    def _project(self, features: tf.Tensor) -> tf.Tensor:
+        """W h + b in the head's compute dtype (bfloat16 under `mixed_bfloat16`: the matmul),
+        cast to its variable dtype (float32) before any softplus, exp or density: the
+        parameters, z, the KL and log q are float32 whatever the policy."""
+        return tf.cast(self.projection(features), self.variable_dtype)
+
     def get_config(self):
         config = super().get_config()
         config.update({"latent_dim": self.latent_dim, "min_scale": self.min_scale})
@@ -76,11 +85,13 @@ class DiagonalGaussianPosterior(Posterior):
 
     def __init__(self, latent_dim: int, min_scale: float = 1e-4, **kwargs):
         super().__init__(latent_dim, min_scale, **kwargs)
-        self.projection = keras.layers.Dense(2 * self.latent_dim, name="projection")
+        self.projection = keras.layers.Dense(
+            2 * self.latent_dim, name="projection", dtype=self.dtype_policy
+        )
 
     def parameters(self, features: tf.Tensor) -> dict[str, tf.Tensor]:
         """Returns `{"loc": mu, "scale": sigma}`, each `[..., latent_dim]`."""
-        loc, raw_scale = tf.split(self.projection(features), 2, axis=-1)
+        loc, raw_scale = tf.split(self._project(features), 2, axis=-1)
         return {"loc": loc, "scale": floored_softplus(raw_scale, self.min_scale)}
 
     @staticmethod
@@ -123,7 +134,9 @@ class FullCovariancePosterior(Posterior):
     def __init__(self, latent_dim: int, min_scale: float = 1e-4, **kwargs):
         super().__init__(latent_dim, min_scale, **kwargs)
         size = self.latent_dim
-        self.projection = keras.layers.Dense(size + size * (size + 1) // 2, name="projection")
+        self.projection = keras.layers.Dense(
+            size + size * (size + 1) // 2, name="projection", dtype=self.dtype_policy
+        )
         self._tril_index = _tril_indices(size)
         self._loc_mask = (np.arange(self.projection.units) < size).astype(np.float32)
         self._diagonal = np.eye(size, dtype=np.float32)
@@ -142,7 +155,7 @@ class FullCovariancePosterior(Posterior):
         masks first, and by the diagonal masks instead of `tf.where`, is exact in float.
         """
         size = self.latent_dim
-        raw = self.projection(features)
+        raw = self._project(features)
         loc_mask = tf.constant(self._loc_mask, raw.dtype)
         loc = (raw * loc_mask)[..., :size]
         entries = (raw * (1 - loc_mask))[..., size:]

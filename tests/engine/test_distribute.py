@@ -69,6 +69,11 @@ def test_resolve_xla_policy():
     assert distribute.resolve_xla("auto", default) == "step"
     assert distribute.resolve_xla(True, default) == "step"
     assert distribute.resolve_xla(False, default) == "off"
+    # bfloat16 on CPUs: no XLA by default (its CPU dots miss AMX), still when asked for
+    assert not tf.config.list_logical_devices("GPU")
+    assert distribute.resolve_xla(None, default, "bfloat16") == "off"
+    assert distribute.resolve_xla(True, default, "bfloat16") == "step"
+    assert distribute.resolve_xla(None, default, "float16") == "step"
     with pytest.raises(ValueError, match="jit_compile must be"):
         distribute.resolve_xla("yes", default)
 

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import keras
+
 from keras_vae import registry
 from keras_vae.models.vae import conditional
 from keras_vae.models.vae.model import VAE
 from keras_vae.parts import objectives
 
 #: `mlp_vae(precision=...)` and `keras-vae train --precision`: float32, or a Keras mixed policy
-#: for the bodies (float32 variables, heads and prior).
+#: for the bodies and the heads' projections (float32 variables, head outputs and prior).
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
@@ -37,7 +39,7 @@ def mlp_vae(
     network: str = "mlp",
     network_options: dict | None = None,
     condition_dim: int | None = None,
-    precision: str = "float32",
+    precision: str | None = None,
 ) -> VAE:
     """A VAE from parts named in the registry; the defaults are the AEVB paper's MLP model.
 
@@ -72,24 +74,27 @@ def mlp_vae(
         condition_dim: C: a conditional VAE (`keras_vae.ConditionalVAE`) given
             y of size C with every example (C classes for int labels); None: a plain VAE.
             `prior="conditional"` then learns p(z|y) (`ConditionalGaussianPrior`).
-        precision: `"float32"`, or a Keras mixed policy for the encoder and decoder bodies:
-            `"mixed_bfloat16"` (CPUs with bfloat16 units, TPUs) or `"mixed_float16"` (GPUs;
-            the model's policy makes `compile` wrap the optimizer in Keras'
-            `LossScaleOptimizer`, and the trainer scales the loss). Variables stay float32,
-            and the heads, the prior and so every log-density, KL and bound are computed in
-            float32 (`PRECISIONS`).
+        precision: `"float32"`, or a Keras mixed policy for the encoder and decoder bodies
+            and the heads' projections: `"mixed_bfloat16"` (CPUs with bfloat16 units, TPUs;
+            on CPUs the model then trains without XLA, whose CPU dots do not reach AMX) or
+            `"mixed_float16"` (GPUs; the model's policy makes `compile` wrap the optimizer in
+            Keras' `LossScaleOptimizer`, and the trainer scales the loss). Variables stay
+            float32; the heads cast their outputs to float32 before any softplus or exp, and
+            the prior, every log-density, KL, bound and metric are float32 (`PRECISIONS`).
+            None: Keras' global dtype policy (`keras.config.dtype_policy()`, float32 unless
+            set with `keras.mixed_precision.set_global_policy`).
 
     Returns:
         An unbuilt `VAE` (a `ConditionalVAE` with `condition_dim`); it builds on first use or
         with `vae.build((None, *image_shape))`.
     """
     image_shape = tuple(image_shape)
-    if precision not in PRECISIONS:
-        raise ValueError(
-            f"precision must be one of {PRECISIONS}. Received: precision={precision!r}"
-        )
-    body = {} if precision == "float32" else {"dtype": precision}
-    exact = {"dtype": "float32"}  # heads and prior: log-densities, KL, bounds in float32
+    policy = keras.config.dtype_policy().name if precision is None else precision
+    if policy not in PRECISIONS:
+        given = "Keras' global dtype policy is" if precision is None else "Received: precision="
+        raise ValueError(f"precision must be one of {PRECISIONS}. {given}{policy!r}")
+    body = {"dtype": policy}  # bodies and heads' projections (heads output float32)
+    exact = {"dtype": "float32"}  # the prior: log-densities in float32
     components = {} if prior_components is None else {"num_components": prior_components}
     prior_options = {
         "standard": {},
@@ -102,9 +107,9 @@ def mlp_vae(
     )
     parts = dict(
         encoder=encoder,
-        posterior=registry.get("posterior", posterior)(latent_dim, name="posterior", **exact),
+        posterior=registry.get("posterior", posterior)(latent_dim, name="posterior", **body),
         decoder=decoder,
-        likelihood=head(image_shape, name="likelihood", **(likelihood_options or {}), **exact),
+        likelihood=head(image_shape, name="likelihood", **(likelihood_options or {}), **body),
         objective=objective or objectives.ELBO(num_samples=num_samples, beta=beta),
         seed=seed,
         name=name,
