@@ -431,6 +431,8 @@ def export_vae(
     check_labels = _check_labels("check_labels", check_labels, check_images, model, say)
     if "int8" in quantize and representative_images is None:
         raise ValueError("quantize='int8' needs representative_images (calibration data).")
+    if tflite and _low_precision_refusal(model, "encoder"):  # before any file is written
+        raise ValueError(_low_precision_refusal(model, "encoder"))
     names = PARTS if scorer else PARTS[:2]
     pipeline.refuse_existing(export_dir, names, version, overwrite)
     representative = (representative_images, representative_labels)

@@ -124,6 +124,16 @@ def test_export_bounds_a_mixed_model_by_its_precision_and_refuses_tflite_in_one_
     assert "--no-tflite" in refusal and "\n" not in refusal
 
 
+def test_tflite_export_of_a_mixed_model_is_refused_before_any_file(tmp_path):
+    from keras_vae.models.vae import export
+
+    vae = _vae("mixed_bfloat16")
+    vae.build((None, *X.shape[1:]))
+    with pytest.raises(ValueError, match=r"computes in bfloat16 .*--no-tflite"):
+        export.export_vae(vae, tmp_path / "out", progress=None)
+    assert not (tmp_path / "out").exists()
+
+
 def test_unknown_precision_is_one_line():
     with pytest.raises(ValueError, match="precision must be one of"):
         _vae("float8")
