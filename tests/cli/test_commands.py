@@ -146,20 +146,6 @@ def test_config_file_with_unknown_key_is_refused(tmp_path, capsys):
     assert "unknown keys ['latent_size']" in err and "latent_dim" in err
 
 
-def test_array_file_dataset_trains_from_the_cli(tmp_path):
-    rng = np.random.default_rng(0)
-    np.savez(tmp_path / "toy.npz", x=(rng.uniform(size=(64, 4, 4)) > 0.5).astype("uint8"))
-    run_dir = tmp_path / "run"
-    argv = [
-        "train", "--dataset", str(tmp_path / "toy.npz"), "--latent-dim", "2",
-        "--hidden-units", "8", "--epochs", "1", "--batch-size", "16", "--quiet", "--no-xla",
-        "--image-every", "0", "--output", str(run_dir), "--eval-split", "train",
-    ]  # fmt: skip
-    assert cli.main(argv) == 0
-    model, config = runs.load_run(run_dir)
-    assert model.image_shape == (4, 4, 1) and config.likelihood == "bernoulli"
-
-
 MIRRORED_MLP = [
     "train", "--latent-dim", "2", "--hidden-units", "8", "--epochs", "3", "--batch-size", "21",
     "--quiet", "--eval-split", "train", "--image-every", "0",
