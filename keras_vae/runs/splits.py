@@ -72,16 +72,20 @@ def open_split(
     *,
     stream: bool = True,
     labels: bool = False,
+    limit: int | None = None,
 ):
     """One split of the configured data, checked for `likelihood` (default: resolved).
 
     tfds data sets are streamed (`data.open_stream`) unless `stream` is False; array files
     give their `train`/`validation` part or the `eval_data` file (`test`), in memory or, when
-    large, streamed from the memory-mapped file (`data.open_array`). `limit` applies to the
-    training split. With `labels` (a kind that `uses_labels`) the split is a stream of
-    (images, labels) batches (`data.ImageStream.labeled`).
+    large, streamed from the memory-mapped file (`data.open_array`). The config's `limit`
+    applies to the training split; `limit` (e.g. `keras-vae evaluate --limit`) to any split,
+    before it is read: only its first `limit` examples are.
+    With `labels` (a kind that `uses_labels`) the split is a stream of (images, labels)
+    batches (`data.ImageStream.labeled`).
     """
-    limit = config.limit if split == "train" else None
+    limits = [n for n in (config.limit if split == "train" else None, limit) if n is not None]
+    limit = min(limits) if limits else None
     if not is_array_dataset(config):
         return _open_tfds_split(config, split, likelihood, limit, stream, labels)
     path, part = _array_part(config, split)
@@ -142,9 +146,12 @@ def _warn_about_range(path: str) -> None:
         warnings.warn(message, data.DataRangeWarning, stacklevel=3)
 
 
-def load_split(config: TrainConfig, split: str, likelihood: str | None = None) -> np.ndarray:
-    """Loads and validates one split of the configured dataset into memory (float32)."""
-    return open_split(config, split, likelihood, stream=False)
+def load_split(
+    config: TrainConfig, split: str, likelihood: str | None = None, limit: int | None = None
+) -> np.ndarray:
+    """Loads and validates one split of the configured dataset into memory (float32); with
+    `limit`, its first `limit` examples only (the others are not read)."""
+    return open_split(config, split, likelihood, stream=False, limit=limit)
 
 
 def load_labeled_split(

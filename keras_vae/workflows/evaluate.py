@@ -64,15 +64,15 @@ def evaluate_run(
     options.pop("disentanglement_samples", None)  # (refused above unless disentanglement)
     split = split or config.eval_split
     likelihood = kind.likelihood_name(model)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"--limit must be a positive int. Received: {limit}")
     labels = None
     if kind.uses_labels(config):  # log p(x|y): the images with their labels
         images, labels = load_labeled_split(config, split, likelihood)
-    else:
-        images = load_split(config, split, likelihood)
-    if limit is not None:
-        if limit < 1:
-            raise ConfigError(f"--limit must be a positive int. Received: {limit}")
-        images, labels = images[:limit], (None if labels is None else labels[:limit])
+        if limit is not None:
+            images, labels = images[:limit], labels[:limit]
+    else:  # only the first `limit` examples are read
+        images = load_split(config, split, likelihood, limit=limit)
     result, line = kind.evaluate(model, images, labels, progress_stream=progress_stream, **options)
     result.update(split=split, model=config.model)
     runs.atomic_write_json(Path(run_dir) / f"eval_{split}.json", result)

@@ -93,3 +93,16 @@ def test_held_out_images_of_another_size_are_refused_naming_both_files(tmp_path)
         f"The held-out images of {held_out} are 7x7x1 but the training images of {train} are "
         "6x6x1; give held-out data of the same size."
     )
+
+
+def test_a_limit_reads_the_first_examples_of_any_split(tmp_path):
+    """`load_split(..., limit=n)` (`keras-vae evaluate --limit n`) is the split's first n
+    examples; on the training split the smaller of it and the run's own `limit`."""
+    images = np.random.default_rng(3).uniform(size=(40, 3, 3)).astype("float32")
+    np.save(tmp_path / "x.npy", images)
+    config = TrainConfig(dataset=str(tmp_path / "x.npy"), validation_split=0.25, limit=20)
+    for split, part in (("validation", images[30:]), ("train", images[:20])):
+        np.testing.assert_array_equal(splits.load_split(config, split, "gaussian")[..., 0], part)
+        for n, expected in ((4, part[:4]), (100, part)):
+            got = splits.load_split(config, split, "gaussian", limit=n)
+            np.testing.assert_array_equal(got[..., 0], expected)
