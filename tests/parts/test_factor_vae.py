@@ -158,6 +158,23 @@ def test_trains_in_fit_and_resumes_with_the_discriminator_state(tmp_path):
         layer.update(z, tf.constant([1, 2]), position)
     for a, b in zip(discriminator.get_weights(), restored.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6)
+    # the trained model exports like any VAE (its self-checks compare every artefact with
+    # Keras); the discriminator is training-only and stays out of the served models
+    from keras_vae.models.vae.export import export_vae
+
+    export_vae(resumed, tmp_path / "export", tflite=False, scorer=False, progress=None)
+    encoder = tf.saved_model.load(str(tmp_path / "export" / "encoder" / "1"))
+    x = _images()[:4]
+    got = encoder.signatures["serving_default"](x=tf.constant(x))["loc"].numpy()
+    np.testing.assert_allclose(got, resumed.encode(x).mean().numpy(), atol=1e-5)
+    for part in ("encoder", "decoder"):  # no tensor of either is a discriminator weight
+        prefix = str(tmp_path / "export" / part / "1" / "variables" / "variables")
+        reader = tf.train.load_checkpoint(prefix)
+        served = [reader.get_tensor(name) for name, _ in tf.train.list_variables(prefix)]
+        served = [v for v in served if isinstance(v, np.ndarray)]  # (not the object graph)
+        assert len(served) >= 4  # the part's kernels and biases
+        for weight in restored.get_weights():
+            assert not any(v.shape == weight.shape and np.array_equal(v, weight) for v in served)
 
 
 def test_registered_by_name_and_arguments_checked():
