@@ -10,11 +10,17 @@ CPU-feature note), before any Python logging exists, and later logs C++ messages
 * imports TensorFlow with descriptor 2 captured in a temporary file, then writes back every
   captured line except those start-up messages (so a real error while loading still shows).
 
-`KERAS_VAE_DEBUG=1` (any non-empty value) turns both off and shows everything.
+TensorFlow Lite writes notes there too, bypassing the log level: its converter prints
+`fully_quantize: 0, inference_type: 6, ...` for every int8 file and its runtime
+`INFO: Created TensorFlow Lite XNNPACK delegate for CPU.` on the first run of a model.
+`tflite_notes_hidden()` holds those back around a conversion or a check (`keras_vae.serving`).
+
+`KERAS_VAE_DEBUG=1` (any non-empty value) turns all of it off and shows everything.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -24,6 +30,10 @@ import tempfile
 _START_UP_LINE = re.compile(
     rb"^([IW]\d{4} \d\d:\d\d:\S+ +\d+ \S+:\d+\]|WARNING: All log messages before absl::"
     rb"|To enable the following instructions:)"
+)
+# TensorFlow Lite's notes: the int8 converter's settings, the runtime's default delegate
+_TFLITE_NOTE = re.compile(
+    rb"^(fully_quantize: \d+, inference_type: |INFO: Created TensorFlow Lite XNNPACK delegate)"
 )
 
 
@@ -39,26 +49,45 @@ def import_tensorflow():
 
         return tensorflow
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with _lines_held_back(_START_UP_LINE):
+        import tensorflow
+    _quiet_python_loggers()
+    return tensorflow
+
+
+@contextlib.contextmanager
+def tflite_notes_hidden():
+    """Inside the block, TensorFlow Lite's notes on descriptor 2 are held back (not with
+    `debug()`); every other line written there gets through when the block ends."""
+    if debug():
+        yield
+        return
+    with _lines_held_back(_TFLITE_NOTE):
+        yield
+
+
+@contextlib.contextmanager
+def _lines_held_back(pattern: re.Pattern):
+    """Captures descriptor 2 in a temporary file inside the block, then writes back every
+    captured line that `pattern` does not match (so a real error still shows)."""
     try:
         sys.stderr.flush()
         saved = os.dup(2)
     except (OSError, ValueError):  # no usable descriptor 2 (e.g. some embedded interpreters)
-        import tensorflow
-
-        return tensorflow
+        yield
+        return
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            import tensorflow
+            yield
         finally:
+            sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
             captured.seek(0)
-            kept = [line for line in captured if not _START_UP_LINE.match(line)]
+            kept = [line for line in captured if not pattern.match(line)]
             if kept:
                 os.write(2, b"".join(kept))
-    _quiet_python_loggers()
-    return tensorflow
 
 
 def _quiet_python_loggers() -> None:

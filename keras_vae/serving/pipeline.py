@@ -38,7 +38,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from keras_vae._internal import atomic
+from keras_vae._internal import atomic, quiet
 from keras_vae.serving.checks import ExportCheckError, saved_model_runners, tflite_runners
 from keras_vae.serving.signatures import tracked_module
 from keras_vae.serving.tflite import (
@@ -167,15 +167,16 @@ def _convert(part: ExportPart, quantization: str, saved_model_dir: Path, name: s
 def _stage_tflite(part, quantization, saved_model_dir, staging, say) -> dict:
     """Converts one part to `staging/<name>.tflite` and checks it with the LiteRT interpreter."""
     name = tflite_filename(part.name, quantization)
-    content, keys = _convert(part, quantization, saved_model_dir, name, say)
-    operators = tflite_operators(content)
-    custom = [op for op in operators if op.startswith("CUSTOM")]
-    if custom:
-        raise ExportCheckError(f"{name} needs non-builtin (Flex/custom) ops: {custom}")
-    atomic.write_bytes(staging / name, content)
-    runners, described = tflite_runners(staging / name)
-    _check_keys(name, described, keys)
-    fields = part.check(runners, described, quantization, name)
+    with quiet.tflite_notes_hidden():  # the converter's and the runtime's notes on stderr
+        content, keys = _convert(part, quantization, saved_model_dir, name, say)
+        operators = tflite_operators(content)
+        custom = [op for op in operators if op.startswith("CUSTOM")]
+        if custom:
+            raise ExportCheckError(f"{name} needs non-builtin (Flex/custom) ops: {custom}")
+        atomic.write_bytes(staging / name, content)
+        runners, described = tflite_runners(staging / name)
+        _check_keys(name, described, keys)
+        fields = part.check(runners, described, quantization, name)
     return _artefact(part.name, "tflite", quantization, name, len(content), described, fields,
                      operators=operators)  # fmt: skip
 

@@ -1,6 +1,7 @@
 """keras_vae._internal.quiet: TensorFlow's C++ start-up lines are held back, any other line
 written while it loads gets through, TF_CPP_MIN_LOG_LEVEL=3 unless the user set it, and the
-Python loggers drop to warnings; KERAS_VAE_DEBUG shows everything.
+Python loggers drop to warnings; TensorFlow Lite's notes are held back around a conversion;
+KERAS_VAE_DEBUG shows everything.
 
 TensorFlow is already imported in the test process, so a stand-in `tensorflow` module (found
 first on `sys.meta_path`) writes TensorFlow's real start-up lines to descriptor 2 as it loads.
@@ -79,3 +80,30 @@ def test_an_imported_tensorflow_is_returned_as_it_is():
     import tensorflow
 
     assert quiet.import_tensorflow() is tensorflow
+
+
+# notes as TensorFlow Lite 2.21's converter (int8) and runtime write them to descriptor 2
+TFLITE_NOTES = (
+    b"fully_quantize: 0, inference_type: 6, input_inference_type: FLOAT32, "
+    b"output_inference_type: FLOAT32\n"
+    b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
+)
+
+
+@pytest.mark.parametrize("debug", ["", "1"])
+def test_tflite_notes_are_held_back_and_other_lines_kept(debug, monkeypatch, capfd):
+    monkeypatch.setenv("KERAS_VAE_DEBUG", debug)
+    other = b"INFO: Initialized TensorFlow Lite runtime.\n"  # not one of the two notes
+    with quiet.tflite_notes_hidden():
+        os.write(2, other + TFLITE_NOTES + REAL_ERROR)
+    expected = other + (TFLITE_NOTES if debug else b"") + REAL_ERROR
+    assert capfd.readouterr().err.encode() == expected
+
+
+def test_lines_written_before_an_error_in_the_block_still_show(monkeypatch, capfd):
+    monkeypatch.delenv("KERAS_VAE_DEBUG", raising=False)
+    with pytest.raises(RuntimeError, match="conversion failed"):
+        with quiet.tflite_notes_hidden():
+            os.write(2, TFLITE_NOTES + REAL_ERROR)
+            raise RuntimeError("conversion failed")
+    assert capfd.readouterr().err.encode() == REAL_ERROR
