@@ -15,6 +15,7 @@ from hvae_references import (
     RNG,
     SHAPE,
     binary,
+    cell_scale,
     exact_log_px,
     linear_model,
     linear_x,
@@ -27,7 +28,6 @@ from hvae_references import (
 from scipy import stats
 
 from keras_vae.models.hvae import HierarchicalVAE, conv_hvae, mlp_hvae
-from keras_vae.models.hvae.layers import SOFTPLUS_ONE
 from keras_vae.parts import objectives
 
 
@@ -108,10 +108,10 @@ def _numpy_pass(model, x, eps):
     cell = model.cells[0]
     h1 = np.tanh(_weights(cell.state_layers[0])(z2))
     prior = _weights(cell.prior_projection)(h1)
-    mu, sigma = prior[..., :D1], softplus(prior[..., D1:] + SOFTPLUS_ONE) + MIN_SCALE
+    mu, sigma = prior[..., :D1], cell_scale(prior[..., D1:], cell.log_scale_bound)
     d1_tiled = np.broadcast_to(d1, h1.shape[:-1] + d1.shape[-1:])
     offsets = _weights(cell.posterior_projection)(np.concatenate([h1, d1_tiled], -1))
-    dmu, dsigma = offsets[..., :D1], softplus(offsets[..., D1:] + SOFTPLUS_ONE) + MIN_SCALE
+    dmu, dsigma = offsets[..., :D1], cell_scale(offsets[..., D1:], cell.log_scale_bound)
     loc1, scale1 = mu + sigma * dmu, sigma * dsigma
     z1 = loc1 + scale1 * eps1
     features = np.tanh(_weights(model.decoder.dense_layers[0])(np.concatenate([z1, h1], -1)))
@@ -127,8 +127,9 @@ def _numpy_pass(model, x, eps):
             "scale2": scale2, "log_w": log_w, "kl1": kl1, "kl2": kl2}  # fmt: skip
 
 
-def test_top_down_posterior_parameters_and_layer_kls_match_a_numpy_forward_pass():
-    model = tanh_model()
+@pytest.mark.parametrize("bound", [5.0, None], ids=["bounded", "softplus"])
+def test_top_down_posterior_parameters_and_layer_kls_match_a_numpy_forward_pass(bound):
+    model = tanh_model(log_scale_bound=bound)
     x = binary(4)
     mean_path = _numpy_pass(model, x, np.zeros((len(x), D1 + D2)))
     q1, q2 = model.encode_parameters(x)
@@ -295,6 +296,46 @@ def test_fit_with_xla_and_fused_steps_reports_layer_kls_and_decreases_the_loss(t
     np.testing.assert_array_equal(restored(x), model(x))
     restored.fit(x, batch_size=16, epochs=1, verbose=0)
     assert int(restored.optimizer.iterations) == 20
+
+
+def _floored_prior_scales(bound, objective):
+    """The tanh model with every prior scale of layer 1 pushed onto its floor (issue 30)."""
+    model = tanh_model(log_scale_bound=bound, objective=objective)
+    projection = model.cells[0].prior_projection
+    kernel, bias = projection.get_weights()
+    kernel[:, D1:], bias[D1:] = 0.0, -60.0
+    projection.set_weights([kernel, bias])
+    return model
+
+
+def test_the_bound_keeps_dreg_gradients_small_where_softplus_scales_sit_on_their_floor():
+    # DReG holds q's parameters, the prior's among them, constant in log q: the prior's mean
+    # gets eps / sigma per unit, ~1e4 at the softplus floor, e^5 = 148 with the bound
+    x = tf.constant(binary(16))
+    noise = tf.random.normal((1, 16, D1 + D2), seed=3)
+    norms = {}
+    for bound in (5.0, None):
+        for gradient in ("dreg", "standard"):
+            model = _floored_prior_scales(bound, objectives.IWAE(1, gradient=gradient))
+            with tf.GradientTape() as tape:
+                loss, _ = model.objective(model, x, noise, 0)
+            grads = tape.gradient(loss, model.trainable_variables)
+            norms[bound, gradient] = float(tf.linalg.global_norm(grads))
+    # the standard gradient's sigma cancels in log p - log q: no 1 / sigma term
+    assert norms[None, "standard"] < 50 and norms[5.0, "standard"] < 50
+    assert norms[None, "dreg"] > 20 * norms[5.0, "dreg"]  # about 1e-4 / e^-5 = 67 at most
+    assert norms[None, "dreg"] > 300 * norms[None, "standard"]
+
+
+def test_a_tiny_dreg_training_from_floored_scales_stays_finite():
+    x = _patterns(32)
+    model = _floored_prior_scales(5.0, objectives.IWAE(2, gradient="dreg"))
+    model.compile(keras.optimizers.Adam(1e-2, global_clipnorm=10.0), jit_compile=False)
+    history = model.fit(x, batch_size=8, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert all(np.all(np.isfinite(v.numpy())) for v in model.trainable_variables)
+    q1, _ = model.encode_parameters(x)
+    assert float(tf.reduce_min(q1["prior_scale"])) >= np.exp(-5.0) * (1 - 1e-6)
 
 
 def test_analytic_kl_true_is_refused_for_a_top_prior_without_a_closed_form():
