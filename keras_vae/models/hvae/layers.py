@@ -24,13 +24,14 @@ q(z_i|.) to its prior.
 
 Why the bound (issue 30): a unit of z_i that the KL does not use (dmu = 0, dsigma = 1) costs
 no nats whatever its prior scale sigma_i, so training is free to shrink sigma_i until z_i =
-mu_i(z_{>i}) is a noiseless copy of the prior's mean, down to the softplus floor (1e-4).
-The DReG/STL gradient holds q's parameters, which include the prior's (mu_i, sigma_i),
-constant inside log q, so the in-sample cancellation of sigma_i between log p and log q is
-lost: the gradient of the prior's mean gets a zero-mean term eps / (sigma_i dsigma_i) per
-unit and example, whose variance grows like 1 / sigma_i^2 (1e8 at the floor). With b = 5,
-sigma_i >= e^-5 = 0.0067 and the term is bounded by about 150 |eps|. (NVAE, Vahdat & Kautz
-2020, clamps every log-scale the same way, for the same instability.)
+mu_i(z_{>i}) is a noiseless copy of the prior's mean, down to the softplus floor (1e-4) in
+the first epoch of the first two-layer MNIST run. Any gradient that does not cancel sigma_i
+between log p and log q then carries terms like eps / (sigma_i dsigma_i), whose variance
+grows like 1 / sigma_i^2: DReG over every variable did (it held the prior's (mu_i, sigma_i)
+constant inside log q; `HierarchicalVAE._dreg_weights` now keeps them live), and its gradient
+norms of 1e4-4e5 ended in that run's blow-up. With b = 5, sigma_i >= e^-5 = 0.0067 and such a
+term stays below about 150 |eps|. (NVAE, Vahdat & Kautz 2020, clamps its log-scales the same
+way against the same instability.)
 
 The cells create their sub-layers in `__init__` and the sub-layers their weights when the model
 builds (`HierarchicalVAE.build` runs the whole model once on a zero batch): the cells have
@@ -290,6 +291,12 @@ class MLPTopDownCell(_ScaleBounded, keras.layers.Layer):
     def call(self, z_above, state=None):
         """h_i from z_{i+1} `[N, size_{i+1}]` and h_{i+1} (None at the top)."""
         return _run(self.state_layers, _join(z_above, state))
+
+    @property
+    def posterior_variables(self) -> list:
+        """The variables of q alone (Q'_i and its projection), not shared with the prior."""
+        layers = [*self.posterior_layers, self.posterior_projection]
+        return [v for layer in layers for v in layer.trainable_variables]
 
     def prior_parameters(self, state):
         """(mu_i, sigma_i) of p(z_i | z_{>i}), each `[N, latent_dim]`."""
@@ -551,6 +558,12 @@ class ConvTopDownCell(_ScaleBounded, keras.layers.Layer):
         loc, scale = tf.split(raw, 2, axis=-1)
         flat = lambda t: tf.reshape(t, [-1, self.latent_dim])  # noqa: E731
         return flat(loc), self._scale(flat(scale))
+
+    @property
+    def posterior_variables(self) -> list:
+        """The variables of q alone (the offsets' convolutions), not shared with the prior."""
+        layers = (self.posterior_hidden, self.posterior_projection)
+        return [v for layer in layers for v in layer.trainable_variables]
 
     def prior_parameters(self, state):
         return self._flat_pair(self.prior_projection(state))
