@@ -8,7 +8,6 @@ from scipy import stats
 
 from keras_vae import mlp_vae
 from keras_vae.models.hvae import mlp_hvae
-from keras_vae.models.hvae.layers import SOFTPLUS_ONE
 
 RNG = np.random.default_rng(30)
 SHAPE = (6, 5, 1)
@@ -25,6 +24,21 @@ def softplus(v):
 
 def inverse_softplus(v):
     return np.log(np.expm1(v))
+
+
+def cell_scale(raw, bound):
+    """A top-down cell's scale from its pre-activation, in NumPy: exp(b tanh(raw / b)) (NVAE's
+    soft clamp of log sigma), or softplus(raw + log(e - 1)) + 1e-4 when `bound` is None."""
+    if bound is None:
+        return softplus(raw + np.log(np.e - 1.0)) + MIN_SCALE
+    return np.exp(bound * np.tanh(raw / bound))
+
+
+def inverse_cell_scale(scale, bound):
+    """The pre-activation giving `scale` (the inverse of `cell_scale`)."""
+    if bound is None:
+        return inverse_softplus(scale - MIN_SCALE) - np.log(np.e - 1.0)
+    return bound * np.arctanh(np.log(scale) / bound)
 
 
 # ------------------------------------------------------------ a linear-Gaussian hierarchy
@@ -87,8 +101,9 @@ def linear_model(objective=None, maps=None):
     cell = model.cells[0]
     # h_1 = [z2, 0, 0, 0, 0]
     cell.state_layers[0].set_weights([np.eye(D2, DX), np.zeros(DX)])
-    # p(z1|z2): mu = A z2 + a, sigma = s1 = softplus(raw + c) + min_scale
-    raw_p = inverse_softplus(S1 - MIN_SCALE) - SOFTPLUS_ONE
+    # p(z1|z2): mu = A z2 + a, sigma = s1 = g(raw), the cell's scale map
+    bound = cell.log_scale_bound
+    raw_p = inverse_cell_scale(S1, bound)
     kernel = np.zeros((DX, 2 * D1))
     kernel[:D2, :D1] = A.T
     cell.prior_projection.set_weights([kernel, np.concatenate([a, np.full(D1, raw_p)])])
@@ -96,7 +111,7 @@ def linear_model(objective=None, maps=None):
     kernel = np.zeros((2 * DX, 2 * D1))
     kernel[:D2, :D1] = ((maps["Gz"] - A) / S1).T
     kernel[DX:, :D1] = (maps["Gx"] / S1).T
-    raw_q = inverse_softplus(np.sqrt(maps["v1"]) / S1 - MIN_SCALE) - SOFTPLUS_ONE
+    raw_q = inverse_cell_scale(np.sqrt(maps["v1"]) / S1, bound)
     bias = np.concatenate([(maps["g"] - a) / S1, raw_q])
     cell.posterior_projection.set_weights([kernel, bias])
     # p(x|z1): loc = B z1 + b from the decoder's [z1, h_1] -> [z1, 0, 0, 0]

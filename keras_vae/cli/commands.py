@@ -79,6 +79,8 @@ _TRAIN_GROUPS = {
         ("--prior", "prior", str, "p(z): {prior}"),
         ("--prior-components", "prior_components", int, "K (default: 10 mixture, 500 vamp)"),
         ("--latent-dim", "latent_dim", int, "vae: size of z"),
+        ("--log-scale-bound", "log_scale_bound", float, "hvae: b of the top-down scales, "
+         "exp(b tanh(s/b)); 0: softplus floored at 1e-4"),
     ),
     "objective": (
         ("--objective", "objective", str, "{objective}; iwae uses K = --samples"),
@@ -114,6 +116,8 @@ _TRAIN_GROUPS = {
         ("--ema-momentum", "ema_momentum", float, "average the weights (EMA), e.g. 0.999"),
         ("--weight-decay", "weight_decay", float, "decoupled weight decay (AdamW), e.g. 0.05"),
         ("--clipnorm", "clipnorm", float, "clip each gradient to this L2 norm"),
+        ("--global-clipnorm", "global_clipnorm", float, "clip all gradients jointly to this "
+         "global L2 norm (not with --clipnorm)"),
         ("--early-stopping-patience", "early_stopping", int, "stop after N epochs without a "
          "better held-out bound and keep the best epoch's weights"),
         ("--steps-per-epoch", "steps_per_epoch", int, "steps per epoch (default: one pass)"),

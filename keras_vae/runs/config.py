@@ -116,6 +116,12 @@ class TrainConfig:
         time_budget_minutes: Stop after the epoch at which the training wall time, summed over
             resumed runs, reaches this many minutes (None: no budget).
         clipnorm: Clip each gradient to this L2 norm (None: no clipping).
+        global_clipnorm: Clip the gradients jointly: when their global norm
+            ||g|| = sqrt(sum_v ||g_v||^2) exceeds c, every g_v becomes g_v c / ||g|| (Keras'
+            `global_clipnorm`; VDVAE's and NVAE's clipping). None: off; not with `clipnorm`.
+        log_scale_bound: Hierarchical VAE: b of the top-down cells' scales,
+            sigma = exp(b tanh(s / b)), log sigma in (-b, b) (NVAE's soft clamp, against the
+            blow-up of issue 30); 0: softplus scales floored at 1e-4, as before it.
         samples: L, Monte Carlo samples of z per example (K of the IWAE bound).
         start_samples: Samples per example for the first `start_samples_epochs` epochs, a
             cheaper start for a many-sample bound (an IWAE with K = 50 costs about 50 decoder
@@ -218,6 +224,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     time_budget_minutes: float | None = None
     clipnorm: float | None = None
+    global_clipnorm: float | None = None
+    log_scale_bound: float = 5.0
     samples: int = 1
     start_samples: int | None = None
     start_samples_epochs: int = 0
@@ -285,8 +293,20 @@ class TrainConfig:
             raise ConfigError(
                 f"learning_rate must be > 0. Received: learning_rate={self.learning_rate!r}"
             )
-        if self.clipnorm is not None and not self.clipnorm > 0:
-            raise ConfigError(f"clipnorm must be > 0. Received: clipnorm={self.clipnorm!r}")
+        for name in ("clipnorm", "global_clipnorm"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{name} must be > 0. Received: {name}={value!r}")
+        if self.clipnorm is not None and self.global_clipnorm is not None:
+            raise ConfigError(
+                "clipnorm and global_clipnorm cannot both be set (Keras takes one clipping); "
+                "keep global_clipnorm to clip the gradients jointly."
+            )
+        if not self.log_scale_bound >= 0:
+            raise ConfigError(
+                "log_scale_bound must be >= 0 (0: softplus scales). "
+                f"Received: log_scale_bound={self.log_scale_bound!r}"
+            )
         if not self.beta >= 0:
             raise ConfigError(f"beta must be >= 0. Received: beta={self.beta!r}")
         if not self.free_bits >= 0:

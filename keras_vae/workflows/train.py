@@ -79,7 +79,8 @@ def steps_per_epoch(config: TrainConfig, num_examples: int) -> int:
 
 def make_optimizer(config: TrainConfig, epoch_steps: int | None = None):
     """Adam with the configured schedule (cosine: lr_t = lr (1 + cos(pi t / T)) / 2 over
-    T = epochs * epoch_steps steps), gradient clipping, decoupled weight decay
+    T = epochs * epoch_steps steps), gradient clipping (per variable, or jointly by the
+    global norm), decoupled weight decay
     (w <- w - lr_t * weight_decay * w after each step: AdamW) and weight averaging (EMA).
     Weight decay regularises the networks only: the VampPrior's pseudo-inputs (images, not
     weights) are exempt."""
@@ -92,7 +93,8 @@ def make_optimizer(config: TrainConfig, epoch_steps: int | None = None):
         )
     ema = {"use_ema": True, "ema_momentum": config.ema_momentum} if config.ema_momentum else {}
     decay = {"weight_decay": config.weight_decay} if config.weight_decay else {}
-    optimizer = keras.optimizers.Adam(learning_rate, clipnorm=config.clipnorm, **ema, **decay)
+    clip = {"clipnorm": config.clipnorm, "global_clipnorm": config.global_clipnorm}
+    optimizer = keras.optimizers.Adam(learning_rate, **clip, **ema, **decay)
     if config.weight_decay:
         optimizer.exclude_from_weight_decay(var_names=["pseudo_inputs"])
     return optimizer

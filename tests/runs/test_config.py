@@ -33,6 +33,10 @@ def test_json_round_trip(tmp_path):
         ({"likelihood": "poisson"}, "likelihood must be one of"),
         ({"strategy": "tpu"}, "strategy must be one of"),
         ({"latnt_dim": 3}, "unknown keys ['latnt_dim']. Valid keys: dataset,"),
+        ({"global_clipnorm": 0.0}, "global_clipnorm must be > 0. Received: global_clipnorm=0.0"),
+        ({"clipnorm": 1.0, "global_clipnorm": 2.0}, "clipnorm and global_clipnorm cannot both"),
+        ({"model": "hvae", "log_scale_bound": -1.0}, "log_scale_bound must be >= 0"),
+        ({"log_scale_bound": 2.0}, "log_scale_bound=2.0 applies only to model='hvae'"),
     ],
 )
 def test_bad_values_are_refused_with_the_key_and_the_value(values, message):

@@ -40,6 +40,17 @@ def test_weight_decay_shrinks_each_weight_by_lr_times_decay(toy_npz):
         np.testing.assert_allclose(weight.numpy(), start * factor, rtol=1e-6)
 
 
+def test_global_clipnorm_scales_all_gradients_by_c_over_their_joint_norm(toy_npz):
+    optimizer = training.make_optimizer(_config(toy_npz, global_clipnorm=2.0))
+    grads = [np.array([3.0, 0.0], "float32"), np.array([[0.0], [4.0]], "float32")]  # norm 5
+    clipped = optimizer._clip_gradients([keras.ops.convert_to_tensor(g) for g in grads])
+    for got, want in zip(clipped, grads, strict=True):
+        np.testing.assert_allclose(np.asarray(got), want * 2.0 / 5.0, rtol=1e-6)
+    small = [keras.ops.convert_to_tensor(g / 10.0) for g in grads]  # norm 0.5: left alone
+    np.testing.assert_allclose(np.asarray(optimizer._clip_gradients(small)[1]), grads[1] / 10)
+    assert training.make_optimizer(_config(toy_npz)).global_clipnorm is None
+
+
 def test_weight_decay_leaves_the_vamp_pseudo_inputs_alone(toy_npz):
     optimizer = training.make_optimizer(_config(toy_npz, learning_rate=0.01, weight_decay=0.1))
     start = np.array([0.5, 0.25], dtype="float32")

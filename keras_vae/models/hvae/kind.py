@@ -32,6 +32,7 @@ class HierarchicalVAEKind(ModelKind):
         "latent_dims", "hidden_units", "activation", "prior", "prior_components", "objective",
         "gradient_estimator", "samples", "start_samples", "start_samples_epochs", "beta",
         "kl_warmup_epochs", "kl_cycle_epochs", "free_bits", "posterior", "network",
+        "log_scale_bound",
     )  # fmt: skip
     figure_kinds = ("samples", "reconstructions", "resample")
     evaluate_options = ("importance_samples", "seed")
@@ -51,7 +52,8 @@ class HierarchicalVAEKind(ModelKind):
             likelihood=config.likelihood, activation=config.activation, seed=config.seed,
             top_posterior=config.posterior, prior=config.prior,
             prior_components=config.prior_components, gated=GATED[config.network],
-            objective=make_objective(config, epoch_steps), **options,
+            objective=make_objective(config, epoch_steps),
+            log_scale_bound=config.log_scale_bound or None, **options,
         )  # fmt: skip
 
     def initialize(self, model, x_train, config) -> None:

@@ -6,14 +6,32 @@ layer's z_i is a `[h, w, c]` map flattened in that order).
 
     bottom-up   d_1 = B_1(x), d_i = B_i(d_{i-1})                  (`MLPBottomUp`, `ConvBottomUp`)
     top-down    h_i = T_i(z_{i+1}, h_{i+1})  (no h_{i+1} for i = L-1)
-                [mu_i, s_i] = P_i(h_i),      sigma_i = softplus(s_i + c) + min_scale
-                [dmu_i, t_i] = Q_i(h_i, d_i), dsigma_i = softplus(t_i + c) + min_scale
+                [mu_i, s_i] = P_i(h_i),      sigma_i = g(s_i)
+                [dmu_i, t_i] = Q_i(h_i, d_i), dsigma_i = g(t_i)
                                                    (`MLPTopDownCell`, `ConvTopDownCell`)
     decoder     features = D(z_1, h_1)  (no h_1 when L = 1)
                                      (`TopDownMLPDecoder`, `TopDownConvDecoder`)
 
-c = log(e - 1), so that a zero pre-activation gives a unit scale: at initialisation (outputs
-near zero) each p(z_i|z_{>i}) is close to N(0, I) and each q(z_i|.) to its prior.
+The cells' scale map g (`cell_scale`) is NVAE's soft clamp of the log-scale (the default,
+`log_scale_bound` b = 5):
+
+    g(s) = exp(b tanh(s / b)),  log g(s) in (-b, b)                       (`bounded_scale`)
+
+or, with `log_scale_bound=None` (models saved before it existed), g(s) = softplus(s + c) +
+min_scale, c = log(e - 1) (`unit_softplus`). Both give a unit scale at a zero pre-activation:
+at initialisation (outputs near zero) each p(z_i|z_{>i}) is close to N(0, I) and each
+q(z_i|.) to its prior.
+
+Why the bound (issue 30): a unit of z_i that the KL does not use (dmu = 0, dsigma = 1) costs
+no nats whatever its prior scale sigma_i, so training is free to shrink sigma_i until z_i =
+mu_i(z_{>i}) is a noiseless copy of the prior's mean, down to the softplus floor (1e-4) in
+the first epoch of the first two-layer MNIST run. Any gradient that does not cancel sigma_i
+between log p and log q then carries terms like eps / (sigma_i dsigma_i), whose variance
+grows like 1 / sigma_i^2: DReG over every variable did (it held the prior's (mu_i, sigma_i)
+constant inside log q; `HierarchicalVAE._dreg_weights` now keeps them live), and its gradient
+norms of 1e4-4e5 ended in that run's blow-up. With b = 5, sigma_i >= e^-5 = 0.0067 and such a
+term stays below about 150 |eps|. (NVAE, Vahdat & Kautz 2020, clamps its log-scales the same
+way against the same instability.)
 
 The cells create their sub-layers in `__init__` and the sub-layers their weights when the model
 builds (`HierarchicalVAE.build` runs the whole model once on a zero batch): the cells have
@@ -37,9 +55,57 @@ from keras_vae.parts.posteriors import DiagonalGaussianPosterior, Posterior
 SOFTPLUS_ONE = math.log(math.e - 1.0)
 
 
+#: b of `bounded_scale`, NVAE's soft clamp: log sigma in (-5, 5), sigma in (0.0067, 148).
+LOG_SCALE_BOUND = 5.0
+
+
 def unit_softplus(raw: tf.Tensor, floor: float) -> tf.Tensor:
     """sigma = softplus(raw + log(e - 1)) + floor: positive, and 1 + floor at raw = 0."""
     return tf.nn.softplus(raw + SOFTPLUS_ONE) + floor
+
+
+def bounded_scale(raw: tf.Tensor, bound: float) -> tf.Tensor:
+    """sigma = exp(b tanh(raw / b)): NVAE's soft clamp of the log-scale.
+
+    log sigma = b tanh(raw / b) lies in (-b, b), is raw itself near 0 (sigma = 1 at raw = 0)
+    and d log sigma / d raw = 1 - tanh^2(raw / b) is 1 at 0 and vanishes only towards the
+    bounds, so sigma never leaves (e^-b, e^b) and its gradient stays finite.
+    """
+    return tf.exp(bound * tf.tanh(raw / bound))
+
+
+def cell_scale(raw: tf.Tensor, min_scale: float, log_scale_bound: float | None) -> tf.Tensor:
+    """A top-down cell's scale from its pre-activation: `bounded_scale(raw, log_scale_bound)`,
+    or `unit_softplus(raw, min_scale)` when `log_scale_bound` is None (module docstring)."""
+    if log_scale_bound is None:
+        return unit_softplus(raw, min_scale)
+    return bounded_scale(raw, log_scale_bound)
+
+
+def check_log_scale_bound(value) -> float | None:
+    """`log_scale_bound` as a positive float or None, else a one-line error."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(
+            "log_scale_bound must be a positive number such as 5.0 (log sigma in (-5, 5)) or "
+            f"None (softplus scales floored at min_scale). Received: log_scale_bound={value!r}"
+        )
+    return float(value)
+
+
+class _ScaleBounded:
+    """What both top-down cells share about `log_scale_bound`: the scale map and the
+    loading of configs saved before it existed (which had softplus scales)."""
+
+    def _scale(self, raw):
+        return cell_scale(raw, self.min_scale, self.log_scale_bound)
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config.setdefault("log_scale_bound", None)  # saved before the bound: softplus
+        return super().from_config(config)
 
 
 def check_shape(name: str, value: object, rank: int | None = None) -> tuple[int, ...]:
@@ -171,7 +237,7 @@ class MLPBottomUp(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=registry.PACKAGE)
-class MLPTopDownCell(keras.layers.Layer):
+class MLPTopDownCell(_ScaleBounded, keras.layers.Layer):
     """One layer i < L of the top-down pass of an MLP hierarchy (see the module docstring):
 
         h_i = T_i([z_{i+1}, h_{i+1}])             dense layers `hidden_units` (none: the join)
@@ -183,8 +249,10 @@ class MLPTopDownCell(keras.layers.Layer):
         hidden_units: Dense layers of T_i (may be empty: h_i = [z_{i+1}, h_{i+1}]).
         posterior_units: Dense layers of Q'_i before its projection (may be empty).
         activation: Keras activation name.
-        min_scale: Floor of sigma_i and dsigma_i.
+        min_scale: Floor of sigma_i and dsigma_i when `log_scale_bound` is None.
         gated: `GatedDense` layers instead of `Dense` ones.
+        log_scale_bound: b of the scales sigma_i, dsigma_i = exp(b tanh(s / b)) (module
+            docstring); None: softplus(s + log(e - 1)) + min_scale.
         **kwargs: Standard `keras.layers.Layer` arguments.
     """
 
@@ -196,9 +264,11 @@ class MLPTopDownCell(keras.layers.Layer):
         activation: str = "tanh",
         min_scale: float = 1e-4,
         gated: bool = False,
+        log_scale_bound: float | None = LOG_SCALE_BOUND,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.log_scale_bound = check_log_scale_bound(log_scale_bound)
         self.gated = bool(gated)
         self.latent_dim = check_positive_int("latent_dim", latent_dim)
         self.latent_shape = (self.latent_dim,)
@@ -222,16 +292,22 @@ class MLPTopDownCell(keras.layers.Layer):
         """h_i from z_{i+1} `[N, size_{i+1}]` and h_{i+1} (None at the top)."""
         return _run(self.state_layers, _join(z_above, state))
 
+    @property
+    def posterior_variables(self) -> list:
+        """The variables of q alone (Q'_i and its projection), not shared with the prior."""
+        layers = [*self.posterior_layers, self.posterior_projection]
+        return [v for layer in layers for v in layer.trainable_variables]
+
     def prior_parameters(self, state):
         """(mu_i, sigma_i) of p(z_i | z_{>i}), each `[N, latent_dim]`."""
         loc, raw = tf.split(self.prior_projection(state), 2, axis=-1)
-        return loc, unit_softplus(raw, self.min_scale)
+        return loc, self._scale(raw)
 
     def posterior_offsets(self, state, features):
         """(dmu_i, dsigma_i) of q(z_i | z_{>i}, x) relative to the prior, `[N, latent_dim]`."""
         h = _run(self.posterior_layers, _join(state, features))
         loc, raw = tf.split(self.posterior_projection(h), 2, axis=-1)
-        return loc, unit_softplus(raw, self.min_scale)
+        return loc, self._scale(raw)
 
     def get_config(self):
         config = super().get_config()
@@ -243,6 +319,7 @@ class MLPTopDownCell(keras.layers.Layer):
                 "activation": self.activation,
                 "min_scale": self.min_scale,
                 "gated": self.gated,
+                "log_scale_bound": self.log_scale_bound,
             }
         )
         return config
@@ -426,7 +503,7 @@ def _nonnegative_int(name, value):
 
 
 @keras.saving.register_keras_serializable(package=registry.PACKAGE)
-class ConvTopDownCell(keras.layers.Layer):
+class ConvTopDownCell(_ScaleBounded, keras.layers.Layer):
     """One layer i < L of the top-down pass of a conv hierarchy (module docstring):
 
         h_i = R^blocks(crop(deconv_s2^levels(act(conv([z_{i+1}, h_{i+1}])))))   `[N, h, w, F]`
@@ -442,13 +519,16 @@ class ConvTopDownCell(keras.layers.Layer):
         blocks: Residual cells after the upsampling.
         kernel_size: Side of the square kernels.
         activation: Keras activation name.
-        min_scale: Floor of sigma_i and dsigma_i.
+        min_scale: Floor of sigma_i and dsigma_i when `log_scale_bound` is None.
+        log_scale_bound: As `MLPTopDownCell`'s.
         **kwargs: Standard `keras.layers.Layer` arguments.
     """
 
     def __init__(self, latent_shape, above_shape, filters=32, blocks=1, kernel_size=3,
-                 activation="elu", min_scale=1e-4, **kwargs):  # fmt: skip
+                 activation="elu", min_scale=1e-4, log_scale_bound=LOG_SCALE_BOUND,
+                 **kwargs):  # fmt: skip
         super().__init__(**kwargs)
+        self.log_scale_bound = check_log_scale_bound(log_scale_bound)
         self.latent_shape = check_shape("latent_shape", latent_shape, 3)
         self.above_shape = check_shape("above_shape", above_shape, 3)
         self.latent_dim = math.prod(self.latent_shape)
@@ -477,7 +557,13 @@ class ConvTopDownCell(keras.layers.Layer):
     def _flat_pair(self, raw):
         loc, scale = tf.split(raw, 2, axis=-1)
         flat = lambda t: tf.reshape(t, [-1, self.latent_dim])  # noqa: E731
-        return flat(loc), unit_softplus(flat(scale), self.min_scale)
+        return flat(loc), self._scale(flat(scale))
+
+    @property
+    def posterior_variables(self) -> list:
+        """The variables of q alone (the offsets' convolutions), not shared with the prior."""
+        layers = (self.posterior_hidden, self.posterior_projection)
+        return [v for layer in layers for v in layer.trainable_variables]
 
     def prior_parameters(self, state):
         return self._flat_pair(self.prior_projection(state))
@@ -497,6 +583,7 @@ class ConvTopDownCell(keras.layers.Layer):
                 "kernel_size": self.kernel_size,
                 "activation": self.activation,
                 "min_scale": self.min_scale,
+                "log_scale_bound": self.log_scale_bound,
             }
         )
         return config

@@ -403,10 +403,11 @@ class HierarchicalVAE(ExactReplicaTrainer):
         """What `keras_vae.objectives.ELBO`/`IWAE` need, from eps `[S, B, sum_i size_i]`.
 
         log w_s = log p(x|z_s) + sum_i [log p(z_is|z_{>i,s}) - log q(z_is|z_{>i,s}, x)].
-        With `dreg` the log weights are recomputed at the sampled z with every variable inside
-        log q held constant (p's stay live), in a pass that takes the z_i as inputs, so that
-        `score` holds the partial derivatives d log w / d z_i (Tucker et al. 2019, for a
-        reparameterised q over all layers jointly).
+        With `dreg` the log weights are recomputed at the sampled z with q's own variables held
+        constant inside log q (p's, the prior's (mu_i, sigma_i) that q shares among them, stay
+        live: `_dreg_weights`), in a pass that takes the z_i as inputs, so that `score` holds
+        the partial derivatives d log w / d z_i (Tucker et al. 2019, for a reparameterised q
+        over all layers jointly).
 
         Returns:
             `keras_vae.objectives.LatentTerms`, with `kl_i` per layer in `terms`.
@@ -432,18 +433,47 @@ class HierarchicalVAE(ExactReplicaTrainer):
         )
 
     @contextlib.contextmanager
-    def _frozen_variables(self):
-        """Every trainable variable read as a stop-gradient constant of its current value."""
-        mapping = [(v, tf.stop_gradient(tf.convert_to_tensor(v.value)))
-                   for v in self.trainable_variables]  # fmt: skip
+    def _frozen_variables(self, variables=None):
+        """`variables` (default: every trainable one) read as stop-gradient constants of their
+        current values. The others are mapped to their current values too: a scope does not
+        fall back on an enclosing one (the trainer's stateless XLA step maps every variable)."""
+        frozen = {id(v) for v in (self.trainable_variables if variables is None else variables)}
+        mapping = []
+        for v in self.trainable_variables:
+            value = tf.convert_to_tensor(v.value)
+            mapping.append((v, tf.stop_gradient(value) if id(v) in frozen else value))
         with keras.StatelessScope(state_mapping=mapping):
             yield
 
+    def _posterior_only_variables(self) -> list | None:
+        """q's own variables: the bottom-up pass, the top head and the cells' offset networks
+        (None if a cell does not name its `posterior_variables`)."""
+        if not all(hasattr(cell, "posterior_variables") for cell in self.cells):
+            return None
+        found = self.bottom_up.trainable_variables + self.top_posterior.trainable_variables
+        for cell in self.cells:
+            found += cell.posterior_variables
+        return found
+
     def _dreg_weights(self, x, features, layers, noise):
-        """(log w `[S, B]` with q's variables stopped, z `[S, B, D]`, d log w / d z)."""
+        """(log w `[S, B]` with q's own variables stopped, the z `[S, B, D]` of DReG's path
+        correction, d log w / d z).
+
+        q(z_i|z_{>i}, x) = N(mu_i + sigma_i dmu_i, (sigma_i dsigma_i)^2) shares the prior's
+        (mu_i, sigma_i). Only q's own variables (`_posterior_only_variables`: the offsets,
+        the top head, the bottom-up pass) are held constant in log q; the prior's stay live
+        in log q as in log p, so that sigma_i cancels between them as in the standard
+        gradient. Holding them constant too (DReG over every variable, as before issue 30)
+        leaves a zero-mean term eps / (sigma_i dsigma_i) per unit in the prior's gradient,
+        whose variance grows like 1 / sigma_i^2 where training shrinks an unused unit's
+        prior scale. The prior's variables thus get the standard IWAE gradient: the path
+        correction (w~^2 - w~) of DReG flows into q's own variables only, through z's
+        recomputed with the prior's variables stopped.
+        """
         samples, batch = tf.shape(noise)[0], tf.shape(x)[0]
         leading = tf.stack([samples, batch])
         zs = [layer.z for layer in layers]
+        own = self._posterior_only_variables()
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(zs)
             given, state = self._top_down(None, None, latents=zs)  # p(z_i|z_{>i}), live
@@ -453,7 +483,7 @@ class HierarchicalVAE(ExactReplicaTrainer):
             for layer in given[:-1]:
                 log_p += tf.reshape(_log_normal(layer.z, *layer.p), leading)
             stopped = [_tile(tf.stop_gradient(d), samples) for d in features]
-            with self._frozen_variables():
+            with self._frozen_variables(own):
                 frozen, _ = self._top_down(stopped, None, latents=zs)
                 top = frozen[-1]
                 log_q = self.top_posterior.distribution(**top.q).log_prob(top.z)
@@ -462,8 +492,15 @@ class HierarchicalVAE(ExactReplicaTrainer):
             log_weights = log_p - tf.reshape(log_q, leading)
             total = tf.reduce_sum(log_weights)
         score = tape.gradient(total, zs)
+        path = zs
+        if own is not None and len(self.cells):  # the prior's variables stopped in z
+            owned = {id(v) for v in own}
+            others = [v for v in self.trainable_variables if id(v) not in owned]
+            with self._frozen_variables(others):
+                tiled = [_tile(d, samples) for d in features]
+                path = [layer.z for layer in self._top_down(tiled, self._split_noise(noise))[0]]
         joined = lambda ts: tf.reshape(tf.concat(ts, -1), tf.concat([leading, [-1]], 0))  # noqa: E731
-        return log_weights, joined(zs), joined(score)
+        return log_weights, joined(path), joined(score)
 
     # ------------------------------------------------------------------------ the trainer's
     def noise_shape(self) -> tuple[int, int]:

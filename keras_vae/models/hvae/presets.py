@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from keras_vae import registry
 from keras_vae.models.hvae.layers import (
+    LOG_SCALE_BOUND,
     ConvBottomUp,
     ConvTopDownCell,
     MLPBottomUp,
@@ -68,6 +69,7 @@ def mlp_hvae(
     objective: objectives.Objective | None = None,
     likelihood_options: dict | None = None,
     free_bits_groups=None,
+    log_scale_bound: float | None = LOG_SCALE_BOUND,
 ) -> HierarchicalVAE:
     """A hierarchical VAE of MLPs for flat data (any shape, flattened).
 
@@ -98,6 +100,8 @@ def mlp_hvae(
         objective: The objective; default `ELBO(num_samples, beta)`.
         likelihood_options: Extra arguments of the likelihood head.
         free_bits_groups: See `HierarchicalVAE` (None: per unit; 1: per layer).
+        log_scale_bound: b of the top-down cells' scales, exp(b tanh(s / b)); None: softplus
+            floored at 1e-4 (see `keras_vae.models.hvae.layers`, issue 30's blow-up).
 
     Returns:
         An unbuilt `HierarchicalVAE`; it builds on first use or with `build((None, *shape))`.
@@ -105,9 +109,10 @@ def mlp_hvae(
     image_shape = tuple(image_shape)
     dims = list(check_shape("latent_dims", latent_dims))
     blocks = _blocks(hidden_units, len(dims))
+    cell = {"gated": gated, "log_scale_bound": log_scale_bound}
     cells = [
         MLPTopDownCell(
-            dim, blocks[i + 1][::-1], posterior_units, activation, gated=gated, name=f"cell_{i + 1}"
+            dim, blocks[i + 1][::-1], posterior_units, activation, **cell, name=f"cell_{i + 1}"
         )  # fmt: skip
         for i, dim in enumerate(dims[:-1])
     ]
@@ -146,6 +151,7 @@ def conv_hvae(
     objective: objectives.Objective | None = None,
     likelihood_options: dict | None = None,
     free_bits_groups=None,
+    log_scale_bound: float | None = LOG_SCALE_BOUND,
 ) -> HierarchicalVAE:
     """A hierarchical VAE of convolutional residual cells for `[H, W, C]` images.
 
@@ -160,8 +166,8 @@ def conv_hvae(
         blocks: Residual cells per layer (bottom-up, top-down and the decoder).
         kernel_size: Side of the square kernels.
         likelihood, activation, num_samples, beta, seed, name, prior, prior_components,
-            objective, likelihood_options, free_bits_groups: As `mlp_hvae` (groups of
-            channels here: each group spans every position of its layer).
+            objective, likelihood_options, free_bits_groups, log_scale_bound: As `mlp_hvae`
+            (groups of channels here: each group spans every position of its layer).
 
     Returns:
         An unbuilt `HierarchicalVAE`.
@@ -180,8 +186,9 @@ def conv_hvae(
     shapes = [(*s, c) for s, c in zip(sizes, channels, strict=True)]
     options = {"filters": filters, "blocks": blocks, "kernel_size": kernel_size,
                "activation": activation}  # fmt: skip
+    cell = {**options, "log_scale_bound": log_scale_bound}
     cells = [
-        ConvTopDownCell(shapes[i], shapes[i + 1], name=f"cell_{i + 1}", **options)
+        ConvTopDownCell(shapes[i], shapes[i + 1], name=f"cell_{i + 1}", **cell)
         for i in range(len(shapes) - 1)
     ]
     top_dim = shapes[-1][0] * shapes[-1][1] * shapes[-1][2]

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
+from hvae_references import cell_scale
 from scipy import special, stats
 
 from keras_vae.models.hvae import checks, export, importance_sampled_log_likelihood, mlp_hvae
-from keras_vae.models.hvae.layers import SOFTPLUS_ONE
 from keras_vae.serving.checks import ExportCheckError, saved_model_runners
 
 SHAPE = (6, 5, 1)
@@ -101,10 +101,10 @@ def _numpy_top_down(model, x, eps=None, latents=None):
     cell = model.cells[0]
     h1 = _elu(_dense(cell.state_layers[0])(z2))
     prior = _dense(cell.prior_projection)(h1)
-    mu, sigma = prior[..., :D1], _softplus(prior[..., D1:] + SOFTPLUS_ONE) + MIN_SCALE
+    mu, sigma = prior[..., :D1], cell_scale(prior[..., D1:], cell.log_scale_bound)
     d1 = np.broadcast_to(d1, h1.shape[:-1] + d1.shape[-1:])
     offsets = _dense(cell.posterior_projection)(np.concatenate([h1, d1], -1))
-    dmu, dsigma = offsets[..., :D1], _softplus(offsets[..., D1:] + SOFTPLUS_ONE) + MIN_SCALE
+    dmu, dsigma = offsets[..., :D1], cell_scale(offsets[..., D1:], cell.log_scale_bound)
     loc1, scale1 = mu + sigma * dmu, sigma * dsigma
     z1 = loc1 + scale1 * e1 if latents is None else latents[0]
     features = _elu(_dense(model.decoder.dense_layers[0])(np.concatenate([z1, h1], -1)))

@@ -122,3 +122,19 @@ def test_network_gated_mlp_builds_gated_blocks_and_conv_is_refused_in_one_line(
     assert err.startswith("keras-vae train: error: --network conv is not a hierarchical VAE's")
     assert "--network mlp|gated_mlp" in err
     assert not (tmp_path / "run" / runs.CONFIG_FILE).exists()
+
+
+def test_log_scale_bound_and_global_clipnorm_round_trip_from_the_cli_to_the_model(tmp_path):
+    argv = ["--model", "hvae", "--latent-dims", "4", "2", "--hidden-units", "8",
+            "--log-scale-bound", "2.5", "--global-clipnorm", "100"]  # fmt: skip
+    config = cli.train_config(argv)
+    (tmp_path / "config.json").write_text(config.to_json())
+    assert TrainConfig.from_file(tmp_path / "config.json") == config
+    assert (config.log_scale_bound, config.global_clipnorm) == (2.5, 100.0)
+    model = train.build_model(config, (6, 6, 1), "bernoulli")
+    assert model.cells[0].log_scale_bound == 2.5 and model.optimizer.global_clipnorm == 100.0
+    saved = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model))
+    assert saved.cells[0].log_scale_bound == 2.5
+    softplus = train.build_model(config.replace(log_scale_bound=0.0), (6, 6, 1), "bernoulli")
+    assert softplus.cells[0].log_scale_bound is None  # 0: the softplus scales
+    assert TrainConfig(model="hvae").log_scale_bound == 5.0  # NVAE's bound by default

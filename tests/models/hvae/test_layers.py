@@ -1,17 +1,22 @@
-"""keras_vae.models.hvae.layers: the gated dense layer, the unit softplus, the MLP bottom-up
-pass and the residual cell against NumPy; one-line errors for bad shapes."""
+"""keras_vae.models.hvae.layers: the gated dense layer, the unit softplus, the bounded scale
+(value, range and gradient), the MLP bottom-up pass and the residual cell against NumPy; the
+cells' `log_scale_bound` round trip; one-line errors for bad shapes and bounds."""
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from helpers import run_saving_test
 
 from keras_vae.models.hvae.layers import (
     SOFTPLUS_ONE,
     ConvBottomUp,
+    ConvTopDownCell,
     GatedDense,
     MLPBottomUp,
+    MLPTopDownCell,
     ResidualCell,
+    bounded_scale,
     check_shape,
     unit_softplus,
 )
@@ -38,6 +43,59 @@ def test_unit_softplus_is_one_plus_the_floor_at_zero():
     np.testing.assert_allclose(unit_softplus(raw, 0.01), expected, rtol=1e-6)
     assert float(unit_softplus(np.float32(0.0), 0.01)) == pytest.approx(1.01, rel=1e-6)
     assert SOFTPLUS_ONE == pytest.approx(0.5413248546)
+
+
+@pytest.mark.parametrize("bound", [5.0, 2.0])
+def test_bounded_scale_stays_inside_its_bounds_with_a_finite_gradient(bound):
+    raw = tf.constant([-1e4, -60.0, -5.0, -0.3, 0.0, 0.7, 4.0, 60.0, 1e4], tf.float64)
+    with tf.GradientTape() as tape:
+        tape.watch(raw)
+        scale = bounded_scale(raw, bound)
+    gradient = tape.gradient(scale, raw).numpy()
+    r, t = raw.numpy(), np.tanh(raw.numpy() / bound)
+    np.testing.assert_allclose(scale.numpy(), np.exp(bound * t), rtol=1e-12)
+    # log sigma in [-b, b] (reached only in floating point, at |raw| >> b), 1 at raw = 0
+    assert np.all(np.abs(np.log(scale.numpy())) <= bound) and scale.numpy()[4] == 1.0
+    # d sigma / d raw = sigma (1 - tanh^2(raw / b)): finite, 1 at raw = 0, 0 only far out
+    expected = np.exp(bound * t) / np.cosh(r / bound) ** 2  # (1 - tanh^2 loses digits far out)
+    np.testing.assert_allclose(gradient, expected, rtol=1e-9, atol=1e-10)
+    assert np.all(np.isfinite(gradient)) and gradient[4] == 1.0
+    assert np.all(gradient[2:7] > 0) and np.all(gradient[[0, -1]] == 0)
+
+
+def _cells(bound):
+    return [
+        MLPTopDownCell(3, [4], log_scale_bound=bound, name="cell"),
+        ConvTopDownCell((4, 4, 2), (2, 2, 1), filters=3, log_scale_bound=bound, name="cell"),
+    ]
+
+
+def test_top_down_cells_round_trip_their_bound_and_read_older_configs_as_softplus():
+    for cell, default in zip(_cells(2.5), _cells(None), strict=True):
+        config = cell.get_config()
+        assert type(cell).from_config(config).log_scale_bound == 2.5
+        assert type(cell).from_config({**config, "log_scale_bound": None}).log_scale_bound is None
+        del config["log_scale_bound"]  # a cell saved before the bound existed: softplus
+        assert type(cell).from_config(config).log_scale_bound is None
+        assert type(default)(**{**config, "log_scale_bound": 5.0}).log_scale_bound == 5.0
+    assert MLPTopDownCell(3).log_scale_bound == 5.0  # NVAE's bound, the default
+
+
+def test_a_cells_prior_scale_saturates_at_exp_minus_the_bound():
+    state = np.zeros((2, 4), np.float32)
+    for bound, floor in ((5.0, np.exp(-5.0)), (None, 1e-4)):
+        cell = MLPTopDownCell(3, [4], log_scale_bound=bound)
+        cell.prior_projection.build((None, 4))
+        cell.prior_projection.set_weights([np.zeros((4, 6)), np.full(6, -1e3)])
+        _, scale = cell.prior_parameters(state)
+        np.testing.assert_allclose(scale.numpy(), floor, rtol=1e-5)
+
+
+@pytest.mark.parametrize("value", [0, -1.0, True, "5", float("nan")])
+def test_bad_log_scale_bounds_are_refused_in_one_line(value):
+    with pytest.raises(ValueError, match="log_scale_bound must be a positive number") as error:
+        MLPTopDownCell(3, log_scale_bound=value)
+    assert "\n" not in str(error.value)
 
 
 def test_mlp_bottom_up_features_are_each_blocks_output():

@@ -15,6 +15,7 @@ from hvae_references import (
     RNG,
     SHAPE,
     binary,
+    cell_scale,
     exact_log_px,
     linear_model,
     linear_x,
@@ -27,7 +28,6 @@ from hvae_references import (
 from scipy import stats
 
 from keras_vae.models.hvae import HierarchicalVAE, conv_hvae, mlp_hvae
-from keras_vae.models.hvae.layers import SOFTPLUS_ONE
 from keras_vae.parts import objectives
 
 
@@ -108,10 +108,10 @@ def _numpy_pass(model, x, eps):
     cell = model.cells[0]
     h1 = np.tanh(_weights(cell.state_layers[0])(z2))
     prior = _weights(cell.prior_projection)(h1)
-    mu, sigma = prior[..., :D1], softplus(prior[..., D1:] + SOFTPLUS_ONE) + MIN_SCALE
+    mu, sigma = prior[..., :D1], cell_scale(prior[..., D1:], cell.log_scale_bound)
     d1_tiled = np.broadcast_to(d1, h1.shape[:-1] + d1.shape[-1:])
     offsets = _weights(cell.posterior_projection)(np.concatenate([h1, d1_tiled], -1))
-    dmu, dsigma = offsets[..., :D1], softplus(offsets[..., D1:] + SOFTPLUS_ONE) + MIN_SCALE
+    dmu, dsigma = offsets[..., :D1], cell_scale(offsets[..., D1:], cell.log_scale_bound)
     loc1, scale1 = mu + sigma * dmu, sigma * dsigma
     z1 = loc1 + scale1 * eps1
     features = np.tanh(_weights(model.decoder.dense_layers[0])(np.concatenate([z1, h1], -1)))
@@ -127,8 +127,9 @@ def _numpy_pass(model, x, eps):
             "scale2": scale2, "log_w": log_w, "kl1": kl1, "kl2": kl2}  # fmt: skip
 
 
-def test_top_down_posterior_parameters_and_layer_kls_match_a_numpy_forward_pass():
-    model = tanh_model()
+@pytest.mark.parametrize("bound", [5.0, None], ids=["bounded", "softplus"])
+def test_top_down_posterior_parameters_and_layer_kls_match_a_numpy_forward_pass(bound):
+    model = tanh_model(log_scale_bound=bound)
     x = binary(4)
     mean_path = _numpy_pass(model, x, np.zeros((len(x), D1 + D2)))
     q1, q2 = model.encode_parameters(x)
@@ -295,6 +296,77 @@ def test_fit_with_xla_and_fused_steps_reports_layer_kls_and_decreases_the_loss(t
     np.testing.assert_array_equal(restored(x), model(x))
     restored.fit(x, batch_size=16, epochs=1, verbose=0)
     assert int(restored.optimizer.iterations) == 20
+
+
+def _floored_prior_scales(bound, objective, weights=None):
+    """The tanh model (with `weights` if given) with every prior scale of layer 1 pushed onto
+    its floor (issue 30)."""
+    model = tanh_model(log_scale_bound=bound, objective=objective)
+    for variable, value in zip(model.trainable_variables, weights or [], strict=False):
+        variable.assign(value)
+    projection = model.cells[0].prior_projection
+    kernel, bias = projection.get_weights()
+    kernel[:, D1:], bias[D1:] = 0.0, -60.0
+    projection.set_weights([kernel, bias])
+    return model
+
+
+def _fixed_weights():
+    """The tanh model's weights, perturbed by a local generator: the same in every test order."""
+    model = mlp_hvae(SHAPE, latent_dims=(D1, D2), hidden_units=[[7], [5]], activation="tanh",
+                     seed=3)  # fmt: skip
+    model.build((None, *SHAPE))
+    rng = np.random.default_rng(8)
+    return [v.numpy() + 0.3 * rng.normal(size=v.shape) for v in model.trainable_variables]
+
+
+def _gradient(model, x, noise):
+    with tf.GradientTape() as tape:
+        loss, _ = model.objective(model, x, noise, 0)
+    grads = tape.gradient(loss, model.trainable_variables)
+    return np.concatenate([g.numpy().ravel() for g in grads])
+
+
+def test_dreg_gradients_have_no_one_over_sigma_term_at_floored_prior_scales():
+    # holding the prior's variables constant inside log q (DReG over every variable) gave the
+    # prior's mean eps / sigma per unit: a gradient norm of ~1e4 at the softplus floor (1e-4)
+    # and ~250 at the bound's (e^-5) on this model, against ~10 for the standard gradient
+    x = tf.constant(binary(16))
+    weights = _fixed_weights()
+    for bound in (5.0, None):
+        norms = {}
+        for gradient in ("dreg", "standard"):
+            model = _floored_prior_scales(bound, objectives.IWAE(1, gradient=gradient), weights)
+            noise = [tf.random.stateless_normal((1, 16, D1 + D2), (seed, 0)) for seed in range(3)]
+            norms[gradient] = max(np.linalg.norm(_gradient(model, x, n)) for n in noise)
+        assert norms["dreg"] < 2 * norms["standard"], (bound, norms)
+
+
+def test_dreg_and_the_standard_iwae_gradient_have_the_same_mean():
+    # the mean over 6,000 draws per example; the prior's variables get the standard gradient
+    # and q's own DReG's, whose w~^2 path term must not reach the prior's (a bias)
+    x = tf.constant(np.tile(binary(4), (1500, 1, 1, 1)))
+    weights = _fixed_weights()
+    mean = {}
+    for gradient, seed in (("dreg", 1), ("standard", 2)):
+        model = tanh_model(objective=objectives.IWAE(3, gradient=gradient))
+        for variable, value in zip(model.trainable_variables, weights, strict=True):
+            variable.assign(value)
+        noise = tf.random.stateless_normal((3, 6000, D1 + D2), (seed, 7))
+        mean[gradient] = _gradient(model, x, noise)
+    error = np.linalg.norm(mean["dreg"] - mean["standard"]) / np.linalg.norm(mean["standard"])
+    assert error < 0.08  # 0.03 here; DReG over every variable 0.06, w~^2 on the prior 0.18
+
+
+def test_a_tiny_dreg_training_from_floored_scales_stays_finite():
+    x = _patterns(32)
+    model = _floored_prior_scales(5.0, objectives.IWAE(2, gradient="dreg"))
+    model.compile(keras.optimizers.Adam(1e-2, global_clipnorm=10.0), jit_compile=False)
+    history = model.fit(x, batch_size=8, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert all(np.all(np.isfinite(v.numpy())) for v in model.trainable_variables)
+    q1, _ = model.encode_parameters(x)
+    assert float(tf.reduce_min(q1["prior_scale"])) >= np.exp(-5.0) * (1 - 1e-6)
 
 
 def test_analytic_kl_true_is_refused_for_a_top_prior_without_a_closed_form():
