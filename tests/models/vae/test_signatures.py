@@ -23,10 +23,13 @@ X = (np.arange(4 * 6).reshape(4, 3, 2, 1) % 3 == 0).astype(np.float32)
 def test_encoder_and_decoder_signatures_give_the_parts_parameters(model):
     enc = signatures.encoder_signatures(model)["serving_default"](x=tf.constant(X))
     q = model.encode(X)
-    np.testing.assert_allclose(enc["loc"], q.mean(), rtol=1e-6)
-    np.testing.assert_allclose(enc["scale"], q.stddev(), rtol=1e-6)
+    # float32 round-off only: the signature's graph fuses MatMul and BiasAdd (Grappler), which
+    # rounds differently from the eager ops (a 7e-8 difference on a loc of 0.02 was seen)
+    close = {"rtol": 1e-5, "atol": 1e-6}
+    np.testing.assert_allclose(enc["loc"], q.mean(), **close)
+    np.testing.assert_allclose(enc["scale"], q.stddev(), **close)
     dec = signatures.decoder_signatures(model)["serving_default"](z=enc["loc"])
-    np.testing.assert_allclose(dec["mean"], model.decode(q.mean()).mean(), rtol=1e-6)
+    np.testing.assert_allclose(dec["mean"], model.decode(q.mean()).mean(), **close)
     drawn = signatures.decoder_signatures(model)["sample"](num_samples=tf.constant(5))
     assert drawn["z"].shape == (5, 2) and drawn["mean"].shape == (5, 3, 2, 1)
 
