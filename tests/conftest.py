@@ -24,6 +24,9 @@ LONG_FIRST = (
     "tests/runs/test_directory.py::test_training_survives",
 )
 _MODULE_FIXTURE = re.compile(r"@pytest\.fixture\([^)]*scope=\"module\"")
+#: A module-level random generator that several tests draw from: their draws depend on which
+#: tests ran before them in the file, so such a file runs in order, on one worker, as alone.
+_MODULE_RNG = re.compile(r"^_?(RNG|rng)\s*=\s*np\.random\.default_rng", re.MULTILINE)
 
 
 def pytest_xdist_make_scheduler(config, log):
@@ -31,7 +34,9 @@ def pytest_xdist_make_scheduler(config, log):
     own, so the long ones spread over the workers, except that a test file that defines a
     module-scoped fixture (a trained run, an exported model, one process for several mirrored
     cases) is one unit, as are the files that use a `SHARED_RUNS` fixture: one worker computes
-    the fixture, once. The files' units go first (most tests first), then `LONG_FIRST`, then
+    the fixture, once; and a file with a module-level random generator is one unit, its tests
+    in the file's order (their random inputs are then those of a plain run of the file).
+    The files' units go first (most tests first), then `LONG_FIRST`, then
     the other tests in their order. (pytest-xdist's `--dist loadgroup` would express the
     groups with marks, but it does not group under pytest 9.2: pytest-xdist issue #1386.)"""
     if config.getvalue("dist") != "load":
@@ -48,7 +53,8 @@ def pytest_xdist_make_scheduler(config, log):
             except OSError:
                 text = ""
             shared = [name for name in SHARED_RUNS if re.search(rf"\b{name}\b", text)]
-            units[path] = shared[0] if shared else (path if _MODULE_FIXTURE.search(text) else None)
+            in_order = _MODULE_FIXTURE.search(text) or _MODULE_RNG.search(text)
+            units[path] = shared[0] if shared else (path if in_order else None)
         return units[path]
 
     def rank(workqueue, scope) -> tuple[int, int]:
