@@ -345,7 +345,9 @@ def test_dreg_gradients_have_no_one_over_sigma_term_at_floored_prior_scales():
 def test_dreg_and_the_standard_iwae_gradient_have_the_same_mean():
     # the mean over 6,000 draws per example; the prior's variables get the standard gradient
     # and q's own DReG's, whose w~^2 path term must not reach the prior's (a bias)
-    x = tf.constant(np.tile(binary(4), (1500, 1, 1, 1)))
+    # four images of a local generator (the shared one's draws depend on the tests run before)
+    images = (np.random.default_rng(11).uniform(size=(4, *SHAPE)) > 0.5).astype("float32")
+    x = tf.constant(np.tile(images, (1500, 1, 1, 1)))
     weights = _fixed_weights()
     mean = {}
     for gradient, seed in (("dreg", 1), ("standard", 2)):
@@ -355,7 +357,9 @@ def test_dreg_and_the_standard_iwae_gradient_have_the_same_mean():
         noise = tf.random.stateless_normal((3, 6000, D1 + D2), (seed, 7))
         mean[gradient] = _gradient(model, x, noise)
     error = np.linalg.norm(mean["dreg"] - mean["standard"]) / np.linalg.norm(mean["standard"])
-    assert error < 0.08  # 0.03 here; DReG over every variable 0.06, w~^2 on the prior 0.18
+    # Monte Carlo error of the two means: 0.03 to 0.09 measured over input images; the w~^2
+    # term on the prior's variables gave 0.18 (DReG over every variable is the norm test's)
+    assert error < 0.13
 
 
 def test_a_tiny_dreg_training_from_floored_scales_stays_finite():
