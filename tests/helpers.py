@@ -33,6 +33,39 @@ def write_toy_images(path, count, shape, seed, dtype="uint8", key="x") -> Path:
     return path
 
 
+class RowCountingArray:
+    """A stored array (a memory map, say) that records how many rows every read materialises:
+    slices of rows (and a new channel axis) are views that read nothing; NumPy conversion,
+    `min`/`max` and indexing by integers or index arrays are reads. Anything else fails."""
+
+    def __init__(self, array: np.ndarray, reads: list[int]):
+        self._array, self.reads = array, reads
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+
+    def __len__(self) -> int:
+        return len(self._array)
+
+    def __getitem__(self, key):
+        keys = key if isinstance(key, tuple) else (key,)
+        if all(isinstance(k, slice) or k is Ellipsis or k is None for k in keys):
+            return RowCountingArray(self._array[key], self.reads)
+        rows = self._array[key]
+        self.reads.append(len(rows) if np.ndim(keys[0]) else 1)
+        return rows
+
+    def __array__(self, dtype=None, copy=None):
+        self.reads.append(len(self._array))
+        return np.asarray(self._array, dtype=dtype)
+
+    def min(self):
+        self.reads.append(len(self._array))
+        return self._array.min()
+
+    def max(self):
+        self.reads.append(len(self._array))
+        return self._array.max()
+
+
 def assert_signature_matches(exported, signature: str, inputs: dict, expected: dict, atol=1e-5):
     """Runs `signature` of a loaded SavedModel (`tf.saved_model.load`) on `inputs` and checks
     each named output against `expected` (what the Keras model computes), to `atol`."""

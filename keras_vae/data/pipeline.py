@@ -32,6 +32,9 @@ Two ways to feed training (`as_dataset` takes either):
   (Shuffling raw uint8 images keeps the buffer 4x smaller than float32 would: 60,000 MNIST
   digits are 47 MB.)
 
+An evaluation reads either once, in order, with `batches`: NumPy batches sliced from an array
+or read from a stream in its stored order (nothing cached), so that it never holds the split.
+
 tfds data sets are read from `data_dir` (None: tfds' default, which honours `TFDS_DATA_DIR`
 as it was when tensorflow_datasets was imported). When a data set is not prepared there it is
 prepared from `manual_dir` (the raw files) or downloaded. Before downloading, the source host
@@ -765,7 +768,12 @@ class ImageStream:
         head_labels: The labels of `head` when the stream gives (images, labels) batches (a
             conditional VAE's data), else None.
         condition_dim: C of the labels (classes, or the size of float label vectors), or None.
+        likelihood: The likelihood the split was opened for (`keras_vae.runs.splits.open_split`
+            checks the first examples for it): `batches` checks the others for it, unless
+            `checked`; None: no checks.
     """
+
+    likelihood: str | None = None
 
     def __init__(
         self, name: str, num_examples: int, head: np.ndarray, scale: float, checked,
@@ -798,6 +806,21 @@ class ImageStream:
     def _raw_batches(self, batch_size, shuffle, seed, repeat, drop_remainder) -> tf.data.Dataset:
         raise NotImplementedError
 
+    def _in_order(self, batch_size: int) -> tf.data.Dataset:
+        """Raw batches of the split once, in its stored order, nothing cached (`batches`)."""
+        raise NotImplementedError
+
+    def _float_batches(self, ds: tf.data.Dataset, likelihood: str | None) -> tf.data.Dataset:
+        """Raw batches as float32 images (times `scale`), checked for `likelihood` unless the
+        whole split was checked when it was opened."""
+        scale = self.scale
+        ds = _map_images(
+            ds, lambda b: tf.cast(b, tf.float32) * scale, num_parallel_calls=tf.data.AUTOTUNE
+        )
+        if likelihood is not None and not self.checked:
+            ds = _map_images(ds, _batch_checker(likelihood, self.name, self.image_shape))
+        return ds
+
     def dataset(
         self,
         *,
@@ -824,14 +847,28 @@ class ImageStream:
         """
         _check_batch_size(batch_size)
         ds = self._raw_batches(int(batch_size), shuffle, seed, repeat, drop_remainder)
-        scale = self.scale
-        ds = _map_images(
-            ds, lambda b: tf.cast(b, tf.float32) * scale, num_parallel_calls=tf.data.AUTOTUNE
-        )
-        check = "bernoulli" if dynamic_binarization else likelihood
-        if check is not None and not self.checked:
-            ds = _map_images(ds, _batch_checker(check, self.name, self.image_shape))
+        ds = self._float_batches(ds, "bernoulli" if dynamic_binarization else likelihood)
         return _finish(ds, seed, dynamic_binarization)
+
+    def batches(self, batch_size: int):
+        """The split once, in its stored order (that of `load_images`), as NumPy
+        `(images, labels)` batches of `batch_size`, the last one smaller: an evaluation's one
+        pass. Nothing is cached and a sorted split is read file after file, so memory holds a
+        few batches whatever the split's size. Images are float32; labels are None unless the
+        stream is `labeled`. Unless `checked`, every batch is checked for `likelihood`: a bad
+        one raises `DataCheckError` with the checks' one-line message.
+        """
+        _check_batch_size(batch_size)
+        ds = self._float_batches(self._in_order(int(batch_size)), self.likelihood)
+        labeled = self.labeled
+        try:
+            for batch in ds.prefetch(1).as_numpy_iterator():
+                yield batch if labeled else (batch, None)
+        except tf.errors.InvalidArgumentError as error:
+            message = data_check_message(error)
+            if message is None:
+                raise
+            raise DataCheckError(message) from None
 
 
 class DataCheckError(DataValidationError):
@@ -876,10 +913,12 @@ class TfdsStream(ImageStream):
     """A tfds split streamed from its files (see `open_stream`)."""
 
     def __init__(
-        self, read, num_examples, head, scale, name, shuffle_buffer: int, **labels
+        self, read, num_examples, head, scale, name, shuffle_buffer: int, read_in_order=None,
+        **labels,
     ):  # fmt: skip
         super().__init__(name, num_examples, head, scale, checked=False, **labels)
         self._read = read
+        self._read_in_order = read_in_order or read
         self.shuffle_buffer = int(shuffle_buffer)
 
     @property
@@ -887,12 +926,18 @@ class TfdsStream(ImageStream):
         """Whether the split is small enough to cache as stored and permute fully."""
         return self.num_examples <= self.shuffle_buffer
 
-    def _raw_batches(self, batch_size, shuffle, seed, repeat, drop_remainder):
+    def _examples(self, ds: tf.data.Dataset) -> tf.data.Dataset:
         labeled = self.labeled
-        ds = self._read().map(
+        return ds.map(
             lambda e: (e["image"], e["label"]) if labeled else e["image"],
             num_parallel_calls=tf.data.AUTOTUNE,
         )
+
+    def _in_order(self, batch_size):
+        return self._examples(self._read_in_order()).batch(batch_size)
+
+    def _raw_batches(self, batch_size, shuffle, seed, repeat, drop_remainder):
+        ds = self._examples(self._read())
         if self.cached:  # at most shuffle_buffer examples, as stored (uint8)
             ds = ds.cache()
         if shuffle:
@@ -942,6 +987,9 @@ class ArrayStream(ImageStream):
         if labels is None:
             return ds.map(images)
         return ds.map(lambda i: (images(i), tf.gather(labels, i)))
+
+    def _in_order(self, batch_size):
+        return self._raw_batches(batch_size, False, None, False, False)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
         """The whole array as float32 images in memory, and the labels (or None)."""
@@ -1063,9 +1111,13 @@ def open_stream(
         ds = _read_tfds(spec, part, data_dir, manual_dir, False, **reading)
         return ds.take(num_examples)
 
+    def read_in_order() -> tf.data.Dataset:  # stored order, as `load_images` reads it
+        return _read_tfds(spec, split, data_dir, manual_dir, False, **options).take(num_examples)
+
     return TfdsStream(
-        read, num_examples, head, spec.scale, f"{name} {split}", shuffle_buffer, **extra
-    )
+        read, num_examples, head, spec.scale, f"{name} {split}", shuffle_buffer,
+        read_in_order=None if reading is options else read_in_order, **extra,
+    )  # fmt: skip
 
 
 def _warn_about_few_files(spec: DatasetSpec, split: str, data_dir: str | None) -> None:
@@ -1248,6 +1300,29 @@ def as_dataset(images: np.ndarray | ImageStream, **options) -> tf.data.Dataset:
         return images.dataset(**options)
     options.pop("likelihood", None)
     return make_dataset(images, **options)
+
+
+def batches(images: np.ndarray | ImageStream, batch_size: int, labels=None):
+    """`(images, labels)` NumPy batches of `batch_size` (the last one smaller) in order, the
+    split read once, whatever holds it: what every kind's evaluation reads.
+
+    An array (with `labels`, one per image, or None) is sliced; an `ImageStream` is read by
+    `ImageStream.batches`, its labels with its images (`labels` must then be None), so memory
+    holds a few batches whatever the split's size. Images are float32, labels None without
+    labels.
+    """
+    if isinstance(images, ImageStream):
+        if labels is not None:
+            raise ValueError("A stream's labels come with its images: give labels=None.")
+        yield from images.batches(batch_size)
+        return
+    _check_batch_size(batch_size)
+    if labels is not None and len(labels) != len(images):
+        raise ValueError(f"Give one label per image: {len(labels)} labels, {len(images)} images.")
+    for start in range(0, len(images), batch_size):
+        part = slice(start, start + batch_size)
+        yield (np.asarray(images[part], np.float32),
+               None if labels is None else np.asarray(labels[part]))  # fmt: skip
 
 
 def first_images(images: np.ndarray | ImageStream, count: int) -> np.ndarray:

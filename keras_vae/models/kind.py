@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from keras_vae import registry
+from keras_vae.data import pipeline as data
 from keras_vae.metrics.latent import bits_per_dim  # noqa: F401  (one function, every kind)
 from keras_vae.parts import objectives
 
@@ -136,8 +137,18 @@ class ModelKind:
 
     # ---------------------------------------------------------------------------- evaluate
     def evaluate(self, model, images, labels=None, **options) -> tuple[dict, str]:
-        """`keras-vae evaluate`: the metrics and the line to print."""
-        result = model.evaluate(images, verbose=0, return_dict=True)
+        """`keras-vae evaluate`: the metrics and the line to print.
+
+        `images` is the split as `keras_vae.runs.splits.open_split` opens it for streaming:
+        an array, or a `keras_vae.data.ImageStream` (a tfds split, a large array file; for a
+        kind that `uses_labels`, a stream of (images, labels) with `labels` None). Read it
+        once with `keras_vae.data.batches`, NumPy batches of either, so that memory holds a
+        batch and not the split; Python callers may also pass an array with its `labels`.
+        Default: `model.evaluate`'s metrics over batches of 100 images.
+        """
+        batches = ((x,) for x, _ in data.batches(images, 100))
+        steps = -(-len(images) // 100)  # (the generator's length: no "ran out of data")
+        result = model.evaluate(batches, steps=steps, verbose=0, return_dict=True)
         result = {k: float(v) for k, v in result.items()}
         result["num_examples"] = len(images)
         return result, ", ".join(f"{k} {v:.4f}" for k, v in result.items())

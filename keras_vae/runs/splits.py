@@ -82,7 +82,8 @@ def open_split(
     applies to the training split; `limit` (e.g. `keras-vae evaluate --limit`) to any split,
     before it is read: only its first `limit` examples are.
     With `labels` (a kind that `uses_labels`) the split is a stream of (images, labels)
-    batches (`data.ImageStream.labeled`).
+    batches (`data.ImageStream.labeled`). A stream records the likelihood it was checked for
+    (`data.ImageStream.likelihood`): its `batches` check the examples not yet checked.
     """
     limits = [n for n in (config.limit if split == "train" else None, limit) if n is not None]
     limit = min(limits) if limits else None
@@ -102,7 +103,7 @@ def open_split(
     likelihood = likelihood or resolve_likelihood(config, images)
     if isinstance(images, data.ArrayStream):  # the whole mapped file, chunk by chunk
         data.validate_array(images.array, likelihood=likelihood, name=images.name)
-        images.checked = True
+        images.checked, images.likelihood = True, likelihood
     else:
         data.validate_images(images, likelihood=likelihood, name=f"{Path(path).name} {split}")
     return images
@@ -117,11 +118,14 @@ def _open_tfds_split(
     if stream:
         options.update(shuffle_buffer=config.shuffle_buffer, labels=labels)
     images = (data.open_stream if stream else data.load_images)(config.dataset, split, **options)
+    likelihood = likelihood or resolve_likelihood(config, images)
     data.validate_images(
         data.first_images(images, len(images)),
-        likelihood=likelihood or resolve_likelihood(config, images),
+        likelihood=likelihood,
         name=f"{config.dataset} {split} split",
     )
+    if stream:  # the other examples: checked batch by batch as they are read
+        images.likelihood = likelihood
     return images
 
 

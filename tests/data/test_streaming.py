@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
-from helpers import REPO, TFDS_DIR
+from helpers import REPO, TFDS_DIR, RowCountingArray
 
 from keras_vae.data import pipeline as data
 from keras_vae.runs.config import ConfigError, TrainConfig
@@ -111,6 +111,14 @@ def test_synthetic_dsprites_is_generated_offline_and_streamed_from_all_its_files
     assert sorted(r.tobytes() for r in got.astype("uint8")) == sorted(
         r.tobytes() for r in grid.astype("uint8")
     )
+    # an evaluation's one pass (`batches`) reads the files in turn: the grid's order, which
+    # `load_images` reads; with a limit, the first examples of that order
+    in_order = np.concatenate([x for x, _ in stream.batches(1000)])
+    np.testing.assert_array_equal(in_order, grid.astype("float32"))
+    first = data.open_stream("synthetic_dsprites/small", data_dir=str(tmp_path), limit=300,
+                             shuffle_buffer=100)  # fmt: skip
+    np.testing.assert_array_equal(np.concatenate([x for x, _ in first.batches(128)]),
+                                  grid[:300].astype("float32"))  # fmt: skip
     # prepared by tfds itself (one file): streamed with a warning that says how to fix it
     other = tmp_path / "by_tfds"
     tfds.builder("synthetic_dsprites/small", data_dir=str(other)).download_and_prepare()
@@ -138,6 +146,44 @@ def test_a_bad_batch_beyond_the_first_examples_stops_the_pipeline_in_one_line() 
         _epoch(grey.dataset(batch_size=100, dynamic_binarization=True, likelihood="gaussian"))
     assert "Bernoulli likelihood needs [0, 1]" in data.data_check_message(err.value)
     assert data.data_check_message(ValueError("something else")) is None
+
+
+def test_batches_read_a_split_once_in_order_a_batch_at_a_time() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 256, (data.HEAD_SIZE + 250, 3, 2), dtype=np.uint8)
+    y = rng.integers(0, 3, len(x))
+    reads: list[int] = []
+    stream = data.ArrayStream(RowCountingArray(x, reads), "toy", labels=y)
+    del reads[:]  # (the first examples, read when it opened)
+    got = list(data.batches(stream, 100))
+    # the whole split in its order, as the array would be sliced, and never more rows read at
+    # once than a batch
+    expected = list(data.batches(x[..., None] / np.float32(255), 100, labels=y))
+    assert [len(b) for b, _ in got] == [100] * 12 + [50] and max(reads) == 100
+    for (images, labels), (want, want_labels) in zip(got, expected, strict=True):
+        np.testing.assert_allclose(images, want, rtol=1e-6)
+        np.testing.assert_array_equal(labels, want_labels)
+    with pytest.raises(ValueError, match="A stream's labels come with its images"):
+        next(data.batches(stream, 100, labels=y))
+    with pytest.raises(ValueError, match="Give one label per image: 3 labels, 1250 images"):
+        next(data.batches(x, 100, labels=y[:3]))
+    with tfds.testing.mock_data(num_examples=120):  # a tfds split with its labels
+        whole, classes = data.load_labeled_images("mnist", "test")
+        labeled = data.open_stream("mnist", "test", labels=True)
+        pairs = list(data.batches(labeled, 50))
+    np.testing.assert_array_equal(np.concatenate([b for b, _ in pairs]), whole)
+    np.testing.assert_array_equal(np.concatenate([c for _, c in pairs]), classes)
+
+
+def test_a_bad_batch_of_an_evaluation_pass_is_a_one_line_error() -> None:
+    images = np.random.default_rng(0).random((data.HEAD_SIZE + 300, 4)).astype(np.float32)
+    images[data.HEAD_SIZE + 120, 2] = np.inf
+    stream = data.ArrayStream(images, "toy", checked=False)
+    assert [len(b) for b, _ in stream.batches(500)] == [500, 500, 300]  # nothing to check for
+    stream.likelihood = "gaussian"  # as `open_split` records it
+    with pytest.raises(data.DataCheckError, match=r"^a batch of toy has 1 Inf value\(s\), the "
+                       r"first at index \(120, 2\)"):  # fmt: skip
+        list(stream.batches(500))
 
 
 # --- array files: memory maps, held-out part, value ranges ----------------------------------
@@ -349,39 +395,6 @@ def test_streaming_memory_stays_bounded_where_loading_grows_with_the_split(tmp_p
 
 
 # --- memory: a large array file is read a bounded number of rows at a time ---------------------
-
-
-class RowCountingArray:
-    """A stored array (a memory map, say) that records how many rows every read materialises:
-    slices of rows (and a new channel axis) are views that read nothing; NumPy conversion,
-    `min`/`max` and indexing by integers or index arrays are reads. Anything else fails."""
-
-    def __init__(self, array: np.ndarray, reads: list[int]):
-        self._array, self.reads = array, reads
-        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
-
-    def __len__(self) -> int:
-        return len(self._array)
-
-    def __getitem__(self, key):
-        keys = key if isinstance(key, tuple) else (key,)
-        if all(isinstance(k, slice) or k is Ellipsis or k is None for k in keys):
-            return RowCountingArray(self._array[key], self.reads)
-        rows = self._array[key]
-        self.reads.append(len(rows) if np.ndim(keys[0]) else 1)
-        return rows
-
-    def __array__(self, dtype=None, copy=None):
-        self.reads.append(len(self._array))
-        return np.asarray(self._array, dtype=dtype)
-
-    def min(self):
-        self.reads.append(len(self._array))
-        return self._array.min()
-
-    def max(self):
-        self.reads.append(len(self._array))
-        return self._array.max()
 
 
 def test_training_on_a_large_array_file_reads_a_bounded_number_of_rows_at_a_time(

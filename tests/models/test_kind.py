@@ -13,10 +13,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import FIXTURES
+from helpers import FIXTURES, RowCountingArray
 
 from keras_vae import registry
 from keras_vae.cli import commands as cli
+from keras_vae.data import pipeline as data
 from keras_vae.engine.trainer import ExactReplicaTrainer
 from keras_vae.models.kind import ModelKind
 from keras_vae.runs import directory as runs
@@ -92,10 +93,12 @@ class AutoencoderKind(ModelKind):
         return f"test-ae: train reconstruction {metrics['train_reconstruction']:.2f}"
 
     def evaluate(self, model, images, labels=None, **options):
-        x = np.asarray(images, np.float32)
-        p = np.clip(np.asarray(model.reconstruct(x)), 1e-7, 1 - 1e-7)
-        nll = -np.sum(x * np.log(p) + (1 - x) * np.log1p(-p), axis=(1, 2, 3))
-        return {"nll": float(nll.mean()), "num_examples": len(x)}, f"NLL {nll.mean():.2f}"
+        total, count = 0.0, 0
+        for x, _ in data.batches(images, 100):  # an array or a stream, a batch at a time
+            p = np.clip(np.asarray(model.reconstruct(x)), 1e-7, 1 - 1e-7)
+            total -= float(np.sum(x * np.log(p) + (1 - x) * np.log1p(-p)))
+            count += len(x)
+        return {"nll": total / count, "num_examples": count}, f"NLL {total / count:.2f}"
 
     def make_figure(self, model, figure, *, images=None, labels=None, num=None, seed=0,
                     split="test"):  # fmt: skip
@@ -197,6 +200,21 @@ def test_the_same_kind_from_python(registered, tmp_path):
     assert isinstance(result["model"], Autoencoder)
     assert evaluate.evaluate_run(tmp_path / "run", limit=20)["num_examples"] == 20
     assert export.export_run(tmp_path / "run", tmp_path / "ex")["artefacts"]
+
+
+def test_the_default_evaluation_is_keras_evaluate_over_a_stream_read_a_batch_at_a_time():
+    model = Autoencoder((4, 4, 1), 2, seed=0)
+    model.build((None, 4, 4, 1))
+    model.compile(optimizer="adam")
+    x = (np.random.default_rng(0).random((250, 4, 4, 1)) > 0.5).astype("float32")
+    reads: list[int] = []
+    stream = data.ArrayStream(RowCountingArray(x, reads), "x")
+    del reads[:]  # (its first examples, read when it opened)
+    result, line = ModelKind().evaluate(model, stream)
+    assert max(reads) == 100  # a batch at a time, never the split
+    expected = model.evaluate(x, batch_size=100, verbose=0, return_dict=True)
+    assert result == pytest.approx({**expected, "num_examples": 250}, rel=1e-6)
+    assert line.startswith(f"loss {expected['loss']:.4f}, reconstruction ")
 
 
 def test_options_of_another_kind_are_refused(registered):

@@ -1,9 +1,11 @@
-"""`keras-vae evaluate RUN --disentanglement` (and `evaluate_disentanglement`) on a tiny run
-trained from the command line on the offline `synthetic_dsprites/small`: the scores against the
+"""`keras-vae evaluate RUN` on a tiny run trained from the command line on the offline
+`synthetic_dsprites/small`: the split streamed a batch at a time, to the numbers of the split
+loaded whole; and `--disentanglement` (and `evaluate_disentanglement`): the scores against the
 metric computed here from the run's model and the rendered grid, an `.npz` with factors giving
 the same scores as the grid it holds, and the one-line refusals."""
 
 import functools
+import io
 import json
 import shutil
 
@@ -13,10 +15,13 @@ import pytest
 from keras_vae import registry
 from keras_vae.cli import commands as cli
 from keras_vae.data import factors as factor_data
+from keras_vae.data import pipeline as data
 from keras_vae.data.builders import synthetic_dsprites as sprites
 from keras_vae.metrics import disentanglement as dis
+from keras_vae.models.vae.kind import VAEKind
 from keras_vae.runs import directory as runs
 from keras_vae.runs.config import ConfigError, TrainConfig
+from keras_vae.runs.splits import load_split
 from keras_vae.workflows import evaluate
 
 SAMPLES = 60  # codes (and classifier points) of the metrics: enough to compute, cheap
@@ -52,6 +57,44 @@ def test_the_run_trained_with_the_objective_options_on_the_offline_sprites(sprit
     assert (objective["beta"], objective["estimator"]) == (4.0, "mws")
     assert objective["dataset_size"] == 3 * 64  # N: the examples of one epoch
     assert model.image_shape == (32, 32, 1)
+
+
+def test_the_split_is_streamed_a_batch_at_a_time_to_the_numbers_of_the_loaded_split(
+    sprites_run, tmp_path, monkeypatch
+):
+    run = tmp_path / "run"
+    shutil.copytree(sprites_run, run)
+    config = json.loads((run / "config.json").read_text())
+    # a shuffle buffer smaller than the 2,304 sorted sprites: training streams them from all
+    # the files at once; the evaluation must read them in their stored order, as loaded
+    (run / "config.json").write_text(json.dumps({**config, "shuffle_buffer": 100}))
+    seen, batches = [], data.batches
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the evaluation loaded the split whole")
+
+    def counted(images, batch_size, labels=None):
+        seen.append(type(images))
+        for x, y in batches(images, batch_size, labels):
+            seen.append(len(x))
+            yield x, y
+
+    with monkeypatch.context() as patched:
+        for name in ("load_images", "load_labeled_images"):
+            patched.setattr(data, name, no_loading)
+        patched.setattr(data, "batches", counted)
+        progress = io.StringIO()
+        result = evaluate.evaluate_run(run, limit=250, importance_samples=8, seed=2,
+                                       progress_stream=progress)  # fmt: skip
+    assert seen == [data.TfdsStream, 100, 100, 50]  # read a batch at a time, not the split
+    assert "250/250 examples" in progress.getvalue()
+    model, config = runs.load_run(run)
+    images = load_split(config, "train", limit=250)  # the first 250 of the grid, in memory
+    expected, line = VAEKind().evaluate(model, images, importance_samples=8, seed=2,
+                                        progress_stream=io.StringIO())  # fmt: skip
+    assert result.pop("line") == f"train: {line}"
+    assert result == {**expected, "split": "train", "model": "vae"}
+    assert json.loads((run / "eval_train.json").read_text()) == result
 
 
 def test_disentanglement_scores_of_the_posterior_mean_on_the_rendered_grid(sprites_run, capsys):

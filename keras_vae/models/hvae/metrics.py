@@ -20,54 +20,51 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from keras_vae.metrics.latent import active_units, bits_per_dim
+from keras_vae.data import pipeline as data
+from keras_vae.metrics.latent import Moments, active_units, bits_per_dim
 from keras_vae.models.hvae.model import HierarchicalVAE
 
 
-def importance_sampled_log_likelihood(
+def _batch_estimates(
     model: HierarchicalVAE,
-    images: np.ndarray,
-    num_samples: int = 5000,
+    images,
+    num_samples: int,
     *,
     batch_size: int = 100,
     chunk_size: int = 50,
     seed: int = 0,
     dtype: str = "float64",
-) -> dict[str, Any]:
-    """log p(x) by importance sampling over the whole hierarchy, the ELBO and its KL per layer.
-
-        log p(x) ~= log 1/K sum_k p(x|z_k) prod_i p(z_ik|z_{>i,k}) / q(z_ik|z_{>i,k}, x),
-
-    z_k ~ q(z|x) drawn top-down (Burda et al. 2016). The bottom-up pass runs once per batch;
-    a `tf.while_loop` draws the K samples `chunk_size` at a time (chunk j from
-    `fold_in(seed, j)`) and keeps a running log-sum-exp in `dtype` (float64 by default: the
-    sum of K = 5,000 weights loses nothing to float32 rounding).
-
-    Args:
-        model: A built `HierarchicalVAE`.
-        images: `[N, *image_shape]`.
-        num_samples: K.
-        batch_size: Examples per compiled call.
-        chunk_size: Samples per example per loop step (bounds the memory).
-        seed: Seed of the samples; the same seed, batch and chunk sizes give the same numbers.
-        dtype: `"float64"` or `"float32"`, of the log-sum-exp and the running sums.
-
-    Returns:
-        Arrays over the N examples: `log_px`; `elbo` = `reconstruction` - `kl` (1/K sums over
-        the K samples, the KLs as in training: closed forms inside, Monte Carlo outside);
-        `kl_layers` `[N, L]`; `posterior_means`, per layer `[N, size_i]` along the mean path
-        (for active units per layer, `keras_vae.metrics.latent.active_units`).
-    """
+):
+    """Per-example NumPy results of each batch of `images` in turn (`data.batches`: an array,
+    or a stream read once): `log_px`, `reconstruction` and `kl_layers` `[B, L]` (1/K sums),
+    and `posterior_means` (per layer `[B, size_i]`). Batch i draws its samples from the i-th
+    seed pair of `default_rng(seed)`, so an array and a stream of the same images give the
+    same numbers."""
     for name, value in (("num_samples", num_samples), ("batch_size", batch_size),
                         ("chunk_size", chunk_size)):  # fmt: skip
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}")
     if dtype not in ("float64", "float32"):
         raise ValueError(f"dtype must be 'float64' or 'float32'. Received: dtype={dtype!r}")
-    images = np.asarray(images, dtype=np.float32)
     if not model.built:
-        model.build((None, *images.shape[1:]))
-    chunk_size = min(chunk_size, num_samples)
+        model.build((None, *np.shape(images)[1:]))
+    run = _batch_fn(model, num_samples, min(chunk_size, num_samples), dtype)
+    rng = np.random.default_rng(seed)
+    for x, _ in data.batches(images, batch_size):
+        batch_seed = tf.constant(rng.integers(0, 2**31 - 1, size=2), tf.int32)
+        (log_sum, log_px_z, kls), means = run(tf.constant(x), batch_seed)
+        yield {
+            "log_px": log_sum.numpy() - math.log(num_samples),
+            "reconstruction": log_px_z.numpy() / num_samples,
+            "kl_layers": kls.numpy() / num_samples,
+            "posterior_means": [m.numpy() for m in means],
+        }
+
+
+def _batch_fn(model: HierarchicalVAE, num_samples: int, chunk_size: int, dtype: str):
+    """A compiled f(x, seed) -> ((log sum_k w_k, sum_k log p(x|z_k), the layers' KL sums
+    `[B, L]`), the posterior means along the mean path): the bottom-up pass once, the K
+    samples `chunk_size` at a time in a `tf.while_loop` (chunk j from `fold_in(seed, j)`)."""
     full, rest = divmod(num_samples, chunk_size)
     total_size = sum(model.latent_sizes)
     count = model.num_layers
@@ -98,18 +95,52 @@ def importance_sampled_log_likelihood(
         means = [p["loc"] for p in model.encode_parameters(x)]
         return totals, means
 
-    rng = np.random.default_rng(seed)
+    return run
+
+
+def importance_sampled_log_likelihood(
+    model: HierarchicalVAE,
+    images,
+    num_samples: int = 5000,
+    *,
+    batch_size: int = 100,
+    chunk_size: int = 50,
+    seed: int = 0,
+    dtype: str = "float64",
+) -> dict[str, Any]:
+    """log p(x) by importance sampling over the whole hierarchy, the ELBO and its KL per layer.
+
+        log p(x) ~= log 1/K sum_k p(x|z_k) prod_i p(z_ik|z_{>i,k}) / q(z_ik|z_{>i,k}, x),
+
+    z_k ~ q(z|x) drawn top-down (Burda et al. 2016). The bottom-up pass runs once per batch;
+    a `tf.while_loop` draws the K samples `chunk_size` at a time (chunk j from
+    `fold_in(seed, j)`) and keeps a running log-sum-exp in `dtype` (float64 by default: the
+    sum of K = 5,000 weights loses nothing to float32 rounding).
+
+    Args:
+        model: A built `HierarchicalVAE`.
+        images: `[N, *image_shape]`, or a `keras_vae.data.ImageStream` of them (read once,
+            batch by batch: `keras_vae.data.batches`).
+        num_samples: K.
+        batch_size: Examples per compiled call.
+        chunk_size: Samples per example per loop step (bounds the memory).
+        seed: Seed of the samples; the same seed, batch and chunk sizes give the same numbers.
+        dtype: `"float64"` or `"float32"`, of the log-sum-exp and the running sums.
+
+    Returns:
+        Arrays over the N examples: `log_px`; `elbo` = `reconstruction` - `kl` (1/K sums over
+        the K samples, the KLs as in training: closed forms inside, Monte Carlo outside);
+        `kl_layers` `[N, L]`; `posterior_means`, per layer `[N, size_i]` along the mean path
+        (for active units per layer, `keras_vae.metrics.latent.active_units`).
+    """
+    options = {"batch_size": batch_size, "chunk_size": chunk_size, "seed": seed, "dtype": dtype}
     parts: dict[str, list] = {"log_px": [], "reconstruction": [], "kl_layers": []}
-    means: list[list] = [[] for _ in range(count)]
-    for start in range(0, len(images), batch_size):
-        batch_seed = tf.constant(rng.integers(0, 2**31 - 1, size=2), tf.int32)
-        (log_sum, log_px_z, kls), mean = run(tf.constant(images[start:start + batch_size]),
-                                             batch_seed)  # fmt: skip
-        parts["log_px"].append(log_sum.numpy() - math.log(num_samples))
-        parts["reconstruction"].append(log_px_z.numpy() / num_samples)
-        parts["kl_layers"].append(kls.numpy() / num_samples)
-        for i, m in enumerate(mean):
-            means[i].append(m.numpy())
+    means: list[list] = [[] for _ in range(model.num_layers)]
+    for batch in _batch_estimates(model, images, num_samples, **options):
+        for key, value in parts.items():
+            value.append(batch[key])
+        for i, m in enumerate(batch["posterior_means"]):
+            means[i].append(m)
     result = {key: np.concatenate(value) for key, value in parts.items()}
     result["kl"] = result["kl_layers"].sum(axis=1)
     result["elbo"] = result["reconstruction"] - result["kl"]
@@ -119,15 +150,18 @@ def importance_sampled_log_likelihood(
 
 def evaluate(
     model: HierarchicalVAE,
-    images: np.ndarray,
+    images,
     importance_samples: int = 1000,
     **options,
 ) -> dict[str, Any]:
     """Every held-out metric in one pass, JSON-ready (nats per example unless a key says).
 
+    The means are summed batch by batch and the variances (`nll_stderr`, active units) kept
+    as running moments (`Moments`): memory does not grow with the number of examples.
+
     Args:
         model: A built `HierarchicalVAE`.
-        images: `[N, *image_shape]`.
+        images: `[N, *image_shape]`, or a `keras_vae.data.ImageStream` of them.
         importance_samples: K of the log p(x) estimate (5,000 for the papers' tables).
         **options: `batch_size`, `chunk_size`, `seed`, `dtype` of
             `importance_sampled_log_likelihood`.
@@ -138,18 +172,28 @@ def evaluate(
         first), `active_units` and `latent_sizes` per layer, `importance_samples`,
         `num_examples`, `unit`.
     """
-    result = importance_sampled_log_likelihood(model, images, importance_samples, **options)
-    log_px = result["log_px"].astype(np.float64)
-    count = len(log_px)
+    log_px = Moments()
+    means = [Moments() for _ in range(model.num_layers)]
+    reconstruction, kl_layers = 0.0, 0.0
+    for batch in _batch_estimates(model, images, importance_samples, **options):
+        log_px.add(batch["log_px"])
+        reconstruction += np.sum(batch["reconstruction"], dtype=np.float64)
+        kl_layers = kl_layers + np.sum(batch["kl_layers"], axis=0, dtype=np.float64)
+        for moments, m in zip(means, batch["posterior_means"], strict=True):
+            moments.add(m)
+    count = log_px.count
+    if count == 0:
+        raise ValueError("No images to evaluate: give at least one.")
+    kl = float(np.sum(kl_layers) / count)
     return {
-        "nll": float(-log_px.mean()),
-        "nll_stderr": float(log_px.std(ddof=1) / math.sqrt(count)) if count > 1 else 0.0,
-        "bits_per_dim": bits_per_dim(-log_px.mean(), int(np.prod(np.shape(images)[1:]))),
-        "elbo": float(result["elbo"].mean()),
-        "reconstruction": float(result["reconstruction"].mean()),
-        "kl": float(result["kl"].mean()),
-        "kl_layers": [float(v) for v in result["kl_layers"].mean(axis=0)],
-        "active_units": [active_units(m) for m in result["posterior_means"]],
+        "nll": float(-log_px.mean),
+        "nll_stderr": log_px.stderr(),
+        "bits_per_dim": bits_per_dim(-log_px.mean, int(np.prod(np.shape(images)[1:]))),
+        "elbo": float(reconstruction / count) - kl,
+        "reconstruction": float(reconstruction / count),
+        "kl": kl,
+        "kl_layers": [float(v / count) for v in kl_layers],
+        "active_units": [active_units(m) for m in means],
         "latent_sizes": list(model.latent_sizes),
         "importance_samples": int(importance_samples),
         "num_examples": int(count),

@@ -38,8 +38,10 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from keras_vae.data import pipeline as data
 from keras_vae.metrics.latent import (  # noqa: F401  (one function each, every kind)
     ACTIVE_UNIT_THRESHOLD,
+    Moments,
     active_units,
     bits_per_dim,
 )
@@ -184,9 +186,46 @@ def _clock(seconds: float) -> str:
         f"{minutes}:{seconds:02d}")  # fmt: skip
 
 
+def _check_sizes(**sizes) -> None:
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}")
+
+
+def _batch_estimates(
+    model: VAE, images, labels, num_samples: int, *, batch_size: int, chunk_size: int,
+    seed: int, jit_compile: bool, verbose: int, progress_stream,
+):  # fmt: skip
+    """`_batch_results` of each batch of `images` in turn (`data.batches`: an array and its
+    `labels`, or a stream, read once) and whether its KL is in closed form. Batch i draws its
+    samples from the i-th seed pair of `default_rng(seed)`: the same seed, batch and chunk
+    sizes give the same numbers from an array or from a stream of the same images."""
+    _check_sizes(num_samples=num_samples, batch_size=batch_size, chunk_size=chunk_size)
+    if not model.built:
+        model.build((None, *np.shape(images)[1:]))
+    conditional = hasattr(model, "condition_dim")
+    fn = _batch_fn(model, num_samples, min(chunk_size, num_samples), jit_compile)
+    rng = np.random.default_rng(seed)
+    progress = None
+    for x, y in data.batches(images, batch_size, labels):
+        if (y is None) == conditional:
+            raise ValueError(
+                "labels go with a conditional VAE (log p(x|y)) and only with it: give one per "
+                f"image for a ConditionalVAE, none for a {type(model).__name__}."
+            )
+        if verbose and progress is None:  # (its first line once the data are seen to fit)
+            progress = _Progress(len(images), num_samples, progress_stream)
+        batch_seed = tf.constant(rng.integers(0, 2**31 - 1, size=2), tf.int32)
+        conditions = () if y is None else (model.condition(y),)
+        batch = _batch_results(fn(tf.constant(x), batch_seed, *conditions), num_samples)
+        if progress is not None:
+            progress.update(batch[0]["log_px"])
+        yield batch
+
+
 def importance_sampled_log_likelihood(
     model: VAE,
-    images: np.ndarray,
+    images,
     num_samples: int = 5000,
     *,
     batch_size: int = 100,
@@ -202,7 +241,9 @@ def importance_sampled_log_likelihood(
 
     Args:
         model: A trained VAE (any posterior, prior, likelihood and objective).
-        images: `[N, *image_shape]` float32.
+        images: `[N, *image_shape]` float32, or a `keras_vae.data.ImageStream` of them (read
+            once, batch by batch: `keras_vae.data.batches`; a labelled stream brings the
+            labels).
         num_samples: K, importance samples per example.
         batch_size: Examples per compiled call (one progress update each).
         chunk_size: Samples per example drawn in one step of the call's loop; each step
@@ -214,8 +255,8 @@ def importance_sampled_log_likelihood(
             nested in the graph's while loop; it is about 15% faster where it works.
         verbose: 1 prints a progress line (examples done, rate, time left), 0 is silent.
         progress_stream: Where the progress goes (default `sys.stdout`).
-        labels: A conditional VAE's y for each image (int labels `[N]` or vectors `[N, C]`);
-            required for it, refused for a plain VAE.
+        labels: A conditional VAE's y for each image of an array (int labels `[N]` or vectors
+            `[N, C]`); required for it, refused for a plain VAE.
 
     Returns:
         A dict of arrays over the N examples: `log_px` (the estimate of log p(x)), `elbo`
@@ -224,37 +265,15 @@ def importance_sampled_log_likelihood(
         (`[N, latent_dim]`, or None where the KL does not factorise), and `kl_method`
         (`"closed_form"` or `"monte_carlo"`, how `kl` was computed).
     """
-    for name, value in (
-        ("num_samples", num_samples), ("batch_size", batch_size), ("chunk_size", chunk_size)
-    ):  # fmt: skip
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}")
-    images = np.asarray(images, dtype=np.float32)
-    if (labels is None) == hasattr(model, "condition_dim"):
-        raise ValueError(
-            "labels go with a conditional VAE (log p(x|y)) and only with it: give one per "
-            f"image for a ConditionalVAE, none for a {type(model).__name__}."
-        )
-    if labels is not None and len(labels) != len(images):
-        raise ValueError(f"Give one label per image: {len(labels)} labels, {len(images)} images.")
-    if not model.built:
-        model.build((None, *images.shape[1:]))
-    fn = _batch_fn(model, num_samples, min(chunk_size, num_samples), jit_compile)
-    rng = np.random.default_rng(seed)
     outputs: dict[str, list] = {}
     closed_form = False
-    progress = _Progress(len(images), num_samples, progress_stream) if verbose else None
-    for start in range(0, len(images), batch_size):
-        x = tf.constant(images[start : start + batch_size])
-        batch_seed = tf.constant(rng.integers(0, 2**31 - 1, size=2), tf.int32)
-        conditions = (
-            () if labels is None else (model.condition(labels[start : start + batch_size]),)
-        )
-        batch, closed_form = _batch_results(fn(x, batch_seed, *conditions), num_samples)
+    for batch, closed in _batch_estimates(
+        model, images, labels, num_samples, batch_size=batch_size, chunk_size=chunk_size,
+        seed=seed, jit_compile=jit_compile, verbose=verbose, progress_stream=progress_stream,
+    ):  # fmt: skip
+        closed_form = closed
         for key, value in batch.items():
             outputs.setdefault(key, []).append(value)
-        if progress is not None:
-            progress.update(batch["log_px"])
     result: dict[str, Any] = {key: np.concatenate(value) for key, value in outputs.items()}
     result.setdefault("kl_per_dim", None)
     result["kl_method"] = CLOSED_FORM if closed_form else MONTE_CARLO
@@ -263,7 +282,7 @@ def importance_sampled_log_likelihood(
 
 def evaluate(
     model: VAE,
-    images: np.ndarray,
+    images,
     importance_samples: int = 1000,
     *,
     batch_size: int = 100,
@@ -276,6 +295,12 @@ def evaluate(
     """Every held-out metric in one pass; all values in nats unless the key says otherwise.
     With `labels` (a conditional VAE) `nll` is -log p(x|y) and `elbo` the conditional bound.
 
+    `images` is an array or a `keras_vae.data.ImageStream` (see
+    `importance_sampled_log_likelihood`): the means are summed batch by batch and the
+    variances (`nll_stderr`, active units) kept as running moments (`Moments`), so memory
+    does not grow with the number of examples; the same seed gives the same numbers from an
+    array and from a stream of the same images.
+
     Returns:
         A JSON-ready dict: `elbo` (mean ELBO), `reconstruction` (its expected log-likelihood
         part), `kl` (mean total KL) with `kl_method` (`"closed_form"` or `"monte_carlo"`),
@@ -283,31 +308,35 @@ def evaluate(
         (-mean log p(x)), `nll_stderr` (standard error of that mean over the examples),
         `bits_per_dim`, `active_units`, `latent_dim`, `importance_samples`, `num_examples`.
     """
-    result = importance_sampled_log_likelihood(
-        model,
-        images,
-        importance_samples,
-        batch_size=batch_size,
-        chunk_size=chunk_size,
-        seed=seed,
-        verbose=verbose,
-        labels=labels,
+    sums: dict[str, Any] = {}
+    log_px, means = Moments(), Moments()
+    closed_form = False
+    for batch, closed in _batch_estimates(
+        model, images, labels, importance_samples, batch_size=batch_size,
+        chunk_size=chunk_size, seed=seed, jit_compile=False, verbose=verbose,
         progress_stream=progress_stream,
-    )
-    log_px = result["log_px"].astype(np.float64)
-    count = len(log_px)
-    kl_per_dim = result["kl_per_dim"]
+    ):  # fmt: skip
+        closed_form = closed
+        log_px.add(batch["log_px"])
+        means.add(batch["posterior_mean"])
+        for key in ("elbo", "reconstruction", "kl", "kl_per_dim"):
+            if key in batch:
+                sums[key] = sums.get(key, 0.0) + np.sum(batch[key], axis=0, dtype=np.float64)
+    count = log_px.count
+    if count == 0:
+        raise ValueError("No images to evaluate: give at least one.")
+    kl_per_dim = sums.get("kl_per_dim")
     return {
-        "elbo": float(result["elbo"].mean()),
-        "reconstruction": float(result["reconstruction"].mean()),
-        "nll": float(-log_px.mean()),
-        "nll_stderr": float(log_px.std(ddof=1) / math.sqrt(count)) if count > 1 else 0.0,
-        "bits_per_dim": bits_per_dim(-log_px.mean(), int(np.prod(images.shape[1:]))),
-        "active_units": active_units(result["posterior_mean"]),
-        "latent_dim": int(result["posterior_mean"].shape[1]),
-        "kl": float(result["kl"].mean()),
-        "kl_method": result["kl_method"],
-        "kl_per_dim": None if kl_per_dim is None else [float(v) for v in kl_per_dim.mean(0)],
+        "elbo": float(sums["elbo"] / count),
+        "reconstruction": float(sums["reconstruction"] / count),
+        "nll": float(-log_px.mean),
+        "nll_stderr": log_px.stderr(),
+        "bits_per_dim": bits_per_dim(-log_px.mean, int(np.prod(np.shape(images)[1:]))),
+        "active_units": active_units(means),
+        "latent_dim": int(means.mean.shape[0]),
+        "kl": float(sums["kl"] / count),
+        "kl_method": CLOSED_FORM if closed_form else MONTE_CARLO,
+        "kl_per_dim": None if kl_per_dim is None else [float(v / count) for v in kl_per_dim],
         "importance_samples": int(importance_samples),
         "num_examples": int(count),
         "unit": "nats per example",

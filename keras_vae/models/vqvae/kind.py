@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from keras_vae import registry
 from keras_vae._internal import figures as plotting
+from keras_vae.data import pipeline as data
 from keras_vae.models.kind import ModelKind, bits_per_dim
 from keras_vae.models.vqvae.code_prior import CodePrior, code_prior
 from keras_vae.models.vqvae.model import VQVAE, vqvae
@@ -158,13 +159,16 @@ def summary_line(metrics: dict) -> str:
 
 # ---------------------------------------------------------------------------- evaluation
 def _batches(images, batch_size: int = _BATCH):
-    for start in range(0, len(images), batch_size):
-        yield tf.constant(np.asarray(images[start : start + batch_size], np.float32))
+    """float32 tensors of the images of an array or a stream, in order, read once
+    (`data.batches`): memory holds a batch, not the split."""
+    for x, _ in data.batches(images, batch_size):
+        yield tf.constant(x)
 
 
 def evaluate_vqvae(model: VQVAE, images) -> dict:
     """Reconstruction -log p(x|z_q(x)) (nats per image), MSE of E[x|z_q(x)] (per pixel),
-    commitment ||z_e - z_q||^2, and the codes' perplexity and usage over `images`."""
+    commitment ||z_e - z_q||^2, and the codes' perplexity and usage over `images` (an array
+    or a `keras_vae.data.ImageStream`, read once, batch by batch)."""
 
     @tf.function(reduce_retracing=True)
     def terms(x):
@@ -205,7 +209,8 @@ def evaluate_prior(prior: CodePrior, images) -> dict:
     """The bound -log p(x) <= -log p(x|z_q(x)) - log p_prior(z(x)) (see the module
     docstring) averaged over `images`, in nats per image and bits/dim, with its two terms,
     the code NLL in bits per code, a uniform prior's code NLL (h w log K) for comparison,
-    and the VQ-VAE's own metrics (`vqvae_...`)."""
+    and the VQ-VAE's own metrics (`vqvae_...`, a second pass over `images`: an array or a
+    `keras_vae.data.ImageStream`, each pass read batch by batch)."""
     terms = tf.function(prior.bound_terms, reduce_retracing=True)
     sums, count = {"code_nll": 0.0, "reconstruction": 0.0, "bound": 0.0}, 0
     for x in _batches(images):

@@ -1,9 +1,13 @@
 """keras_vae.models.hvae.metrics: the importance-sampled log p(x) over the whole hierarchy
 against a linear-Gaussian hierarchy's closed form (SciPy), the plain VAE's estimate at L = 1,
-and the summary that `keras-vae evaluate` reports for a hierarchical run."""
+and the summary that `keras-vae evaluate` reports for a hierarchical run, from an array or
+read from a stream a batch at a time."""
+
+import math
 
 import numpy as np
 import pytest
+from helpers import RowCountingArray
 from hvae_references import (
     D1,
     D2,
@@ -18,6 +22,7 @@ from hvae_references import (
     vae_and_one_layer_hvae,
 )
 
+from keras_vae.data import pipeline as data
 from keras_vae.models.hvae import importance_sampled_log_likelihood
 from keras_vae.models.hvae.metrics import evaluate
 from keras_vae.models.vae import evaluation
@@ -87,3 +92,25 @@ def test_bad_options_are_refused_in_one_line(options, message):
     with pytest.raises(ValueError, match=message) as error:
         importance_sampled_log_likelihood(tanh_model(), binary(2), 4, **options)
     assert "\n" not in str(error.value)
+
+
+def test_a_stream_evaluates_as_numpy_summarises_its_images_a_batch_at_a_time():
+    model = tanh_model()
+    x = binary(30)
+    reads: list[int] = []
+    stream = data.ArrayStream(RowCountingArray(x, reads), "x")
+    del reads[:]  # (its first examples, read when it opened)
+    streamed = evaluate(model, stream, 20, batch_size=8, chunk_size=9, seed=4)
+    assert max(reads) == 8  # a batch at a time, never the split
+    each = importance_sampled_log_likelihood(model, x, 20, batch_size=8, chunk_size=9, seed=4)
+    log_px = each["log_px"]
+    expected = {
+        "nll": -log_px.mean(), "nll_stderr": log_px.std(ddof=1) / math.sqrt(30),
+        "elbo": each["elbo"].mean(), "reconstruction": each["reconstruction"].mean(),
+        "kl": each["kl"].mean(), "kl_layers": list(each["kl_layers"].mean(0)),
+        "active_units": [int(np.sum(np.var(m, 0) > 0.01)) for m in each["posterior_means"]],
+        "num_examples": 30,
+    }  # fmt: skip
+    for key, value in expected.items():
+        assert streamed[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+    assert evaluate(model, x, 20, batch_size=8, chunk_size=9, seed=4) == streamed  # the array

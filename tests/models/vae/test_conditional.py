@@ -192,6 +192,22 @@ def test_importance_sampled_log_p_x_given_y_reaches_the_exact_value(learned_prio
         evaluation.importance_sampled_log_likelihood(model, x, num_samples=2, verbose=0)
 
 
+def test_a_labelled_stream_evaluates_like_the_arrays_of_its_images_and_labels():
+    model = _linear_gaussian_cvae(learned_prior=True)
+    y = RNG.integers(0, C, size=130)
+    x = (RNG.normal(size=(130, LATENT)) @ W.T + np.eye(C)[y] @ V.T + B).astype("f4")
+    stream = data.ArrayStream(x, "x", labels=y)  # (images, labels) batches
+    options = {"importance_samples": 40, "seed": 2, "batch_size": 50, "verbose": 0}
+    streamed = evaluation.evaluate(model, stream, **options)
+    in_memory = evaluation.evaluate(model, x, labels=y, **options)
+    assert streamed["num_examples"] == 130
+    assert json.dumps(streamed, sort_keys=True) == json.dumps(in_memory, sort_keys=True)
+    other = evaluation.evaluate(model, x, labels=(y + 1) % C, **options)  # the labels count
+    assert other["nll"] > streamed["nll"] + 0.5
+    with pytest.raises(ValueError, match="labels go with a conditional VAE"):
+        evaluation.evaluate(model, data.ArrayStream(x, "x"), **options)
+
+
 # ------------------------------------------------------------------ the trainer, exactly
 SPLIT_INVARIANCE = textwrap.dedent(
     """

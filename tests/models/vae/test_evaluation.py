@@ -11,16 +11,19 @@ p(x) = sum_k pi_k N(x; W m_k + b, W C_k W^T + s^2 I): the reference for the mixt
 the VampPrior (whose components are the posterior head at the pseudo-inputs).
 """
 
+import io
 import json
 import math
 
 import keras
 import numpy as np
 import pytest
+from helpers import RowCountingArray
 from scipy import special, stats
 
 import keras_vae
 from keras_vae import VAE
+from keras_vae.data import pipeline as data
 from keras_vae.models.vae import evaluation
 from keras_vae.parts import objectives
 from keras_vae.parts.likelihoods import BernoulliLikelihood, GaussianLikelihood
@@ -227,6 +230,40 @@ def test_evaluate_reports_consistent_summary_metrics():
     assert report["elbo"] == pytest.approx(report["reconstruction"] - report["kl"], rel=1e-5)
     assert report["kl_method"] == "closed_form"
     assert report["active_units"] == 2 and report["latent_dim"] == 2
+
+
+def test_a_stream_evaluates_as_numpy_summarises_its_images_a_batch_at_a_time():
+    # a diagonal posterior and the standard prior: the KL in closed form and per dimension
+    model = _linear_gaussian_vae(W_ORTHOGONAL, cov=1.3**2 * _posterior_cov(W_ORTHOGONAL))
+    x = _data(W_ORTHOGONAL, 250)
+    reads: list[int] = []
+    stream = data.ArrayStream(RowCountingArray(x, reads), "x")
+    del reads[:]  # (its first examples, read when it opened)
+    progress = io.StringIO()
+    streamed = evaluation.evaluate(model, stream, importance_samples=64, seed=3,
+                                   progress_stream=progress)  # fmt: skip
+    assert max(reads) == 100  # read a batch at a time, never the split
+    lines = progress.getvalue().splitlines()
+    assert lines[0].endswith("K=64 samples per example, 250 examples")
+    assert lines[-1].startswith("250/250 examples") and lines[-1].endswith(
+        f"NLL so far {streamed['nll']:.2f} nats")  # fmt: skip
+    # the summaries NumPy computes from the per-example estimates of the array (same seed)
+    each = _estimate(model, x, 64, chunk_size=50, seed=3)
+    log_px = each["log_px"].astype(np.float64)
+    expected = {
+        "nll": -log_px.mean(), "nll_stderr": log_px.std(ddof=1) / math.sqrt(250),
+        "elbo": each["elbo"].mean(), "reconstruction": each["reconstruction"].mean(),
+        "kl": each["kl"].mean(), "bits_per_dim": -log_px.mean() / (D * math.log(2)),
+        "active_units": int(np.sum(np.var(each["posterior_mean"], 0) > 0.01)),
+        "num_examples": 250,
+    }  # fmt: skip
+    for key, value in expected.items():
+        assert streamed[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+    assert streamed["kl_method"] == each["kl_method"] == "closed_form"
+    np.testing.assert_allclose(streamed["kl_per_dim"], each["kl_per_dim"].mean(0), rtol=1e-6)
+    # and the in-memory array evaluates to the same numbers
+    in_memory = evaluation.evaluate(model, x, importance_samples=64, seed=3, verbose=0)
+    assert json.dumps(in_memory, sort_keys=True) == json.dumps(streamed, sort_keys=True)
 
 
 def test_evaluate_without_a_per_dimension_kl_writes_valid_json():

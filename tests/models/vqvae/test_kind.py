@@ -14,11 +14,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import REPO
+from helpers import REPO, RowCountingArray
 
+from keras_vae import registry
 from keras_vae.cli import commands as cli
+from keras_vae.data import pipeline as data
 from keras_vae.models.vqvae.code_prior import CodePrior
-from keras_vae.models.vqvae.model import VQVAE
+from keras_vae.models.vqvae.model import VQVAE, vqvae
 from keras_vae.runs import directory as runs
 from keras_vae.runs.config import TrainConfig
 from keras_vae.workflows import train as training
@@ -44,16 +46,21 @@ class _KilledAtEpoch(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
+def _blocks(count: int) -> np.ndarray:
+    """`count` 12x12 binary images, each with a 4x4 block somewhere."""
+    rng = np.random.default_rng(0)
+    x = np.zeros((count, 12, 12), np.float32)
+    for image, (row, col) in zip(x, rng.integers(0, 8, size=(count, 2)), strict=True):
+        image[row : row + 4, col : col + 4] = 1
+    return x
+
+
 @pytest.fixture(scope="module")
 def runs_dir(tmp_path_factory):
     """A VQ-VAE run (2 epochs: killed after the first, resumed) and its prior run, on 160
     12x12 binary images with blocks (an .npz file: 144 train, 16 validation)."""
     root = tmp_path_factory.mktemp("vq")
-    rng = np.random.default_rng(0)
-    x = np.zeros((160, 12, 12), np.float32)
-    for image, (row, col) in zip(x, rng.integers(0, 8, size=(160, 2)), strict=True):
-        image[row : row + 4, col : col + 4] = 1
-    np.savez(root / "blocks.npz", x=x)
+    np.savez(root / "blocks.npz", x=_blocks(160))
     argv = ["--dataset", str(root / "blocks.npz"), *VQ_OPTIONS, "--epochs", "2",
             "--output", str(root / "vq")]  # fmt: skip
     with pytest.raises(KeyboardInterrupt):
@@ -235,3 +242,16 @@ def test_a_prior_refuses_other_data_and_a_vae_run(vq_run, tmp_path, capsys):
 def test_an_old_config_without_model_is_a_vae():
     old = {k: v for k, v in TrainConfig().to_dict().items() if k != "model"}
     assert TrainConfig.from_dict(old).model == "vae"
+
+
+def test_a_stream_evaluates_like_the_array_of_its_images_a_batch_at_a_time():
+    model = vqvae((12, 12, 1), 8, 3, filters=[4, 6], seed=1)  # (the prior reads the same way)
+    x = _blocks(1100)[..., None]
+    reads: list[int] = []
+    stream = data.ArrayStream(RowCountingArray(x, reads), "blocks")
+    del reads[:]  # (its first examples, read when it opened)
+    kind = registry.get("model", "vqvae")()
+    streamed, line = kind.evaluate(model, stream)
+    assert max(reads) == 500  # a batch at a time, never the split
+    assert (streamed, line) == kind.evaluate(model, x)  # the same numbers from the array
+    assert streamed["num_examples"] == 1100
