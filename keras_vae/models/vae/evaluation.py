@@ -306,7 +306,9 @@ def evaluate(
         part), `kl` (mean total KL) with `kl_method` (`"closed_form"` or `"monte_carlo"`),
         `kl_per_dim` (list, or None where the KL does not factorise over latents), `nll`
         (-mean log p(x)), `nll_stderr` (standard error of that mean over the examples),
-        `bits_per_dim`, `active_units`, `latent_dim`, `importance_samples`, `num_examples`.
+        `bits_per_dim`, `active_units`, `latent_dim`, `importance_samples`, `num_examples`,
+        `precision` (the model's dtype policy: `float32`, or the mixed policy its matmuls ran
+        in; every density, sum and log-sum-exp is float32 in any policy).
     """
     sums: dict[str, Any] = {}
     log_px, means = Moments(), Moments()
@@ -339,6 +341,7 @@ def evaluate(
         "kl_per_dim": None if kl_per_dim is None else [float(v / count) for v in kl_per_dim],
         "importance_samples": int(importance_samples),
         "num_examples": int(count),
+        "precision": model.dtype_policy.name,
         "unit": "nats per example",
     }
 
