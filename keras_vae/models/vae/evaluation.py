@@ -17,7 +17,10 @@
   in chunks inside one compiled call per batch (a `tf.while_loop` with a running log-sum-exp),
   so memory stays bounded for K = 5,000; the encoder runs once per batch, the decoder once per
   chunk on all its samples, and the likelihood head's own `log_likelihood` (for Bernoulli a
-  direct x l - softplus(l) formula, not TFP) is XLA-compiled. For a model trained with the
+  direct formula, `bernoulli_log_prob`, not TFP) scores them. Under a mixed policy
+  (`keras-vae evaluate --precision mixed_bfloat16`: `VAEKind.with_precision`) the matmuls
+  run in bfloat16 or float16 while the heads' outputs, every log-density, the sums over
+  pixels and samples, the KL and the log-sum-exp stay float32. For a model trained with the
   IWAE objective this NLL is the metric to compare.
   For a conditional VAE (`keras_vae.models.vae.conditional`) given each image's label y, the same
   estimator with q(z|x, y), p(x|z, y) and p(z|y) gives log p(x|y), and the ELBO is the
