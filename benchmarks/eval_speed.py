@@ -12,6 +12,14 @@ printed, CPU seconds are reported beside wall seconds, and the ratio is the numb
     python benchmarks/eval_speed.py --examples 500 --samples 5000
     python benchmarks/eval_speed.py --run-dir runs/mnist --examples 1000
 
+`--run-dir RUN --precisions float32 mixed_bfloat16` times instead the run's model in each
+policy (`VAEKind.with_precision`, what `keras-vae evaluate --precision` runs: the same
+weights, the matmuls in that policy) on the same images and seed, and reports each
+policy's images/s and CPU time, the speed ratio to the first, and the paired difference of
+the per-image estimates (mean +- s.e., mean and max |difference|):
+
+    python benchmarks/eval_speed.py --run-dir RUN --examples 500 --precisions float32 mixed_bfloat16
+
 `--prior vamp` times a VampPrior model (gated 784-300-300-40, 500 pseudo-inputs; or the
 `--run-dir` one) instead: the current path, whose prior log-density is
 `objectives.diagonal_normal_mixture_log_prob` (two matmuls), against the same path with
@@ -148,6 +156,38 @@ def build_model(args, data_dir: str):
     return model, f"{name}, trained {args.train_epochs} epochs on {len(train)} images"
 
 
+def compare_precisions(args, images) -> None:
+    """Each of `args.precisions` on the same images and seed (see the module docstring)."""
+    from keras_vae.models.kind import kind_of
+    from keras_vae.runs import directory as runs
+
+    model, config = runs.load_run(args.run_dir)
+    kind, k, n = kind_of(config), args.samples, len(images)
+    rows = {}
+    for precision in args.precisions:
+        vae = kind.with_precision(model, config, precision)
+        evaluation.importance_sampled_log_likelihood(vae, images[:100], k, verbose=0)  # compile
+        log_px, wall, cpu = timed(lambda vae=vae: evaluation.importance_sampled_log_likelihood(
+            vae, images, k, verbose=0)["log_px"])  # fmt: skip
+        rows[precision] = (log_px, wall, cpu)
+        print(f"  {precision}: {wall:.1f} s, load average {os.getloadavg()[0]:.1f}", flush=True)
+    print("\n| precision | images/s | s per 1,000 images | CPU s per 1,000 | min for 10,000 "
+          "| speed-up (wall, CPU) | mean log p(x) +- s.e. |")  # fmt: skip
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    first = rows[args.precisions[0]]
+    for precision, (log_px, wall, cpu) in rows.items():
+        stderr = log_px.std(ddof=1) / math.sqrt(n)
+        print(f"| {precision} | {n / wall:.1f} | {1000 * wall / n:.1f} | {1000 * cpu / n:.1f} | "
+              f"{10000 * wall / n / 60:.1f} | {first[1] / wall:.2f}x, {first[2] / cpu:.2f}x | "
+              f"{log_px.mean():.3f} +- {stderr:.3f} |")  # fmt: skip
+    for precision, (log_px, _, _) in list(rows.items())[1:]:
+        difference = log_px - first[0]  # the same images and samples: paired
+        stderr = difference.std(ddof=1) / math.sqrt(n)
+        print(f"{precision} - {args.precisions[0]}: mean {difference.mean():+.4f} +- "
+              f"{stderr:.4f} nats (paired s.e.), mean |difference| "
+              f"{np.abs(difference).mean():.4f}, max {np.abs(difference).max():.4f}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--examples", type=int, default=500, help="test images timed")
@@ -161,12 +201,23 @@ def main() -> None:
     parser.add_argument("--skip-reference", action="store_true", help="time the new path only")
     parser.add_argument("--prior", choices=("standard", "vamp"), default="standard",
                         help="vamp: the mixture log-density against TFP's (see above)")  # fmt: skip
+    parser.add_argument("--precisions", nargs="+", metavar="POLICY",
+                        help="with --run-dir: time the run's model in each of these policies "
+                        "(float32, mixed_bfloat16, mixed_float16)")  # fmt: skip
     default_data = os.environ.get("TFDS_DATA_DIR", "../shared/tensorflow_datasets")
     parser.add_argument("--data-dir", default=default_data)
     args = parser.parse_args()
     from _machine import cpu_line
 
     print(cpu_line())
+    if args.precisions:
+        if not args.run_dir:
+            parser.error("--precisions needs --run-dir (the run's config rebuilds the model)")
+        images = load_test_images(args.data_dir, args.examples)
+        print(f"{args.run_dir}: {len(images)} test images, K={args.samples}; load average "
+              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")  # fmt: skip
+        compare_precisions(args, images)
+        return
 
     model, description = build_model(args, args.data_dir)
     images = load_test_images(args.data_dir, args.examples)

@@ -153,6 +153,12 @@ class ModelKind:
         result["num_examples"] = len(images)
         return result, ", ".join(f"{k} {v:.4f}" for k, v in result.items())
 
+    def with_precision(self, model, config, precision: str):
+        """`keras-vae evaluate --precision`: the run's model with its matmuls in `precision`
+        (a `TrainConfig.precision`). Only kinds with `"precision"` among their
+        `evaluate_options` are asked."""
+        raise NotImplementedError(f"the {self.registered_name} kind has one precision")
+
     def representation(self, model, config):
         """`keras-vae evaluate --disentanglement`: the code of images that the metrics score,
         `images [n, *image_shape] -> codes [n, D]` (NumPy in and out). Only kinds with

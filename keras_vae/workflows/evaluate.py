@@ -48,14 +48,19 @@ def evaluate_run(
         progress_stream: Where a long evaluation reports progress.
         **options: The kind's evaluation options (`ModelKind.evaluate_options`; a VAE's
             `importance_samples` and `seed`, or `disentanglement=True` with
-            `disentanglement_samples` and `seed`: see `evaluate_disentanglement`). One the kind
-            does not take is refused.
+            `disentanglement_samples` and `seed`: see `evaluate_disentanglement`; and its
+            `precision`, `"float32"`, `"mixed_bfloat16"` or `"mixed_float16"`: the run's
+            weights with the matmuls in that policy, by default the run's own, recorded as
+            `precision`). One the kind does not take is refused.
 
     Returns:
         The metrics, with `split` and `line` (what the command prints).
     """
     model, config = runs.load_run(run_dir, data_dir)
     kind = _check_options(config, options)
+    precision = options.pop("precision", None)
+    if precision is not None:  # the same weights, matmuls in that policy
+        model = kind.with_precision(model, config, precision)
     if options.pop("disentanglement", False):
         if split is not None or limit is not None:
             raise ConfigError(
@@ -134,7 +139,7 @@ def _disentanglement(run_dir, model, config, kind, *, disentanglement_samples=No
     scores = metrics.evaluate(factors, represent, seed=seed, num_train=samples,
                               num_test=max(1, samples // 2))  # fmt: skip
     result = {**scores, "dataset": config.dataset, "samples": samples, "seed": seed,
-              "model": config.model}  # fmt: skip
+              "model": config.model, "precision": model.dtype_policy.name}  # fmt: skip
     runs.atomic_write_json(Path(run_dir) / "eval_disentanglement.json", result)
     line = (
         f"disentanglement of {config.dataset} ({samples:,} samples, seed {seed}): "
@@ -147,7 +152,7 @@ def _disentanglement(run_dir, model, config, kind, *, disentanglement_samples=No
 
 def run_cli(args) -> int:
     """Runs `keras-vae evaluate`; prints the line (or the JSON) and where it was written."""
-    keys = ("importance_samples", "seed", "disentanglement_samples")
+    keys = ("importance_samples", "seed", "precision", "disentanglement_samples")
     options = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
     if args.disentanglement:
         options["disentanglement"] = True
@@ -179,6 +184,11 @@ def add_cli_arguments(parser) -> None:
         "use 5000)",
     )  # fmt: skip
     add_limit_argument(parser)
+    parser.add_argument(
+        "--precision", default=None, metavar="POLICY",
+        help="VAE: float32, mixed_bfloat16 or mixed_float16: the run's weights with the "
+        "matmuls in that policy, every density and sum float32 (default: the run's own)",
+    )  # fmt: skip
     parser.add_argument(
         "--seed", type=int, default=None, metavar="N",
         help="VAE: seed of the importance samples (default: 0)",

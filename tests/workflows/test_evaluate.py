@@ -18,6 +18,7 @@ from keras_vae.data import factors as factor_data
 from keras_vae.data import pipeline as data
 from keras_vae.data.builders import synthetic_dsprites as sprites
 from keras_vae.metrics import disentanglement as dis
+from keras_vae.models.kind import ModelKind
 from keras_vae.models.vae.kind import VAEKind
 from keras_vae.runs import directory as runs
 from keras_vae.runs.config import ConfigError, TrainConfig
@@ -199,5 +200,37 @@ def test_every_kind_without_a_representation_refuses_it_the_same_way(name):
         evaluate._check_options(config, {"disentanglement": True})
     assert str(error.value) == (
         f"--disentanglement does not apply to a {name} run (it takes: "
+        f"{', '.join(kind.evaluate_options) or 'no options'})."
+    )
+
+
+def test_precision_evaluates_the_run_in_that_policy_and_records_it(sprites_run, capsys):
+    argv = ["evaluate", str(sprites_run), "--limit", "20", "--importance-samples", "4"]
+    assert cli.main([*argv, "--precision", "mixed_bfloat16", "--json"]) == 0
+    low = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert low["precision"] == "mixed_bfloat16" and low["num_examples"] == 20
+    assert json.loads((sprites_run / "eval_train.json").read_text()) == low
+    own = evaluate.evaluate_run(sprites_run, limit=20, importance_samples=4,
+                                progress_stream=io.StringIO())  # fmt: skip
+    assert own["precision"] == "float32"  # the run's own (it trained in float32)
+    assert own.pop("line").endswith("20 examples, precision float32")
+    # the same weights and samples: the bound and the estimate move by bfloat16 rounding only
+    assert low["nll"] == pytest.approx(own["nll"], abs=0.05)
+    assert cli.main([*argv, "--precision", "bfloat16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "precision must be one of" in err and "'bfloat16'" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("name", registry.names("model"))
+def test_every_kind_without_precision_refuses_it_the_same_way(name):
+    kind = registry.get("model", name)()
+    config = TrainConfig(model=name, vqvae_run="elsewhere" if name == "vqvae-prior" else None)
+    if "precision" in kind.evaluate_options:
+        assert type(kind).with_precision is not ModelKind.with_precision
+        return
+    with pytest.raises(ConfigError) as error:
+        evaluate._check_options(config, {"precision": "mixed_bfloat16"})
+    assert str(error.value) == (
+        f"--precision does not apply to a {name} run (it takes: "
         f"{', '.join(kind.evaluate_options) or 'no options'})."
     )

@@ -31,7 +31,9 @@ class VAEKind(ModelKind):
         "discriminator_units", "discriminator_learning_rate",
     )  # fmt: skip
     figure_kinds = pictures.KINDS
-    evaluate_options = ("importance_samples", "seed", "disentanglement", "disentanglement_samples")
+    evaluate_options = (
+        "importance_samples", "seed", "precision", "disentanglement", "disentanglement_samples",
+    )  # fmt: skip
 
     def uses_labels(self, config) -> bool:
         return bool(config.conditional)
@@ -47,6 +49,10 @@ class VAEKind(ModelKind):
             check_labels(x_train, x_eval)
 
     def build(self, config, image_shape, epoch_steps=None, condition_dim=None):
+        return self._mlp_vae(config, image_shape, make_objective(config, epoch_steps),
+                             condition_dim if config.conditional else None)  # fmt: skip
+
+    def _mlp_vae(self, config, image_shape, objective, condition_dim):
         parts = {"posterior": config.posterior, "prior": config.prior}
         if config.prior_components is not None:  # None: a prior without components
             parts["prior_components"] = config.prior_components
@@ -59,13 +65,33 @@ class VAEKind(ModelKind):
             likelihood=config.likelihood,
             activation=config.activation,
             seed=config.seed,
-            objective=make_objective(config, epoch_steps),
+            objective=objective,
             network=config.network,
             network_options=config.network_options(),
-            condition_dim=condition_dim if config.conditional else None,
+            condition_dim=condition_dim,
             precision=config.precision,
             **parts,
         )
+
+    def with_precision(self, model, config, precision: str):
+        """The run's model built again from its config with `precision` and given its
+        weights: every policy keeps float32 variables, so they transfer exactly (the model
+        itself when it already computes in `precision`; its objective as trained)."""
+        if model.dtype_policy.name == precision:
+            return model
+        config = config.replace(precision=precision)  # a one-line error for another value
+        objective = type(model.objective).from_config(model.objective.get_config())
+        rebuilt = self._mlp_vae(config, model.image_shape, objective,
+                                getattr(model, "condition_dim", None))  # fmt: skip
+        rebuilt.build((None, *model.image_shape))
+        if _layout(model) != _layout(rebuilt):  # (a config.json edited after training)
+            raise ValueError(
+                "The run's model does not match its config.json (other weights): evaluate it "
+                "without --precision."
+            )
+        for value, variable in zip(model.weights, rebuilt.weights, strict=True):
+            variable.assign(value)
+        return rebuilt
 
     def initialize(self, model, x_train, config) -> None:
         """Starts a prior with pseudo-inputs (the VampPrior) from K training examples chosen
@@ -125,7 +151,8 @@ class VAEKind(ModelKind):
             f"ELBO {result['elbo']:.2f} nats, NLL {result['nll']:.2f} "
             f"+- {result['nll_stderr']:.2f} nats (K={result['importance_samples']}), "
             f"{result['bits_per_dim']:.4f} bits/dim, {result['active_units']}/"
-            f"{result['latent_dim']} active units, {result['num_examples']} examples"
+            f"{result['latent_dim']} active units, {result['num_examples']} examples, "
+            f"precision {result['precision']}"
         )
         return result, line
 
@@ -185,3 +212,8 @@ class VAEKind(ModelKind):
                            check_labels=labels[check] if len(check) else None)  # fmt: skip
         return export_vae(model, output, representative_images=chosen["representative"],
                           check_images=chosen["check"], **options)  # fmt: skip
+
+
+def _layout(model) -> list[tuple[str, tuple]]:
+    """Each weight's path inside the model (a loaded model's paths lack its name) and shape."""
+    return [(w.path.removeprefix(f"{model.name}/"), tuple(w.shape)) for w in model.weights]

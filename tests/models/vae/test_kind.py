@@ -71,3 +71,37 @@ def test_too_many_conv_levels_for_the_images_are_refused():
     config = _config(network="conv", conv_filters=[4, 4, 4, 4]).resolved()
     with pytest.raises(ValueError, match="6x5 images allow at most 3 stride-2 conv levels"):
         VAEKind().check_data(config, X, X)
+
+
+@pytest.mark.parametrize(
+    ("changes", "condition_dim"),
+    [({"prior": "vamp", "prior_components": 3, "kl_warmup_epochs": 2}, None),
+     ({"conditional": True, "prior": "conditional"}, 3)],
+)  # fmt: skip
+def test_with_precision_rebuilds_the_run_in_that_policy_with_its_weights(changes, condition_dim):
+    kind = VAEKind()
+    config = _config(**changes).resolved()
+    model = kind.build(config, SHAPE, epoch_steps=5, condition_dim=condition_dim)
+    model.build((None, *SHAPE))
+    assert kind.with_precision(model, config, "float32") is model  # its own: as it is
+    low = kind.with_precision(model, config, "mixed_bfloat16")
+    assert low.dtype_policy.name == "mixed_bfloat16" and low.prior.compute_dtype == "float32"
+    assert all(layer.compute_dtype == "bfloat16" for layer in low.decoder.dense_layers)
+    assert low.objective.get_config() == model.objective.get_config()  # the KL warm-up's steps
+    assert len(low.weights) == len(model.weights)
+    for copied, weight in zip(low.weights, model.weights, strict=True):
+        assert copied.dtype == "float32"
+        np.testing.assert_array_equal(copied.numpy(), weight.numpy())
+    args = (X[:4],) if condition_dim is None else (X[:4], np.array([0, 1, 2, 0]))
+    exact, rounded = model.encode_parameters(*args), low.encode_parameters(*args)
+    for name, value in exact.items():  # the same function, its matmuls in bfloat16
+        np.testing.assert_allclose(rounded[name], value, rtol=0.05, atol=0.02)
+
+
+def test_with_precision_refuses_a_model_that_its_config_does_not_build():
+    kind = VAEKind()
+    model = kind.build(_config().resolved(), SHAPE)
+    model.build((None, *SHAPE))
+    other = _config(hidden_units=[9]).resolved()  # config.json edited after training
+    with pytest.raises(ValueError, match=r"does not match its config.json \(other weights\)"):
+        kind.with_precision(model, other, "mixed_bfloat16")
