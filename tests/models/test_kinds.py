@@ -36,6 +36,7 @@ def test_each_kind_declares_its_options_and_figures(name):
         "seed",
         "disentanglement",
         "disentanglement_samples",
+        "precision",
     }  # fmt: skip  (keras-vae evaluate's)
     assert set(kind.evaluate_options) <= evaluate_options
     assert kind.figure_kinds and len(set(kind.figure_kinds)) == len(kind.figure_kinds)
