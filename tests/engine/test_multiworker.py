@@ -33,6 +33,7 @@ def _max_weight_diff(a, b):
     return max(float(np.abs(x - y).max()) for x, y in zip(a, b, strict=True))
 
 
+@pytest.mark.long
 def test_two_local_workers_train_the_same_model_as_one_process(tmp_path, toy_npy):
     base = [*TRAIN, "--dataset", str(toy_npy), "--epochs", "3"]
     single_dir, multi_dir, scratch = tmp_path / "single", tmp_path / "multi", tmp_path / "tmp"
@@ -77,6 +78,7 @@ def test_two_local_workers_train_the_same_model_as_one_process(tmp_path, toy_npy
     assert "wrote " in workers[0].log()
 
 
+@pytest.mark.long
 def test_a_killed_worker_restarted_resumes_from_the_chief_backup(tmp_path, toy_npy):
     """One SIGKILL of worker 1 after the chief's second backup, then a restart of both
     workers (without XLA: the resume is the point; XLA under MultiWorkerMirroredStrategy is

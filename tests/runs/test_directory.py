@@ -163,6 +163,7 @@ def _load_kill_harness():
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_training_survives_a_random_sigkill(tmp_path):
     """One SIGKILL of a real `keras-vae train` at a random moment, then the same command
     finishes the run. benchmarks/kill_resume.py runs this harness with many kills

@@ -454,6 +454,7 @@ def mirrored_results():
     return run_mirrored_cases(MIRRORED_EQUIVALENCE, MIRRORED_CASES)
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("name", MIRRORED_CASES)
 def test_mirrored_steps_equal_single_device_steps(name, mirrored_results):
     case, out = MIRRORED_CASES[name], mirrored_results[name]
