@@ -328,10 +328,22 @@ class ExactReplicaTrainer(keras.Model):
         """
         if self.train_function is not None and not force:
             return self.train_function
+        self._build_optimizer()
         super().make_train_function(force=force)
         if self._fuses_steps():
             self.train_function = self._fused_train_function(self.train_function)
         return self.train_function
+
+    def _build_optimizer(self) -> None:
+        """Creates the optimizer's slots (Adam's moments) of a built model before the train
+        function is first traced. On one device Keras 3.15 builds them inside that trace, and a
+        `tf.function` whose first trace creates variables is traced a second time: the whole
+        train step (and the fused loop around it) twice, 1.7 s of a 13 s start-up here."""
+        optimizer = self.optimizer
+        if optimizer is None or optimizer.built or not self.built:
+            return
+        with self.distribute_strategy.scope():
+            optimizer.build(self.trainable_variables)
 
     def _initial_logs(self) -> dict:
         return self._step_outputs({m.name: tf.zeros_like(m.result()) for m in self.metrics})
