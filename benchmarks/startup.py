@@ -11,10 +11,11 @@ Runs the CLI's own `keras_vae.training.train` on the default configuration (bina
                          (the first `on_train_batch_end`)
 
 The run stops there (no run directory is written). Each phase is the median over `--repeats`
-fresh processes. The environment passes through:
-`TF_XLA_FLAGS=--tf_xla_persistent_cache_directory=DIR` times a start with TensorFlow's
-persistent XLA compilation cache (`bf16_study.py --part startup`
-runs it twice, filling and then reading the cache).
+fresh processes; `cpu` is the CPU seconds of the process (all threads) at the first
+execution. Like `keras-vae train`, the child turns on the persistent XLA compilation cache
+(`keras_vae._internal.xla_cache.configure`); the environment passes through, so
+`KERAS_VAE_XLA_CACHE=off` times a start without it and `KERAS_VAE_XLA_CACHE=$(mktemp -d)`
+a first start that fills an empty cache (then the next repeats read it).
 
 Usage:
     python benchmarks/startup.py [--repeats 3] [--data-dir DIR] [--json]
@@ -45,11 +46,13 @@ def _child(data_dir: str) -> None:
     marks = {}
     import keras  # noqa: F401  (part of what the CLI imports)
 
+    from keras_vae._internal import xla_cache
     from keras_vae.cli import commands as cli  # noqa: F401
     from keras_vae.runs.config import TrainConfig
     from keras_vae.workflows.train import train
 
     marks["python + imports"] = time.time() - start
+    cache = xla_cache.configure()  # what `keras-vae train` does before it trains
 
     class Marks(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
@@ -67,7 +70,7 @@ def _child(data_dir: str) -> None:
         train(TrainConfig(data_dir=data_dir), progress=progress, verbose=0, callbacks=[Marks()])
     except _FirstExecutionDone:
         pass
-    print(json.dumps(marks), flush=True)
+    print(json.dumps({**marks, "xla_cache": cache}), flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -95,7 +98,9 @@ def main(argv: list[str] | None = None) -> None:
         if not lines:
             sys.exit(f"start-up run failed:\n{done.stderr[-2000:]}")
         runs.append(json.loads(lines[-1]))
-        print("  " + ", ".join(f"{k} {v:.1f} s" for k, v in runs[-1].items()), flush=True)
+        times = {k: v for k, v in runs[-1].items() if k != "xla_cache"}
+        print("  " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items())
+              + f"; XLA cache {runs[-1]['xla_cache']}", flush=True)  # fmt: skip
     ends = {phase: statistics.median(run[phase] for run in runs) for phase in PHASES}
     previous = 0.0
     print("| phase | seconds (median) | ends at |\n| --- | ---: | ---: |")
