@@ -4,7 +4,8 @@ Runs the CLI's own `keras_vae.training.train` on the default configuration (bina
 784-500-20, XLA, steps_per_execution 10) in a fresh Python process and timestamps its phases:
 
     python + imports     interpreter start to `import keras_vae.cli` done (TensorFlow, Keras,
-                         TFP, the package; what `keras-vae train` imports before it parses)
+                         TFP, the package; what `keras-vae train` imports before it parses,
+                         as the console script: argv[0] `keras-vae`)
     data                 loading and checking the training and eval images (`describe_run`)
     model                building and compiling the model (`on_train_begin`)
     first execution      tracing the train function, XLA compilation and the first k steps
@@ -44,10 +45,13 @@ def _child(data_dir: str) -> None:
     """One timed start-up in this process; prints one JSON line of phase end times."""
     start = float(os.environ["KV_STARTUP_T0"])
     marks = {}
-    import keras  # noqa: F401  (part of what the CLI imports)
+    sys.argv[0] = "keras-vae"  # imports as the console script does (keras_vae._internal.quiet)
+    # isort: off
+    from keras_vae.cli import commands as cli  # noqa: F401  (first: it imports TensorFlow)
+    import keras
 
+    # isort: on
     from keras_vae._internal import xla_cache
-    from keras_vae.cli import commands as cli  # noqa: F401
     from keras_vae.runs.config import TrainConfig
     from keras_vae.workflows.train import train
 
