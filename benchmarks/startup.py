@@ -51,12 +51,16 @@ def _child(data_dir: str) -> None:
     import keras
 
     # isort: on
-    from keras_vae._internal import xla_cache
     from keras_vae.runs.config import TrainConfig
     from keras_vae.workflows.train import train
 
     marks["python + imports"] = time.time() - start
-    cache = xla_cache.configure()  # what `keras-vae train` does before it trains
+    try:
+        from keras_vae._internal import xla_cache
+    except ImportError:  # an earlier keras_vae (the baseline of an A/B): no cache
+        cache = "none (this keras_vae has none)"
+    else:
+        cache = xla_cache.configure()  # what `keras-vae train` does before it trains
 
     class Marks(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
