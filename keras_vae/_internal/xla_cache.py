@@ -13,8 +13,9 @@ default loads an entry only when that stored module equals the one being compile
 strict signature check): an entry is never used for another computation. What the HLO does
 not hold is keyed here by the directory: `<root>/tf<version>-<digest>`, the digest of the
 TensorFlow version, the machine, the CPU's model and flags (the executables are compiled for
-the host's instruction set) and the user's `XLA_FLAGS` (compiler options), so that another
-TensorFlow, another CPU sharing the home directory, or other compiler flags never read them.
+the host's instruction set) and the user's `XLA_FLAGS` (compiler options) and
+`TF_ENABLE_ONEDNN_OPTS`, so that another TensorFlow, another CPU sharing the home directory,
+or other compiler flags never read them.
 
 Failures. TensorFlow fails the compiling op (the training step) when it cannot write an
 entry: a read-only directory, a full disk. `configure()` therefore checks before training that
@@ -45,6 +46,9 @@ _OFF = ("off", "0", "false", "no")
 MIN_FREE_BYTES = 256 * 2**20
 _DIRECTORY_FLAG = "--tf_xla_persistent_cache_directory"
 _READ_ONLY_FLAG = "--tf_xla_persistent_cache_read_only"
+#: Environment variables that may change what XLA compiles for the same HLO: its compiler
+#: options, and TensorFlow's oneDNN switch (kept in the key to be safe).
+_COMPILER_ENVIRONMENT = ("XLA_FLAGS", "TF_ENABLE_ONEDNN_OPTS")
 
 
 def root(environ=os.environ) -> Path | None:
@@ -59,12 +63,13 @@ def root(environ=os.environ) -> Path | None:
 
 
 def directory(environ=os.environ) -> Path | None:
-    """`root()/tf<version>-<digest>`: the entries of this TensorFlow, CPU and XLA_FLAGS."""
+    """`root()/tf<version>-<digest>`: the entries of this TensorFlow, CPU and compiler options."""
     base = root(environ)
     if base is None:
         return None
     version = _tensorflow_version()
-    facts = "\n".join((version, platform.machine(), _cpu(), environ.get("XLA_FLAGS", "")))
+    options = [environ.get(name, "") for name in _COMPILER_ENVIRONMENT]
+    facts = "\n".join((version, platform.machine(), _cpu(), *options))
     return base / f"tf{version}-{hashlib.sha256(facts.encode()).hexdigest()[:12]}"
 
 

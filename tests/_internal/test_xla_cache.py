@@ -26,12 +26,13 @@ def test_a_writable_directory_is_used_read_write_and_keyed_by_tensorflow_cpu_and
         f"--tf_xla_auto_jit=0 --tf_xla_persistent_cache_directory={path}"
     )
     assert xla_cache.active(environ) == str(path)
-    others = {xla_cache.directory({**environ, "XLA_FLAGS": "--xla_cpu_enable_fast_math=true"})}
+    others = {xla_cache.directory({**environ, "XLA_FLAGS": "--xla_cpu_enable_fast_math=true"}),
+              xla_cache.directory({**environ, "TF_ENABLE_ONEDNN_OPTS": "0"})}  # fmt: skip
     monkeypatch.setattr(xla_cache, "_tensorflow_version", lambda: "2.99.0")
     others.add(xla_cache.directory(environ))
     monkeypatch.setattr(xla_cache, "_cpu", lambda: "model name : another CPU")
     others.add(xla_cache.directory(environ))
-    assert len(others | {path}) == 4  # each fact gets its own directory
+    assert len(others | {path}) == 5  # each fact gets its own directory
 
 
 def test_off_and_the_users_own_cache_are_left_alone(tmp_path):
