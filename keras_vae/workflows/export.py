@@ -117,7 +117,9 @@ def kind_options(kind, given: dict) -> dict:
             )
         if key in kind.export_options:
             options[key] = _DEFAULTS[key] if value is None else value
-    other = [q for q in options.get("quantize", ()) if q not in kind.quantizations]
+    quantize = options.get("quantize", ())
+    other = [q for q in ([quantize] if isinstance(quantize, str) else quantize)
+             if q not in kind.quantizations]  # fmt: skip
     if other:
         raise ConfigError(
             f"--quantize {' '.join(other)} does not apply to a {kind.registered_name} run; it "

@@ -43,3 +43,4 @@ def test_the_cli_takes_precision_and_a_vae_passes_it_on():
     vae = registry.get("model", "vae")()
     given = {**GIVEN_NOTHING, "precision": args.precision}
     assert export.kind_options(vae, given)["precision"] == "mixed_bfloat16"
+    assert export.kind_options(vae, {"quantize": "int8"}) == {"quantize": "int8"}  # (Python)
