@@ -7,12 +7,18 @@ the mirrored folders may repeat a basename.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import SHARED, TFDS_DIR, write_toy_images
+
+# `keras-vae train` (in-process or a subprocess) keeps no XLA compilation cache in the tests:
+# nothing written to ~/.cache, every compilation as on a first run
+# (tests/_internal/test_xla_cache.py turns it on where it checks it)
+os.environ.setdefault("KERAS_VAE_XLA_CACHE", "off")
 
 #: Session fixtures that train something: the test files that use one form one unit of work.
 SHARED_RUNS = ("labelled_run",)

@@ -25,6 +25,7 @@ from pathlib import Path
 import tensorflow as tf  # noqa: E402
 
 from keras_vae import registry  # noqa: E402
+from keras_vae._internal import xla_cache  # noqa: E402
 from keras_vae._internal.lock import DirectoryInUseError  # noqa: E402
 from keras_vae.data import pipeline as data
 from keras_vae.models.kind import kind_of  # noqa: E402
@@ -402,6 +403,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:  # reported by the subcommand, so that its valid options are listed
         commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     _PROGRESS.started = args.command != "train"  # train's first line: what trains on what
+    if args.command == "train":  # before the first XLA compilation reads TF_XLA_FLAGS
+        cache = xla_cache.configure()
+        if os.environ.get("KERAS_VAE_DEBUG"):
+            print(f"keras-vae train: XLA compilation cache: {cache}", file=sys.stderr)
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning(args.command, warnings.showwarning)
@@ -424,7 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"keras-vae {args.command}: interrupted", file=sys.stderr)
         return 130
     except tf.errors.InvalidArgumentError as error:  # a batch failed the streamed data checks
-        message = data.data_check_message(error)
+        message = data.data_check_message(error) or xla_cache.describe_failure(error)
         if message is None or os.environ.get("KERAS_VAE_DEBUG"):
             raise
         print(f"keras-vae {args.command}: error: {message}", file=sys.stderr)

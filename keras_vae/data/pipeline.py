@@ -654,8 +654,14 @@ def _binarize_batch(batch, seed):
 
 
 def _map_images(ds: tf.data.Dataset, fn, **options) -> tf.data.Dataset:
-    """`ds.map(fn)` on the images of batches that are images or (images, labels)."""
-    return ds.map(lambda x, *rest: (fn(x), *rest) if rest else fn(x), **options)
+    """`ds.map(fn)` on the images of batches that are images or (images, labels), traced
+    without AutoGraph (`fn` is straight-line TensorFlow; converting it took 0.3 to 0.6 s of
+    the `keras-vae train` start-up)."""
+
+    def images(x, *rest):
+        return (fn(x), *rest) if rest else fn(x)
+
+    return ds.map(tf.autograph.experimental.do_not_convert(images), **options)
 
 
 def _check_labels(labels, x, name: str = "the data") -> np.ndarray:

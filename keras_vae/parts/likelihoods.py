@@ -115,7 +115,9 @@ class Likelihood(keras.layers.Layer):
             return dense(features)
         kernel = tf.cast(dense.kernel, self.compute_dtype)
         low = keras.ops.matmul(tf.cast(features, self.compute_dtype), kernel)
-        return tf.cast(low, self.variable_dtype) + dense.bias
+        # inside the layer's own call (`VAE.decode`, `sample`) Keras reads the bias cast to
+        # the compute dtype: cast it back (b rounded to bfloat16 there, exact elsewhere)
+        return tf.cast(low, self.variable_dtype) + tf.cast(dense.bias, self.variable_dtype)
 
     def _project(self, features: tf.Tensor, per_pixel: Sequence[int] = ()) -> tf.Tensor:
         """The projection of `features`, reshaped to `[..., *event_shape, *per_pixel]`.

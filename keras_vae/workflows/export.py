@@ -21,7 +21,9 @@ from keras_vae.runs.splits import load_labeled_split, load_split
 from keras_vae.serving import pipeline
 from keras_vae.workflows.arguments import add_data_dir_argument, add_renamed_option
 
-_DEFAULTS = {"quantize": ["none"], "scorer": True, "scorer_samples": DEFAULT_SCORER_SAMPLES}
+#: The kind-specific export options and their defaults (precision: the run's own).
+_DEFAULTS = {"quantize": ["none"], "scorer": True, "scorer_samples": DEFAULT_SCORER_SAMPLES,
+             "precision": None}  # fmt: skip
 
 
 def export_run(
@@ -36,14 +38,20 @@ def export_run(
         run_dir: A run directory written by `keras-vae train`.
         export_dir: Where to export.
         data_dir: The tfds data directory, instead of the one the run recorded.
-        **options: The kind's export options (`version`, `tflite`, `quantize`, `overwrite`,
-            `progress`; a (hierarchical) VAE's `scorer`, `scorer_samples`).
+        **options: The export options (`version`, `tflite`, `overwrite`, `progress`) and
+            the kind's (`ModelKind.export_options`: `quantize`; a (hierarchical) VAE's
+            `scorer`, `scorer_samples`; a VAE's `precision`, `"float32"`,
+            `"mixed_bfloat16"` or `"mixed_float16"`: the scorer SavedModel computes in that
+            policy, as `keras-vae evaluate --precision` does; default: the run's own). One
+            the kind does not take is refused in one line.
 
     Returns:
         The export report.
     """
     model, config = runs.load_run(run_dir, data_dir)
     kind = kind_of(config)
+    given = {key: options.pop(key) for key in list(options) if key in _DEFAULTS}
+    options.update(kind_options(kind, given))
     likelihood = kind.likelihood_name(model)
     labels = None
     if kind.uses_labels(config):
@@ -82,6 +90,12 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     add_renamed_option(parser, "--scorer-samples", "--importance-samples", "scorer_samples",
                        type=int)  # fmt: skip
+    parser.add_argument(
+        "--precision", default=None, metavar="POLICY",
+        help="VAE: the scorer SavedModel in float32, mixed_bfloat16 or mixed_float16 (as "
+        "evaluate's; matmuls low, densities and sums float32; checked against the float32 "
+        "model; no scorer.tflite when low); the encoder and decoder stay the run's",
+    )  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace an existing version")
     add_data_dir_argument(parser)
 
@@ -103,7 +117,9 @@ def kind_options(kind, given: dict) -> dict:
             )
         if key in kind.export_options:
             options[key] = _DEFAULTS[key] if value is None else value
-    other = [q for q in options.get("quantize", ()) if q not in kind.quantizations]
+    quantize = options.get("quantize", ())
+    other = [q for q in ([quantize] if isinstance(quantize, str) else quantize)
+             if q not in kind.quantizations]  # fmt: skip
     if other:
         raise ConfigError(
             f"--quantize {' '.join(other)} does not apply to a {kind.registered_name} run; it "
@@ -117,7 +133,7 @@ def run_cli(args: argparse.Namespace) -> int:
     config = runs.load_config(args.run_dir)
     kind = kind_of(config)
     given = {"quantize": args.quantize, "scorer": args.scorer,
-             "scorer_samples": args.scorer_samples}  # fmt: skip
+             "scorer_samples": args.scorer_samples, "precision": args.precision}  # fmt: skip
     report = export_run(args.run_dir, args.output, args.data_dir, version=args.version,
                         tflite=args.tflite,
                         overwrite=args.overwrite, **kind_options(kind, given))  # fmt: skip

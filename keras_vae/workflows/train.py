@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vae._internal import atomic
+from keras_vae._internal import atomic, xla_cache
 from keras_vae._internal.lock import DirectoryLock
 from keras_vae.data import pipeline as data
 from keras_vae.engine import distribute
@@ -493,10 +493,12 @@ _SHAPE = re.compile(r"shape\s*\[([\d,\s]*)\]\s*and type (\w+)")
 
 
 def describe_resource_error(error: BaseException) -> str | None:
-    """One line for an error of exhausted memory or disk (None for any other error): what
-    could not be had, and how much was available."""
+    """One line for an error of exhausted memory or disk, or of the command's XLA cache
+    (None for any other error): what could not be had, and how much was available."""
     if isinstance(error, ResourceError):
         return str(error)
+    if xla_cache.describe_failure(error):
+        return xla_cache.describe_failure(error)
     if atomic.is_disk_full(error):
         where = getattr(error, "filename", None)
         free = getattr(error, "free", None)
@@ -549,6 +551,9 @@ def _resource_error(
     change and what was kept; None for any other error."""
     if isinstance(error, ResourceError):
         return None  # already says it all
+    if xla_cache.describe_failure(error):  # (a full disk there is a ResourceExhaustedError)
+        cache = xla_cache.describe_failure(error).removesuffix(".")
+        return ResourceError(f"{cache}{_kept(session)}.")
     if isinstance(error, (MemoryError, tf.errors.ResourceExhaustedError)):
         change = (
             f"lower --latent-dim ({config.latent_dim}), --hidden-units "

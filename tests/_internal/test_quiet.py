@@ -107,3 +107,46 @@ def test_lines_written_before_an_error_in_the_block_still_show(monkeypatch, capf
             os.write(2, TFLITE_NOTES + REAL_ERROR)
             raise RuntimeError("conversion failed")
     assert capfd.readouterr().err.encode() == REAL_ERROR
+
+
+def test_modules_kept_out_of_the_import_are_importable_after_it(stand_in_tensorflow, tmp_path,
+                                                                monkeypatch):  # fmt: skip
+    (tmp_path / "kv_extra.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    seen = []
+
+    class Importing(_StandIn):  # a TensorFlow whose import tries an optional extra, as Keras'
+        def exec_module(self, module):
+            try:
+                import kv_extra  # noqa: F401
+            except ImportError:
+                seen.append("skipped")
+
+    monkeypatch.setattr(sys, "meta_path", [Importing(), *sys.meta_path[1:]])
+    quiet.import_tensorflow(("kv_extra",))
+    assert seen == ["skipped"] and "kv_extra" not in sys.modules
+    import kv_extra
+
+    assert kv_extra.VALUE == 1
+
+
+def test_the_keras_vae_command_starts_without_keras_extras():
+    """Keras imports scikit-learn and matplotlib.pyplot only for its wrappers and plotting
+    helpers, and skips them when they cannot be imported; the console script (argv[0]
+    `keras-vae`) keeps them out of TensorFlow's import, and they import normally after."""
+    import subprocess
+
+    from helpers import REPO
+
+    script = (
+        "import sys; sys.argv[0] = '/usr/bin/keras-vae'\n"
+        "import keras_vae, keras\n"
+        "print(sorted(set(keras_vae._quiet.KERAS_EXTRAS) & set(sys.modules)))\n"
+        "import sklearn.linear_model, matplotlib.pyplot\n"
+        "print('imported')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["[]", "imported"]

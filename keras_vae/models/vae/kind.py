@@ -86,8 +86,8 @@ class VAEKind(ModelKind):
         rebuilt.build((None, *model.image_shape))
         if _layout(model) != _layout(rebuilt):  # (a config.json edited after training)
             raise ValueError(
-                "The run's model does not match its config.json (other weights): evaluate it "
-                "without --precision."
+                "The run's model does not match its config.json (other weights): evaluate or "
+                "export it without --precision."
             )
         for value, variable in zip(model.weights, rebuilt.weights, strict=True):
             variable.assign(value)
@@ -198,12 +198,17 @@ class VAEKind(ModelKind):
         return pictures.make_figure(model, figure, images=images, labels=labels, num=num,
                                     seed=seed)  # fmt: skip
 
-    export_options = ("quantize", "scorer", "scorer_samples")
+    export_options = ("quantize", "scorer", "scorer_samples", "precision")
     quantizations = ("none", "dynamic", "float16", "int8")
 
-    def export(self, model, config, output, *, images, labels=None, **options) -> dict:
+    def export(self, model, config, output, *, images, labels=None, precision=None,
+               **options) -> dict:  # fmt: skip
+        """`export_vae`; with `precision` the scorer is written from the run's weights in
+        that policy (`with_precision`; the encoder and decoder from the run's model)."""
         from keras_vae.models.vae.export import export_vae
 
+        if precision is not None:
+            options["scorer_model"] = self.with_precision(model, config, precision)
         chosen = self.export_images(images)
         order = chosen["order"]
         first, check = order[:500], order[500:756]

@@ -740,3 +740,66 @@ def test_scorer_ranks_noise_below_real_digits(bernoulli):
         fake = _run(handle, "scorer", "serving_default", x=noise)
         for name in ("elbo", "log_likelihood"):
             assert fake[name].max() < real[name].min(), name
+
+
+# ------------------------------------------------------------ the scorer in bfloat16
+def test_bfloat16_scorer_agrees_with_the_float32_model_on_the_same_noise(tmp_path):
+    """`keras-vae export --precision mixed_bfloat16` (`VAEKind.export(precision=...)`): the
+    scorer SavedModel computes its matmuls in bfloat16, and its log p(x) on the same images
+    and noise stays within issue 29's 0.05 nats of the float32 model's in the mean over the
+    images (the float32 scores in NumPy from the float32 model's layers); it is not the
+    float32 graph (the differences are not float32 rounding). The encoder and decoder stay
+    float32 with their `.tflite` files; the scorer has none (no bfloat16 TFLite builtins)."""
+    from keras_vae.models.vae.kind import VAEKind
+    from keras_vae.runs.config import TrainConfig
+
+    config = TrainConfig(latent_dim=LATENT, hidden_units=[32], seed=0, likelihood="bernoulli")
+    images = _images("bernoulli", 300)
+    keras.utils.set_random_seed(0)
+    model = VAEKind().build(config, SHAPES["bernoulli"])
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    model.fit(images, epochs=2, batch_size=100, verbose=0)
+    report = VAEKind().export(model, config, tmp_path, images=images, scorer_samples=10,
+                              precision="mixed_bfloat16", progress=None)  # fmt: skip
+    x, eps = images[:64], np.random.default_rng(3).standard_normal((20, 64, LATENT))
+    scorer = tf.saved_model.load(str(tmp_path / "scorer" / "1"))
+    got = _run(scorer, "scorer", "score_with_noise", x=x, eps=eps.astype(np.float32))
+    want = _numpy_scores(model, "bernoulli", x, eps)
+    difference = got["log_likelihood"] - want["log_likelihood"]
+    assert abs(difference.mean()) < 0.05
+    assert np.abs(difference).max() > 1e-3  # bfloat16 matmuls, not float32's 1e-5
+    float32 = _run(tf.saved_model.load(str(tmp_path / "encoder" / "1")), "encoder",
+                   "serving_default", x=x)  # fmt: skip
+    np.testing.assert_allclose(float32["loc"], model.encode(x).mean().numpy(), atol=1e-5)
+    written = {a["path"]: a for a in report["artefacts"]}
+    assert sorted(written) == ["decoder.tflite", "decoder/1", "encoder.tflite", "encoder/1",
+                               "scorer/1"]  # fmt: skip
+    assert written["scorer/1"]["precision"] == "mixed_bfloat16"
+    agreement = written["scorer/1"]["float32_agreement"]
+    assert abs(agreement["log_likelihood"]["mean_difference"]) < agreement["bound"] <= 0.3
+    assert report["model"]["precision"] == "float32"
+    assert report["model"]["scorer_precision"] == "mixed_bfloat16"
+
+
+def test_float32_agreement_fails_a_scorer_off_by_a_tenth_of_a_nat():
+    from keras_vae.models.vae import checks
+
+    want = {"elbo": np.full(32, -101.0), "log_likelihood": np.full(32, -100.0)}
+    reference = {"inputs": {"x": None}, "float32_outputs": want}
+
+    def off_by(shift):
+        return lambda **_: {name: value + shift for name, value in want.items()}
+
+    assert checks.low_precision_scorer_bound(want["log_likelihood"]) == 0.05
+    assert checks.float32_agreement(off_by(0.02), reference)[1] == []
+    problems = checks.float32_agreement(off_by(-0.1), reference)[1]
+    assert len(problems) == 2 and "differs from the float32 model's by -0.1" in problems[1]
+    assert checks.low_precision_scorer_bound(np.full(4, -3000.0)) == 1.5  # 5e-4 relative
+
+
+def test_scorer_model_must_hold_the_models_weights(tmp_path):
+    other = keras_vae.mlp_vae(SHAPES["bernoulli"], latent_dim=LATENT, hidden_units=32, seed=1)
+    other.build((None, *SHAPES["bernoulli"]))
+    with pytest.raises(ValueError, match="scorer_model must hold the model's weights"):
+        export.export_vae(_tiny_untrained(), tmp_path, scorer_model=other, progress=None)
+    assert not tmp_path.joinpath("encoder").exists()

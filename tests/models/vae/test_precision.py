@@ -203,3 +203,17 @@ def test_mirrored_strategy_trains_with_the_fused_adam(mirrored):
     out = mirrored["mixed_bfloat16"]
     assert out["xla"] == "off" and out["fused"]
     assert np.all(np.isfinite(out["loss"])) and out["loss"][-1] < out["loss"][0]
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_decode_and_sample_of_a_mixed_model_give_float32_images(precision):
+    """`VAE.decode` calls the likelihood layer, inside which Keras reads every variable cast
+    to the compute dtype (the head's float32 bias add failed there before)."""
+    low, exact = _vae(precision), _vae("float32")
+    for variable, value in zip(low.weights, exact.weights, strict=True):
+        variable.assign(value)
+    z = np.random.default_rng(0).standard_normal((8, 3)).astype("float32")
+    mean = low.decode(z).mean()
+    assert mean.dtype == tf.float32
+    np.testing.assert_allclose(mean.numpy(), exact.decode(z).mean().numpy(), atol=2e-2)
+    assert low.sample(4, seed=0).dtype == tf.float32
