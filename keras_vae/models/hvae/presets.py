@@ -123,8 +123,9 @@ def mlp_hvae(
             f"the stochastic layers). Received: state_units={state_units!r}"
         )
     cells = [
-        MLPTopDownCell(dim, states[i], posterior_units, activation, skip=skip, **cell,
-                       name=f"cell_{i + 1}")  # fmt: skip
+        MLPTopDownCell(
+            dim, states[i], posterior_units, activation, skip=skip, **cell, name=f"cell_{i + 1}"
+        )  # fmt: skip
         for i, dim in enumerate(dims[:-1])
     ]
     return HierarchicalVAE(
