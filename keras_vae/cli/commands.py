@@ -186,6 +186,35 @@ def _help(key: str, text: str) -> str:
     return f"{text} (default: {shown})"
 
 
+# train's list options (several ints) and on/off flags: (group, option, config key, help)
+_LIST_OPTIONS = (
+    ("network", "--hidden-units", "hidden_units", "hidden layer sizes, e.g. 500 or 300 300"),
+    ("network", "--conv-filters", "conv_filters", "conv, vqvae: channels of each stride-2 "
+     "conv level (depth: their count)"),
+    ("model kind and parts", "--latent-dims", "latent_dims", "hvae: size of each "
+     "stochastic layer, z_1 (next to x) first"),
+    ("network", "--top-down-units", "top_down_units", "hvae: dense layers of every "
+     "top-down cell (default: --hidden-units reversed)"),
+    ("network", "--posterior-units", "posterior_units", "hvae: dense layers of every "
+     "posterior cell before its projection (default: none)"),
+    ("objective", "--discriminator-units", "discriminator_units", "factorvae: hidden "
+     "layer sizes of the discriminator"),
+)  # fmt: skip
+
+_FLAG_OPTIONS = (
+    ("distribution and speed", "--xla", "jit_compile", "compile with XLA (default: on for "
+     "one device)"),
+    ("data", "--dynamic-binarization", "dynamic_binarization", "redraw binary images from "
+     "grey levels every epoch"),
+    ("model kind and parts", "--conditional", "conditional", "vae: q(z|x,y), p(x|z,y) given "
+     "each image's label y (--prior conditional learns p(z|y))"),
+    ("network", "--shared-bottom-up", "shared_bottom_up", "hvae: every layer's posterior "
+     "reads the one bottom-up block's features (the VampPrior paper's HVAE)"),
+    ("network", "--top-down-skip", "top_down_skip", "hvae: each top-down cell carries "
+     "its input past its dense layers (z_2.. reach the decoder directly)"),
+)  # fmt: skip
+
+
 def _add_train_options(train: argparse.ArgumentParser) -> None:
     """train's options in their groups, with defaults and choices shown."""
     groups = {}
@@ -197,27 +226,10 @@ def _add_train_options(train: argparse.ArgumentParser) -> None:
     for old, new in _RENAMED.items():
         key, kind = next((k, t) for o, k, t, _ in _TRAIN_OPTIONS if o == new)
         add_renamed_option(train, old, new, key, type=kind, default=argparse.SUPPRESS)
-    lists = (
-        ("network", "--hidden-units", "hidden_units", "hidden layer sizes, e.g. 500 or 300 300"),
-        ("network", "--conv-filters", "conv_filters", "conv, vqvae: channels of each stride-2 "
-         "conv level (depth: their count)"),
-        ("model kind and parts", "--latent-dims", "latent_dims", "hvae: size of each "
-         "stochastic layer, z_1 (next to x) first"),
-        ("objective", "--discriminator-units", "discriminator_units", "factorvae: hidden "
-         "layer sizes of the discriminator"),
-    )  # fmt: skip
-    for title, option, key, text in lists:
+    for title, option, key, text in _LIST_OPTIONS:
         groups[title].add_argument(option, dest=key, type=int, nargs="+", metavar="N",
                                    default=argparse.SUPPRESS, help=_help(key, text))  # fmt: skip
-    flags = (
-        ("distribution and speed", "--xla", "jit_compile", "compile with XLA (default: on for "
-         "one device)"),
-        ("data", "--dynamic-binarization", "dynamic_binarization", "redraw binary images from "
-         "grey levels every epoch"),
-        ("model kind and parts", "--conditional", "conditional", "vae: q(z|x,y), p(x|z,y) given "
-         "each image's label y (--prior conditional learns p(z|y))"),
-    )  # fmt: skip
-    for title, option, key, text in flags:
+    for title, option, key, text in _FLAG_OPTIONS:
         groups[title].add_argument(option, dest=key, action=argparse.BooleanOptionalAction,
                                    default=argparse.SUPPRESS, help=text)  # fmt: skip
     run = groups["run"]
@@ -292,13 +304,7 @@ def train_config(argv: Sequence[str]) -> TrainConfig:
 
 
 _CONFIG_KEYS = {key for _, key, _, _ in _TRAIN_OPTIONS} | {
-    "hidden_units",
-    "conv_filters",
-    "latent_dims",
-    "discriminator_units",
-    "jit_compile",
-    "dynamic_binarization",
-    "conditional",
+    key for _, _, key, _ in (*_LIST_OPTIONS, *_FLAG_OPTIONS)
 }
 
 

@@ -182,6 +182,16 @@ class TrainConfig:
         conv_kernel_size: Side k of those convolutions' k x k kernels.
         latent_dims: Hierarchical VAE (`model="hvae"`): the size of each stochastic layer,
             z_1 (next to x) first; L = their count.
+        top_down_units: Hierarchical VAE: the dense layers of every top-down cell T_i
+            (z_{i+1}, h_{i+1} -> h_i); None: `hidden_units` reversed.
+        posterior_units: Hierarchical VAE: dense layers of every posterior cell between
+            [h_i, d_i] and q(z_i|.)'s offsets (empty: one linear map).
+        shared_bottom_up: Hierarchical VAE: one bottom-up block (`hidden_units`) whose
+            features d_1 every layer's posterior reads (blocks 2..L empty), so q(z_L|x) is as
+            shallow as q(z_1|.), as in the VampPrior paper's HVAE.
+        top_down_skip: Hierarchical VAE: each top-down cell carries its input past T_i,
+            h_i = [T_i(u), u] with u = [z_{i+1}, h_{i+1}], so every z_{>1} reaches the
+            decoder one linear map away.
         vqvae_run: VQ-VAE prior: the run directory of the trained VQ-VAE; its data settings
             (dataset, splits, likelihood) are the prior's.
         prior_channels: VQ-VAE prior: channels of the gated PixelCNN's stacks.
@@ -258,6 +268,10 @@ class TrainConfig:
     restart_threshold: float = 0.1
     conv_filters: list[int] = dataclasses.field(default_factory=lambda: [32, 64])
     latent_dims: list[int] = dataclasses.field(default_factory=lambda: [64, 32])
+    top_down_units: list[int] | None = None
+    posterior_units: list[int] = dataclasses.field(default_factory=list)
+    shared_bottom_up: bool = False
+    top_down_skip: bool = False
     conv_kernel_size: int = 3
     vqvae_run: str | None = None
     prior_channels: int = 64

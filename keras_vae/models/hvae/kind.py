@@ -32,7 +32,8 @@ class HierarchicalVAEKind(ModelKind):
         "latent_dims", "hidden_units", "activation", "prior", "prior_components", "objective",
         "gradient_estimator", "samples", "start_samples", "start_samples_epochs", "beta",
         "kl_warmup_epochs", "kl_cycle_epochs", "free_bits", "posterior", "network",
-        "log_scale_bound",
+        "log_scale_bound", "top_down_units", "posterior_units", "shared_bottom_up",
+        "top_down_skip",
     )  # fmt: skip
     figure_kinds = ("samples", "reconstructions", "resample")
     evaluate_options = ("importance_samples", "seed")
@@ -47,8 +48,13 @@ class HierarchicalVAEKind(ModelKind):
     def build(self, config, image_shape, epoch_steps=None, condition_dim=None):
         options = {} if config.likelihood_components is None else {
             "likelihood_options": {"num_components": config.likelihood_components}}  # fmt: skip
+        count, hidden = len(config.latent_dims), list(config.hidden_units)
+        blocks = [hidden] + [[] if config.shared_bottom_up else hidden] * (count - 1)
+        state = list(config.top_down_units or hidden[::-1])
         return mlp_hvae(
-            image_shape, latent_dims=config.latent_dims, hidden_units=config.hidden_units,
+            image_shape, latent_dims=config.latent_dims, hidden_units=blocks,
+            state_units=[state] * (count - 1), posterior_units=config.posterior_units,
+            skip=config.top_down_skip,
             likelihood=config.likelihood, activation=config.activation, seed=config.seed,
             top_posterior=config.posterior, prior=config.prior,
             prior_components=config.prior_components, gated=GATED[config.network],
@@ -68,9 +74,12 @@ class HierarchicalVAEKind(ModelKind):
 
     def describe(self, config, x_train) -> str:
         sizes = "-".join(map(str, config.latent_dims))
+        units = "-".join(map(str, config.hidden_units))
+        blocks = "one shared bottom-up block" if config.shared_bottom_up else "per block"
+        skip = ", top-down skips" if config.top_down_skip else ""
         return (
             f"a hierarchical VAE (latents {sizes}, z_1 first; {config.network} "
-            f"{'-'.join(map(str, config.hidden_units))} per block, {config.posterior} top "
+            f"{units} {blocks}{skip}, {config.posterior} top "
             f"posterior, {config.prior} top prior, {config.likelihood} likelihood, "
             f"{config.objective})"
         )

@@ -188,6 +188,8 @@ class MLPBottomUp(keras.layers.Layer):
     Args:
         hidden_units: One list of units per stochastic layer (block i maps d_{i-1} to d_i),
             for example `[[200, 200], [100, 100]]` (the IWAE paper's two-layer MNIST model).
+            A block may be empty, d_i = d_{i-1}: `[[300, 300], []]` forms q(z_2|x) from the
+            same two layers over x as q(z_1|.), as the VampPrior paper's HVAE does.
         activation: Keras activation name.
         **kwargs: Standard `keras.layers.Layer` arguments.
     """
@@ -206,7 +208,9 @@ class MLPBottomUp(keras.layers.Layer):
                 "hidden_units must be one list of units per stochastic layer, such as "
                 f"[[200, 200], [100, 100]]. Received: hidden_units={hidden_units!r}"
             )
-        self.hidden_units = [list(_check_units("hidden_units", u)) for u in hidden_units]
+        self.hidden_units = [
+            list(_check_units("hidden_units", u, allow_empty=True)) for u in hidden_units
+        ]
         self.activation = _check_activation(activation)
         self.blocks = [
             _dense_stack(units, activation, f"block_{i + 1}", self.gated)
@@ -241,6 +245,7 @@ class MLPTopDownCell(_ScaleBounded, keras.layers.Layer):
     """One layer i < L of the top-down pass of an MLP hierarchy (see the module docstring):
 
         h_i = T_i([z_{i+1}, h_{i+1}])             dense layers `hidden_units` (none: the join)
+        h_i = [T_i(u), u],  u = [z_{i+1}, h_{i+1}]  with `skip` (and some hidden units)
         [mu_i, s_i] = W_p h_i + b_p               the prior p(z_i | z_{>i})
         [dmu_i, t_i] = W_q Q'_i([h_i, d_i]) + b_q  the posterior's offsets (`posterior_units`)
 
@@ -253,6 +258,10 @@ class MLPTopDownCell(_ScaleBounded, keras.layers.Layer):
         gated: `GatedDense` layers instead of `Dense` ones.
         log_scale_bound: b of the scales sigma_i, dsigma_i = exp(b tanh(s / b)) (module
             docstring); None: softplus(s + log(e - 1)) + min_scale.
+        skip: Carry the cell's input u = [z_{i+1}, h_{i+1}] past T_i into h_i, so every
+            z_{>i} reaches the prior, the posterior and (through h_1) the decoder one linear
+            map away, as z_2 reaches p(x | z_1, z_2) in the VampPrior paper's HVAE; without
+            it z_L sits behind every T_i of the stack (issue 30's two-layer diagnosis).
         **kwargs: Standard `keras.layers.Layer` arguments.
     """
 
@@ -265,11 +274,13 @@ class MLPTopDownCell(_ScaleBounded, keras.layers.Layer):
         min_scale: float = 1e-4,
         gated: bool = False,
         log_scale_bound: float | None = LOG_SCALE_BOUND,
+        skip: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.log_scale_bound = check_log_scale_bound(log_scale_bound)
         self.gated = bool(gated)
+        self.skip = bool(skip)
         self.latent_dim = check_positive_int("latent_dim", latent_dim)
         self.latent_shape = (self.latent_dim,)
         self.hidden_units = list(_check_units("hidden_units", hidden_units, allow_empty=True))
@@ -290,7 +301,9 @@ class MLPTopDownCell(_ScaleBounded, keras.layers.Layer):
 
     def call(self, z_above, state=None):
         """h_i from z_{i+1} `[N, size_{i+1}]` and h_{i+1} (None at the top)."""
-        return _run(self.state_layers, _join(z_above, state))
+        inputs = _join(z_above, state)
+        h = _run(self.state_layers, inputs)
+        return _join(h, inputs) if self.skip and self.state_layers else h
 
     @property
     def posterior_variables(self) -> list:
@@ -320,6 +333,7 @@ class MLPTopDownCell(_ScaleBounded, keras.layers.Layer):
                 "min_scale": self.min_scale,
                 "gated": self.gated,
                 "log_scale_bound": self.log_scale_bound,
+                "skip": self.skip,
             }
         )
         return config

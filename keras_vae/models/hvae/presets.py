@@ -70,6 +70,8 @@ def mlp_hvae(
     likelihood_options: dict | None = None,
     free_bits_groups=None,
     log_scale_bound: float | None = LOG_SCALE_BOUND,
+    state_units: Sequence[Sequence[int]] | None = None,
+    skip: bool = False,
 ) -> HierarchicalVAE:
     """A hierarchical VAE of MLPs for flat data (any shape, flattened).
 
@@ -102,6 +104,9 @@ def mlp_hvae(
         free_bits_groups: See `HierarchicalVAE` (None: per unit; 1: per layer).
         log_scale_bound: b of the top-down cells' scales, exp(b tanh(s / b)); None: softplus
             floored at 1e-4 (see `keras_vae.models.hvae.layers`, issue 30's blow-up).
+        state_units: The dense layers T_i of each top-down cell (layer 1's first, L - 1
+            lists); None: block i + 1 of `hidden_units` reversed.
+        skip: Each cell's input carried past T_i (`MLPTopDownCell`'s `skip`).
 
     Returns:
         An unbuilt `HierarchicalVAE`; it builds on first use or with `build((None, *shape))`.
@@ -110,9 +115,16 @@ def mlp_hvae(
     dims = list(check_shape("latent_dims", latent_dims))
     blocks = _blocks(hidden_units, len(dims))
     cell = {"gated": gated, "log_scale_bound": log_scale_bound}
+    states = [b[::-1] for b in blocks[1:]] if state_units is None else [
+        list(u) for u in state_units]  # fmt: skip
+    if len(states) != len(dims) - 1:
+        raise ValueError(
+            f"state_units needs one list per top-down cell ({len(dims) - 1}, one fewer than "
+            f"the stochastic layers). Received: state_units={state_units!r}"
+        )
     cells = [
         MLPTopDownCell(
-            dim, blocks[i + 1][::-1], posterior_units, activation, **cell, name=f"cell_{i + 1}"
+            dim, states[i], posterior_units, activation, skip=skip, **cell, name=f"cell_{i + 1}"
         )  # fmt: skip
         for i, dim in enumerate(dims[:-1])
     ]

@@ -138,3 +138,22 @@ def test_log_scale_bound_and_global_clipnorm_round_trip_from_the_cli_to_the_mode
     softplus = train.build_model(config.replace(log_scale_bound=0.0), (6, 6, 1), "bernoulli")
     assert softplus.cells[0].log_scale_bound is None  # 0: the softplus scales
     assert TrainConfig(model="hvae").log_scale_bound == 5.0  # NVAE's bound by default
+
+
+def test_the_vampprior_topology_options_go_from_the_cli_to_the_model(tmp_path, capsys):
+    argv = ["--model", "hvae", "--latent-dims", "4", "3", "2", "--hidden-units", "8", "7",
+            "--shared-bottom-up", "--top-down-skip", "--top-down-units", "6",
+            "--posterior-units", "5"]  # fmt: skip
+    config = cli.train_config(argv)
+    (tmp_path / "config.json").write_text(config.to_json())
+    assert TrainConfig.from_file(tmp_path / "config.json") == config
+    model = train.build_model(config, (6, 6, 1), "bernoulli")
+    assert model.bottom_up.hidden_units == [[8, 7], [], []]
+    assert [(c.hidden_units, c.posterior_units, c.skip) for c in model.cells] == [
+        ([6], [5], True), ([6], [5], True)]  # fmt: skip
+    default = train.build_model(cli.train_config(argv[:9]), (6, 6, 1), "bernoulli")
+    assert default.bottom_up.hidden_units == [[8, 7]] * 3
+    assert [(c.hidden_units, c.skip) for c in default.cells] == [([7, 8], False)] * 2
+    assert cli.main(["train", "--top-down-skip", "--output", str(tmp_path / "vae")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "top_down_skip=True applies only to model='hvae'" in err

@@ -112,6 +112,33 @@ def test_mlp_bottom_up_features_are_each_blocks_output():
     np.testing.assert_allclose(d2, np.tanh(h @ kernel + bias), rtol=1e-5, atol=1e-6)
 
 
+def test_an_empty_bottom_up_block_passes_the_features_below_on():
+    layer = MLPBottomUp([[5], []], activation="tanh", name="bottom_up")
+    x = RNG.uniform(size=(2, 3, 2, 1)).astype("float32")
+    layer.build(x.shape)
+    d1, d2 = (np.asarray(d) for d in layer(x))
+    kernel, bias = layer.blocks[0][0].get_weights()
+    np.testing.assert_allclose(d1, np.tanh(x.reshape(2, -1) @ kernel + bias), rtol=1e-5)
+    np.testing.assert_array_equal(d2, d1)
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_a_skip_cell_carries_its_input_past_its_dense_layers(skip):
+    cell = MLPTopDownCell(3, [4], activation="tanh", skip=skip)
+    z_above = RNG.normal(size=(2, 2)).astype("float32")
+    state = RNG.normal(size=(2, 5)).astype("float32")
+    h = np.asarray(cell(z_above, state=state))
+    kernel, bias = cell.state_layers[0].get_weights()
+    inputs = np.concatenate([z_above, state], axis=-1)
+    expected = np.tanh(inputs @ kernel + bias)
+    expected = np.concatenate([expected, inputs], axis=-1) if skip else expected
+    np.testing.assert_allclose(h, expected, rtol=1e-5, atol=1e-6)
+    config = cell.get_config()
+    assert MLPTopDownCell.from_config(config).skip is skip
+    del config["skip"]  # a cell saved before the option: no skip
+    assert MLPTopDownCell.from_config(config).skip is False
+
+
 def test_a_residual_cell_starts_as_the_identity():
     cell = ResidualCell(kernel_size=3, activation="elu")
     x = RNG.normal(size=(2, 5, 4, 3)).astype("float32")

@@ -38,6 +38,20 @@ def test_mlp_blocks_run_up_in_order_and_down_reversed():
     assert same.bottom_up.hidden_units == [[16], [16]] and same.decoder.hidden_units == [16]
 
 
+def test_state_units_and_skip_reach_the_cells_and_the_decoder_sees_z_2():
+    model = mlp_hvae(SHAPE, (4, 3), [[8], []], state_units=[[6, 5]], skip=True, seed=1)
+    assert model.bottom_up.hidden_units == [[8], []]
+    assert [cell.hidden_units for cell in model.cells] == [[6, 5]]
+    assert [cell.skip for cell in model.cells] == [True]
+    model.build((None, *SHAPE))
+    # h_1 = [T_1(z_2), z_2]: the decoder's first layer reads z_1 (4), T_1's output (5), z_2 (3)
+    assert model.decoder.dense_layers[0].get_weights()[0].shape == (4 + 5 + 3, 8)
+    # q(z_2|x) reads d_2 = d_1, the one layer of block 1
+    assert model.top_posterior.get_weights()[0].shape[0] == 8
+    with pytest.raises(ValueError, match=r"state_units needs one list per top-down cell \(1"):
+        mlp_hvae(SHAPE, (4, 3), [8], state_units=[[6], [5]])
+
+
 @pytest.mark.parametrize("gated", [False, True])
 def test_gated_puts_gated_dense_layers_everywhere(gated):
     model = mlp_hvae(SHAPE, (4, 2), [8], posterior_units=[5], gated=gated, seed=1)
