@@ -173,7 +173,9 @@ def _run(layers, h):
 
 def _join(*tensors, dtype=None):
     """Concatenation on the last axis of the tensors that are not None (cast to `dtype`)."""
-    present = [t if dtype is None else tf.cast(t, dtype) for t in tensors if t is not None]
+    present = [t for t in tensors if t is not None]
+    if dtype is not None:  # (two steps: one comprehension with a conditional expression
+        present = [tf.cast(t, dtype) for t in present]  # broke under AutoGraph)
     return present[0] if len(present) == 1 else tf.concat(present, axis=-1)
 
 
