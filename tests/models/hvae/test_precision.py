@@ -7,6 +7,8 @@ float32."""
 
 from __future__ import annotations
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -195,3 +197,14 @@ def test_unknown_precision_is_one_line():
         mlp_hvae(SHAPE, precision="float8")
     with pytest.raises(ValueError, match=r"precision must be one of .*'float8'"):
         conv_hvae((8, 8, 1), precision="float8")
+
+
+def test_cli_trains_an_hvae_in_mixed_bfloat16_and_records_it(tmp_path):
+    np.savez(tmp_path / "toy.npz", x=X[:40, :6, :6, 0])
+    run = tmp_path / "run"
+    assert cli.main(["train", "--model", "hvae", "--dataset", str(tmp_path / "toy.npz"),
+                     "--eval-split", "train", "--latent-dims", "3", "2", "--hidden-units", "8",
+                     "--batch-size", "20", "--epochs", "1", "--image-every", "0",
+                     "--precision", "mixed_bfloat16", "--output", str(run)]) == 0  # fmt: skip
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["precision"] == "mixed_bfloat16" and np.isfinite(metrics["train_elbo"])
