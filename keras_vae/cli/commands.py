@@ -134,7 +134,7 @@ _TRAIN_GROUPS = {
         ("--strategy", "strategy", str, "auto, default, mirrored or multiworker (TF_CONFIG)"),
         ("--cpu-replicas", "cpu_replicas", int, "split the CPU into N logical devices"),
         ("--steps-per-execution", "steps_per_execution", int, "train steps per compiled call"),
-        ("--precision", "precision", str, "vae: float32, mixed_bfloat16 (on CPUs: no XLA, "
+        ("--precision", "precision", str, "vae, hvae: float32, mixed_bfloat16 (on CPUs: no XLA, "
          "AMX matmuls) or mixed_float16 (loss scaling); matmuls low, densities float32"),
     ),
     "vqvae": (

@@ -200,10 +200,10 @@ class TrainConfig:
         conditional: A conditional VAE (`keras_vae.conditional`, Sohn et al. 2015): q(z|x, y)
             and p(x|z, y) given each image's label y (the data must have labels: a labelled
             tfds data set or an `.npz` with `y`); `prior="conditional"` learns p(z|y).
-        precision: VAE: `float32`, or a Keras mixed policy for the bodies' and heads'
-            matmuls (`mixed_bfloat16`, trained without XLA on CPUs; `mixed_float16` with loss
-            scaling); variables, head outputs, prior and every log-density stay float32
-            (`keras_vae.mlp_vae(precision=...)`).
+        precision: VAE and hierarchical VAE: `float32`, or a Keras mixed policy for the
+            bodies' and heads' matmuls (`mixed_bfloat16`, trained without XLA on CPUs;
+            `mixed_float16` with loss scaling); variables, head outputs, prior and every
+            log-density stay float32 (`keras_vae.mlp_vae(precision=...)`, `mlp_hvae`'s).
     """
 
     dataset: str = "binarized_mnist"

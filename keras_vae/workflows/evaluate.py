@@ -48,10 +48,10 @@ def evaluate_run(
         progress_stream: Where a long evaluation reports progress.
         **options: The kind's evaluation options (`ModelKind.evaluate_options`; a VAE's
             `importance_samples` and `seed`, or `disentanglement=True` with
-            `disentanglement_samples` and `seed`: see `evaluate_disentanglement`; and its
-            `precision`, `"float32"`, `"mixed_bfloat16"` or `"mixed_float16"`: the run's
-            weights with the matmuls in that policy, by default the run's own, recorded as
-            `precision`). One the kind does not take is refused.
+            `disentanglement_samples` and `seed`: see `evaluate_disentanglement`; and a VAE's
+            or hierarchical VAE's `precision`, `"float32"`, `"mixed_bfloat16"` or
+            `"mixed_float16"`: the run's weights with the matmuls in that policy, by default
+            the run's own, recorded as `precision`). One the kind does not take is refused.
 
     Returns:
         The metrics, with `split` and `line` (what the command prints).
@@ -186,7 +186,7 @@ def add_cli_arguments(parser) -> None:
     add_limit_argument(parser)
     parser.add_argument(
         "--precision", default=None, metavar="POLICY",
-        help="VAE: float32, mixed_bfloat16 or mixed_float16: the run's weights with the "
+        help="vae, hvae: float32, mixed_bfloat16 or mixed_float16: the run's weights with the "
         "matmuls in that policy, every density and sum float32 (default: the run's own)",
     )  # fmt: skip
     parser.add_argument(

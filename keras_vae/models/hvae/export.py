@@ -242,6 +242,13 @@ def _check_model(model: object) -> None:
             "model is not built, so it has no weights to export: train it, load it, or call "
             f"model.build((None, *{model.image_shape})) first."
         )
+    policy = model.dtype_policy.name
+    if policy != "float32":  # TFLite has no bfloat16 builtins; the checks' bounds are float32's
+        raise ValueError(
+            f"export_hvae writes float32 artefacts, but the model computes in {policy}: give "
+            "it the same model in float32 with these weights (HierarchicalVAEKind()."
+            "with_precision(model, config, 'float32'), as keras-vae export does)."
+        )
 
 
 def _check_scorer_samples(value: object) -> int:

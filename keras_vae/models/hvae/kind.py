@@ -15,6 +15,7 @@ import numpy as np
 from keras_vae import registry
 from keras_vae._internal import figures
 from keras_vae.data import pipeline as data
+from keras_vae.models import precision as precisions
 from keras_vae.models.hvae import metrics
 from keras_vae.models.hvae.presets import mlp_hvae
 from keras_vae.models.kind import ModelKind, _tail, make_objective
@@ -33,10 +34,10 @@ class HierarchicalVAEKind(ModelKind):
         "gradient_estimator", "samples", "start_samples", "start_samples_epochs", "beta",
         "kl_warmup_epochs", "kl_cycle_epochs", "free_bits", "posterior", "network",
         "log_scale_bound", "top_down_units", "posterior_units", "shared_bottom_up",
-        "top_down_skip",
+        "top_down_skip", "precision",
     )  # fmt: skip
     figure_kinds = ("samples", "reconstructions", "resample")
-    evaluate_options = ("importance_samples", "seed")
+    evaluate_options = ("importance_samples", "seed", "precision")
 
     def check_data(self, config, x_train, x_eval) -> None:
         if config.network not in GATED:
@@ -46,6 +47,9 @@ class HierarchicalVAEKind(ModelKind):
             )
 
     def build(self, config, image_shape, epoch_steps=None, condition_dim=None):
+        return self._mlp_hvae(config, image_shape, make_objective(config, epoch_steps))
+
+    def _mlp_hvae(self, config, image_shape, objective):
         options = {} if config.likelihood_components is None else {
             "likelihood_options": {"num_components": config.likelihood_components}}  # fmt: skip
         count, hidden = len(config.latent_dims), list(config.hidden_units)
@@ -58,9 +62,21 @@ class HierarchicalVAEKind(ModelKind):
             likelihood=config.likelihood, activation=config.activation, seed=config.seed,
             top_posterior=config.posterior, prior=config.prior,
             prior_components=config.prior_components, gated=GATED[config.network],
-            objective=make_objective(config, epoch_steps),
-            log_scale_bound=config.log_scale_bound or None, **options,
+            objective=objective, log_scale_bound=config.log_scale_bound or None,
+            precision=config.precision, **options,
         )  # fmt: skip
+
+    def with_precision(self, model, config, precision: str):
+        """The run's model built again from its config with `precision` and given its
+        weights, float32 under every policy (the model itself when it already computes in
+        `precision`; its objective as trained)."""
+        if model.dtype_policy.name == precision:
+            return model
+        config = config.replace(precision=precision)  # a one-line error for another value
+        objective = type(model.objective).from_config(model.objective.get_config())
+        rebuilt = self._mlp_hvae(config, model.image_shape, objective)
+        rebuilt.build((None, *model.image_shape))
+        return precisions.with_weights_of(model, rebuilt)
 
     def initialize(self, model, x_train, config) -> None:
         """Starts a VampPrior's pseudo-inputs from training examples (as the VAE kind)."""
@@ -92,7 +108,7 @@ class HierarchicalVAEKind(ModelKind):
 
     def run_facts(self, config, model, metrics: dict) -> dict:
         return {"objective": config.objective, "prior": config.prior,
-                "latent_dims": list(config.latent_dims)}  # fmt: skip
+                "latent_dims": list(config.latent_dims), "precision": config.precision}  # fmt: skip
 
     def summary_line(self, metrics: dict) -> str:
         split = metrics["eval_split"]
@@ -115,7 +131,7 @@ class HierarchicalVAEKind(ModelKind):
             f"{result['nll_stderr']:.2f} nats (K={result['importance_samples']}), "
             f"{result['bits_per_dim']:.4f} bits/dim; {layers}; active units "
             f"{result['active_units']} of {result['latent_sizes']}, "
-            f"{result['num_examples']} examples"
+            f"{result['num_examples']} examples, precision {result['precision']}"
         )
         return result, line
 
@@ -156,9 +172,11 @@ class HierarchicalVAEKind(ModelKind):
 
     def export(self, model, config, output, *, images, labels=None, **options) -> dict:
         """Encoder, decoder and scorer (`keras_vae.models.hvae.export.export_hvae`),
-        calibrated and checked on the training split (`ModelKind.export_images`)."""
+        calibrated and checked on the training split (`ModelKind.export_images`); a run
+        trained in a mixed policy is exported in float32 (its weights are float32)."""
         from keras_vae.models.hvae.export import export_hvae
 
+        model = self.with_precision(model, config, "float32")
         chosen = self.export_images(images)
         return export_hvae(model, output, representative_images=chosen["representative"],
                            check_images=chosen["check"], **options)  # fmt: skip

@@ -139,7 +139,7 @@ class GatedDense(keras.layers.Layer):
         self.units = check_positive_int("units", units)
         self.activation = _check_activation(activation)
         self._act = keras.activations.get(activation)
-        self.dense = keras.layers.Dense(2 * self.units, name="dense")
+        self.dense = keras.layers.Dense(2 * self.units, name="dense", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.dense.build(input_shape)
@@ -157,13 +157,12 @@ class GatedDense(keras.layers.Layer):
         return config
 
 
-def _dense_stack(units: Sequence[int], activation: str, prefix: str, gated: bool) -> list:
-    if gated:
-        return [GatedDense(u, activation, name=f"{prefix}_{i}") for i, u in enumerate(units)]
-    return [
-        keras.layers.Dense(u, activation=activation, name=f"{prefix}_{i}")
-        for i, u in enumerate(units)
-    ]
+def _dense_stack(units: Sequence[int], activation: str, prefix: str, gated: bool,
+                 dtype) -> list:  # fmt: skip
+    """The dense (or gated dense) layers of a block, in the dtype policy of their owner."""
+    kind = GatedDense if gated else keras.layers.Dense
+    return [kind(u, activation=activation, name=f"{prefix}_{i}", dtype=dtype)
+            for i, u in enumerate(units)]  # fmt: skip
 
 
 def _run(layers, h):
@@ -172,10 +171,28 @@ def _run(layers, h):
     return h
 
 
-def _join(*tensors):
-    """Concatenation on the last axis of the tensors that are not None."""
+def _join(*tensors, dtype=None):
+    """Concatenation on the last axis of the tensors that are not None (cast to `dtype`)."""
     present = [t for t in tensors if t is not None]
+    if dtype is not None:  # (two steps: one comprehension with a conditional expression
+        present = [tf.cast(t, dtype) for t in present]  # broke under AutoGraph)
     return present[0] if len(present) == 1 else tf.concat(present, axis=-1)
+
+
+def float32_pair(layer, dense, features):
+    """(loc, raw) of a cell's projection `dense` (`Dense(2 size)`) in float32 whatever the
+    policy: under a mixed one the matmul W h runs in `layer`'s compute dtype and is cast to
+    float32 before the bias is added (as the likelihood heads do), so that every scale map,
+    z, log-density and KL downstream is float32 (`keras_vae.models.hvae.model`)."""
+    if layer.compute_dtype == layer.variable_dtype:
+        raw = dense(features)
+    else:
+        if not dense.built:
+            dense.build(features.shape)
+        low = tf.matmul(tf.cast(features, layer.compute_dtype),
+                        tf.cast(dense.kernel, layer.compute_dtype))  # fmt: skip
+        raw = tf.cast(low, layer.variable_dtype) + tf.cast(dense.bias, layer.variable_dtype)
+    return tf.split(raw, 2, axis=-1)
 
 
 # ------------------------------------------------------------------------------------ MLP
@@ -213,7 +230,7 @@ class MLPBottomUp(keras.layers.Layer):
         ]
         self.activation = _check_activation(activation)
         self.blocks = [
-            _dense_stack(units, activation, f"block_{i + 1}", self.gated)
+            _dense_stack(units, activation, f"block_{i + 1}", self.gated, self.dtype_policy)
             for i, units in enumerate(self.hidden_units)
         ]
 
@@ -289,19 +306,23 @@ class MLPTopDownCell(_ScaleBounded, keras.layers.Layer):
         )
         self.activation = _check_activation(activation)
         self.min_scale = check_positive_float("min_scale", min_scale)
-        self.state_layers = _dense_stack(self.hidden_units, activation, "state", self.gated)
-        self.prior_projection = keras.layers.Dense(2 * self.latent_dim, name="prior")
+        policy = self.dtype_policy
+        self.state_layers = _dense_stack(self.hidden_units, activation, "state", self.gated,
+                                         policy)  # fmt: skip
+        self.prior_projection = keras.layers.Dense(2 * self.latent_dim, name="prior",
+                                                   dtype=policy)  # fmt: skip
         self.posterior_layers = _dense_stack(
-            self.posterior_units, activation, "posterior", self.gated
+            self.posterior_units, activation, "posterior", self.gated, policy
         )
-        self.posterior_projection = keras.layers.Dense(2 * self.latent_dim, name="offsets")
+        self.posterior_projection = keras.layers.Dense(2 * self.latent_dim, name="offsets",
+                                                       dtype=policy)  # fmt: skip
 
     def build(self, input_shape):
         self.built = True  # the sub-layers build on the model's first pass
 
     def call(self, z_above, state=None):
         """h_i from z_{i+1} `[N, size_{i+1}]` and h_{i+1} (None at the top)."""
-        inputs = _join(z_above, state)
+        inputs = _join(z_above, state, dtype=self.compute_dtype)
         h = _run(self.state_layers, inputs)
         return _join(h, inputs) if self.skip and self.state_layers else h
 
@@ -312,14 +333,15 @@ class MLPTopDownCell(_ScaleBounded, keras.layers.Layer):
         return [v for layer in layers for v in layer.trainable_variables]
 
     def prior_parameters(self, state):
-        """(mu_i, sigma_i) of p(z_i | z_{>i}), each `[N, latent_dim]`."""
-        loc, raw = tf.split(self.prior_projection(state), 2, axis=-1)
+        """(mu_i, sigma_i) of p(z_i | z_{>i}), each `[N, latent_dim]`, float32."""
+        loc, raw = float32_pair(self, self.prior_projection, state)
         return loc, self._scale(raw)
 
     def posterior_offsets(self, state, features):
-        """(dmu_i, dsigma_i) of q(z_i | z_{>i}, x) relative to the prior, `[N, latent_dim]`."""
-        h = _run(self.posterior_layers, _join(state, features))
-        loc, raw = tf.split(self.posterior_projection(h), 2, axis=-1)
+        """(dmu_i, dsigma_i) of q(z_i | z_{>i}, x) relative to the prior, `[N, latent_dim]`,
+        float32."""
+        h = _run(self.posterior_layers, _join(state, features, dtype=self.compute_dtype))
+        loc, raw = float32_pair(self, self.posterior_projection, h)
         return loc, self._scale(raw)
 
     def get_config(self):
@@ -366,13 +388,14 @@ class TopDownMLPDecoder(keras.layers.Layer):
         self.gated = bool(gated)
         self.hidden_units = list(_check_units("hidden_units", hidden_units))
         self.activation = _check_activation(activation)
-        self.dense_layers = _dense_stack(self.hidden_units, activation, "dense", self.gated)
+        self.dense_layers = _dense_stack(self.hidden_units, activation, "dense", self.gated,
+                                         self.dtype_policy)  # fmt: skip
 
     def build(self, input_shape):
         self.built = True  # the sub-layers build on the model's first pass
 
     def call(self, z, state=None):
-        return _run(self.dense_layers, _join(z, state))
+        return _run(self.dense_layers, _join(z, state, dtype=self.compute_dtype))
 
     def get_config(self):
         config = super().get_config()
@@ -406,9 +429,11 @@ class ResidualCell(keras.layers.Layer):
     def build(self, input_shape):
         channels = input_shape[-1]
         k = self.kernel_size
-        self.conv_1 = keras.layers.Conv2D(channels, k, padding="same", name="conv_1")
+        policy = self.dtype_policy
+        self.conv_1 = keras.layers.Conv2D(channels, k, padding="same", name="conv_1",
+                                          dtype=policy)  # fmt: skip
         self.conv_2 = keras.layers.Conv2D(
-            channels, k, padding="same", kernel_initializer="zeros", name="conv_2"
+            channels, k, padding="same", kernel_initializer="zeros", name="conv_2", dtype=policy
         )
         self.conv_1.build(input_shape)
         self.conv_2.build(input_shape)
@@ -425,10 +450,10 @@ class ResidualCell(keras.layers.Layer):
         return config
 
 
-def _conv(filters, kernel_size, name, strides=1, activation=None, transpose=False):
+def _conv(filters, kernel_size, name, strides=1, activation=None, transpose=False, dtype=None):
     kind = keras.layers.Conv2DTranspose if transpose else keras.layers.Conv2D
     return kind(filters, kernel_size, strides=strides, padding="same", activation=activation,
-                name=name)  # fmt: skip
+                name=name, dtype=dtype)  # fmt: skip
 
 
 def _upsample(layers, h, size):
@@ -475,11 +500,15 @@ class ConvBottomUp(keras.layers.Layer):
         self.blocks = _nonnegative_int("blocks", blocks)
         self.kernel_size = check_positive_int("kernel_size", kernel_size)
         self.activation = _check_activation(activation)
-        self.stem = _conv(filters, kernel_size, "stem", activation=activation)
+        policy = self.dtype_policy
+        self.stem = _conv(filters, kernel_size, "stem", activation=activation, dtype=policy)
         self.levels = [
-            [_conv(filters, kernel_size, f"down_{i + 1}_{j}", 2, activation) for j in range(d)]
+            [
+                _conv(filters, kernel_size, f"down_{i + 1}_{j}", 2, activation, dtype=policy)
+                for j in range(d)
+            ]
             + [
-                ResidualCell(kernel_size, activation, name=f"cell_{i + 1}_{j}")
+                ResidualCell(kernel_size, activation, name=f"cell_{i + 1}_{j}", dtype=policy)
                 for j in range(self.blocks)
             ]  # fmt: skip
             for i, d in enumerate(self.downsamples)
@@ -552,24 +581,29 @@ class ConvTopDownCell(_ScaleBounded, keras.layers.Layer):
         self.activation = _check_activation(activation)
         self.min_scale = check_positive_float("min_scale", min_scale)
         levels = _levels_between(self.above_shape[:2], self.latent_shape[:2])
-        k, c = kernel_size, self.latent_shape[-1]
-        self.entry = _conv(filters, k, "entry", activation=activation)
-        self.up = [_conv(filters, k, f"up_{j}", 2, activation, True) for j in range(levels)]
-        self.cells = [ResidualCell(k, activation, name=f"cell_{j}") for j in range(self.blocks)]
-        self.prior_projection = _conv(2 * c, k, "prior")
-        self.posterior_hidden = _conv(filters, k, "posterior", activation=activation)
-        self.posterior_projection = _conv(2 * c, k, "offsets")
+        k, c, policy = kernel_size, self.latent_shape[-1], self.dtype_policy
+        self.entry = _conv(filters, k, "entry", activation=activation, dtype=policy)
+        self.up = [_conv(filters, k, f"up_{j}", 2, activation, True, policy)
+                   for j in range(levels)]  # fmt: skip
+        self.cells = [ResidualCell(k, activation, name=f"cell_{j}", dtype=policy)
+                      for j in range(self.blocks)]  # fmt: skip
+        self.prior_projection = _conv(2 * c, k, "prior", dtype=policy)
+        self.posterior_hidden = _conv(filters, k, "posterior", activation=activation,
+                                      dtype=policy)  # fmt: skip
+        self.posterior_projection = _conv(2 * c, k, "offsets", dtype=policy)
 
     def build(self, input_shape):
         self.built = True  # the sub-layers build on the model's first pass
 
     def call(self, z_above, state=None):
         z_map = tf.reshape(z_above, [-1, *self.above_shape])
-        h = self.entry(_join(z_map, state))
+        h = self.entry(_join(z_map, state, dtype=self.compute_dtype))
         return _run(self.cells, _upsample(self.up, h, self.latent_shape[:2]))
 
     def _flat_pair(self, raw):
-        loc, scale = tf.split(raw, 2, axis=-1)
+        """(loc, scale) per position of the latent map, flat and float32 (the convolution's
+        bias added in the compute dtype) before the scale map."""
+        loc, scale = tf.split(tf.cast(raw, self.variable_dtype), 2, axis=-1)
         flat = lambda t: tf.reshape(t, [-1, self.latent_dim])  # noqa: E731
         return flat(loc), self._scale(flat(scale))
 
@@ -583,8 +617,8 @@ class ConvTopDownCell(_ScaleBounded, keras.layers.Layer):
         return self._flat_pair(self.prior_projection(state))
 
     def posterior_offsets(self, state, features):
-        return self._flat_pair(self.posterior_projection(
-            self.posterior_hidden(_join(state, features))))  # fmt: skip
+        joined = _join(state, features, dtype=self.compute_dtype)
+        return self._flat_pair(self.posterior_projection(self.posterior_hidden(joined)))
 
     def get_config(self):
         config = super().get_config()
@@ -638,17 +672,20 @@ class TopDownConvDecoder(keras.layers.Layer):
         self.kernel_size = check_positive_int("kernel_size", kernel_size)
         self.activation = _check_activation(activation)
         levels = _levels_between(self.latent_shape[:2], self.output_size)
-        k = kernel_size
-        self.entry = _conv(filters, k, "entry", activation=activation)
-        self.cells = [ResidualCell(k, activation, name=f"cell_{j}") for j in range(self.blocks)]
-        self.up = [_conv(filters, k, f"up_{j}", 2, activation, True) for j in range(levels)]
-        self.exit = _conv(filters, k, "exit", activation=activation)
+        k, policy = kernel_size, self.dtype_policy
+        self.entry = _conv(filters, k, "entry", activation=activation, dtype=policy)
+        self.cells = [ResidualCell(k, activation, name=f"cell_{j}", dtype=policy)
+                      for j in range(self.blocks)]  # fmt: skip
+        self.up = [_conv(filters, k, f"up_{j}", 2, activation, True, policy)
+                   for j in range(levels)]  # fmt: skip
+        self.exit = _conv(filters, k, "exit", activation=activation, dtype=policy)
 
     def build(self, input_shape):
         self.built = True  # the sub-layers build on the model's first pass
 
     def call(self, z, state=None):
-        h = self.entry(_join(tf.reshape(z, [-1, *self.latent_shape]), state))
+        h = self.entry(_join(tf.reshape(z, [-1, *self.latent_shape]), state,
+                             dtype=self.compute_dtype))  # fmt: skip
         return self.exit(_upsample(self.up, _run(self.cells, h), self.output_size))
 
     def get_config(self):
@@ -684,13 +721,15 @@ class SpatialGaussianPosterior(Posterior):
         kwargs.pop("latent_dim", None)  # from a saved config: it follows from latent_shape
         super().__init__(math.prod(self.latent_shape), min_scale, **kwargs)
         self.kernel_size = check_positive_int("kernel_size", kernel_size)
-        self.projection = _conv(2 * self.latent_shape[-1], kernel_size, "projection")
+        self.projection = _conv(2 * self.latent_shape[-1], kernel_size, "projection",
+                                dtype=self.dtype_policy)  # fmt: skip
 
     distribution = staticmethod(DiagonalGaussianPosterior.distribution)
     reparameterize = staticmethod(DiagonalGaussianPosterior.reparameterize)
 
     def parameters(self, features):
-        loc, raw = tf.split(self.projection(features), 2, axis=-1)
+        raw = tf.cast(self.projection(features), self.variable_dtype)  # softplus in float32
+        loc, raw = tf.split(raw, 2, axis=-1)
         flat = lambda t: tf.reshape(t, [-1, self.latent_dim])  # noqa: E731
         return {"loc": flat(loc), "scale": tf.nn.softplus(flat(raw)) + self.min_scale}
 

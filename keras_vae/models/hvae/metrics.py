@@ -170,7 +170,9 @@ def evaluate(
         `nll` (-mean log p(x)) and `nll_stderr` (its standard error over the examples),
         `bits_per_dim`, `elbo`, `reconstruction`, `kl` and `kl_layers` (one per layer, layer 1
         first), `active_units` and `latent_sizes` per layer, `importance_samples`,
-        `num_examples`, `unit`.
+        `num_examples`, `unit`, `precision` (the model's dtype policy: `float32`, or the
+        mixed policy its matmuls ran in; the log-densities, KLs and sums are float32 in
+        every policy, the log-sum-exp and the running sums in `dtype`).
     """
     log_px = Moments()
     means = [Moments() for _ in range(model.num_layers)]
@@ -198,4 +200,5 @@ def evaluate(
         "importance_samples": int(importance_samples),
         "num_examples": int(count),
         "unit": "nats per example",
+        "precision": model.dtype_policy.name,
     }

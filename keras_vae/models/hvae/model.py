@@ -47,6 +47,15 @@ layer (layer 1 first), and an objective receives per sample log p(x|z), the log 
 weights log p(x, z) - log q(z|x) of the whole hierarchy, and the KL per layer and per
 free-bits group. Per-layer KLs are reported as `kl_1` ... `kl_L` (nats).
 
+Mixed precision (`mlp_hvae(precision="mixed_bfloat16")`, `keras-vae train --precision`): the
+model's policy is its parts' (not the prior's, always float32). The matmuls of the bottom-up
+blocks, the cells' T_i and Q'_i, the decoder and the heads run in the compute dtype; the cells
+return (mu_i, sigma_i) and (dmu_i, dsigma_i) in float32 (`layers.float32_pair`: bias and scale
+map in float32), the top head q(z_L|x)'s parameters and the likelihood's are float32, so z,
+`_log_normal`, `_offset_kl`, the prior's log-densities, the KLs and log w are float32 in
+every policy. `mixed_float16` makes `compile` scale the loss (`LossScaleOptimizer`); a
+bfloat16 model trains without XLA on CPUs (`keras_vae.engine.distribute.resolve_xla`).
+
 For i < L the KL is E_{q(z_{>i}|x)}[KL(q_i || p_i)], the closed form inside, the Monte Carlo
 mean over the S samples of z_{>i} outside; for the top layer the prior's closed form where it
 has one (N(0, I)), else log q - log p of the samples (`analytic_kl=False`: Monte Carlo for

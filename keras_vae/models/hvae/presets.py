@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from keras_vae import registry
+from keras_vae.models import precision as precisions
 from keras_vae.models.hvae.layers import (
     LOG_SCALE_BOUND,
     ConvBottomUp,
@@ -38,12 +39,13 @@ def _blocks(hidden_units, count: int) -> list[list[int]]:
 
 
 def _prior(prior, latent_dim, image_shape, components, seed):
+    """p(z_L), float32 under every policy (its log-densities and the VampPrior's pseudo-inputs)."""
     count = {} if components is None else {"num_components": components}  # None: the prior's
     options = {
         "mixture": {**count, "seed": seed},
         "vamp": {"image_shape": image_shape, **count, "seed": seed},
     }.get(prior, {})
-    return registry.get("prior", prior)(latent_dim, name="prior", **options)
+    return registry.get("prior", prior)(latent_dim, name="prior", dtype="float32", **options)
 
 
 def _objective(objective, num_samples, beta):
@@ -72,6 +74,7 @@ def mlp_hvae(
     log_scale_bound: float | None = LOG_SCALE_BOUND,
     state_units: Sequence[Sequence[int]] | None = None,
     skip: bool = False,
+    precision: str | None = None,
 ) -> HierarchicalVAE:
     """A hierarchical VAE of MLPs for flat data (any shape, flattened).
 
@@ -107,14 +110,22 @@ def mlp_hvae(
         state_units: The dense layers T_i of each top-down cell (layer 1's first, L - 1
             lists); None: block i + 1 of `hidden_units` reversed.
         skip: Each cell's input carried past T_i (`MLPTopDownCell`'s `skip`).
+        precision: `"float32"`, or a Keras mixed policy (`"mixed_bfloat16"`, `"mixed_float16"`
+            with loss scaling) for the matmuls of the bottom-up blocks, the cells' T_i, Q'_i
+            and projections, the decoder and the heads' projections, as `keras_vae.mlp_vae`'s.
+            Variables stay float32, and so do the float32 islands: each cell's (mu_i, sigma_i)
+            and (dmu_i, dsigma_i) (its projections' matmuls low, their biases and the scale
+            map float32), z, q(z_L|x), the prior, every log-density, KL and bound. None:
+            Keras' global dtype policy.
 
     Returns:
         An unbuilt `HierarchicalVAE`; it builds on first use or with `build((None, *shape))`.
     """
     image_shape = tuple(image_shape)
+    body = {"dtype": precisions.resolve(precision)}  # bodies, cells, heads (outputs float32)
     dims = list(check_shape("latent_dims", latent_dims))
     blocks = _blocks(hidden_units, len(dims))
-    cell = {"gated": gated, "log_scale_bound": log_scale_bound}
+    cell = {"gated": gated, "log_scale_bound": log_scale_bound, **body}
     states = [b[::-1] for b in blocks[1:]] if state_units is None else [
         list(u) for u in state_units]  # fmt: skip
     if len(states) != len(dims) - 1:
@@ -129,18 +140,21 @@ def mlp_hvae(
         for i, dim in enumerate(dims[:-1])
     ]
     return HierarchicalVAE(
-        bottom_up=MLPBottomUp(blocks, activation, gated, name="bottom_up"),
+        bottom_up=MLPBottomUp(blocks, activation, gated, name="bottom_up", **body),
         cells=cells,
-        top_posterior=registry.get("posterior", top_posterior)(dims[-1], name="top_posterior"),
-        decoder=TopDownMLPDecoder(blocks[0][::-1], activation, gated, name="decoder"),
+        top_posterior=registry.get("posterior", top_posterior)(
+            dims[-1], name="top_posterior", **body
+        ),
+        decoder=TopDownMLPDecoder(blocks[0][::-1], activation, gated, name="decoder", **body),
         likelihood=registry.get("likelihood", likelihood)(
-            image_shape, name="likelihood", **(likelihood_options or {})
+            image_shape, name="likelihood", **(likelihood_options or {}), **body
         ),
         prior=_prior(prior, dims[-1], image_shape, prior_components, seed),
         objective=_objective(objective, num_samples, beta),
         free_bits_groups=free_bits_groups,
         seed=seed,
         name=name,
+        **body,  # the model's policy: compile() adds loss scaling under mixed_float16
     )
 
 
@@ -164,6 +178,7 @@ def conv_hvae(
     likelihood_options: dict | None = None,
     free_bits_groups=None,
     log_scale_bound: float | None = LOG_SCALE_BOUND,
+    precision: str | None = None,
 ) -> HierarchicalVAE:
     """A hierarchical VAE of convolutional residual cells for `[H, W, C]` images.
 
@@ -178,13 +193,16 @@ def conv_hvae(
         blocks: Residual cells per layer (bottom-up, top-down and the decoder).
         kernel_size: Side of the square kernels.
         likelihood, activation, num_samples, beta, seed, name, prior, prior_components,
-            objective, likelihood_options, free_bits_groups, log_scale_bound: As `mlp_hvae`
-            (groups of channels here: each group spans every position of its layer).
+            objective, likelihood_options, free_bits_groups, log_scale_bound, precision: As
+            `mlp_hvae` (groups of channels here: each group spans every position of its
+            layer; under a mixed policy the cells' and the top head's convolutions add their
+            biases in the compute dtype, then cast to float32 before any scale map).
 
     Returns:
         An unbuilt `HierarchicalVAE`.
     """
     image_shape = check_shape("image_shape", tuple(image_shape), 3)
+    body = {"dtype": precisions.resolve(precision)}
     channels = list(check_shape("latent_channels", latent_channels))
     if not isinstance(downsamples, Sequence) or len(downsamples) != len(channels):
         raise ValueError(
@@ -197,7 +215,7 @@ def conv_hvae(
         sizes.append(size)
     shapes = [(*s, c) for s, c in zip(sizes, channels, strict=True)]
     options = {"filters": filters, "blocks": blocks, "kernel_size": kernel_size,
-               "activation": activation}  # fmt: skip
+               "activation": activation, **body}  # fmt: skip
     cell = {**options, "log_scale_bound": log_scale_bound}
     cells = [
         ConvTopDownCell(shapes[i], shapes[i + 1], name=f"cell_{i + 1}", **cell)
@@ -207,14 +225,17 @@ def conv_hvae(
     return HierarchicalVAE(
         bottom_up=ConvBottomUp(list(downsamples), name="bottom_up", **options),
         cells=cells,
-        top_posterior=SpatialGaussianPosterior(shapes[-1], kernel_size, name="top_posterior"),
+        top_posterior=SpatialGaussianPosterior(
+            shapes[-1], kernel_size, name="top_posterior", **body
+        ),
         decoder=TopDownConvDecoder(shapes[0], image_shape[:2], name="decoder", **options),
         likelihood=registry.get("likelihood", likelihood)(
-            image_shape, name="likelihood", **(likelihood_options or {})
+            image_shape, name="likelihood", **(likelihood_options or {}), **body
         ),
         prior=_prior(prior, top_dim, image_shape, prior_components, seed),
         objective=_objective(objective, num_samples, beta),
         free_bits_groups=free_bits_groups,
         seed=seed,
         name=name,
+        **body,
     )

@@ -13,6 +13,7 @@ import numpy as np
 
 from keras_vae import registry
 from keras_vae.data import pipeline as data
+from keras_vae.models import precision as precisions
 from keras_vae.models.kind import ModelKind, _tail, make_objective  # noqa: F401
 from keras_vae.models.vae import evaluation, pictures
 from keras_vae.models.vae.presets import mlp_vae
@@ -84,14 +85,7 @@ class VAEKind(ModelKind):
         rebuilt = self._mlp_vae(config, model.image_shape, objective,
                                 getattr(model, "condition_dim", None))  # fmt: skip
         rebuilt.build((None, *model.image_shape))
-        if _layout(model) != _layout(rebuilt):  # (a config.json edited after training)
-            raise ValueError(
-                "The run's model does not match its config.json (other weights): evaluate or "
-                "export it without --precision."
-            )
-        for value, variable in zip(model.weights, rebuilt.weights, strict=True):
-            variable.assign(value)
-        return rebuilt
+        return precisions.with_weights_of(model, rebuilt)
 
     def initialize(self, model, x_train, config) -> None:
         """Starts a prior with pseudo-inputs (the VampPrior) from K training examples chosen
@@ -217,8 +211,3 @@ class VAEKind(ModelKind):
                            check_labels=labels[check] if len(check) else None)  # fmt: skip
         return export_vae(model, output, representative_images=chosen["representative"],
                           check_images=chosen["check"], **options)  # fmt: skip
-
-
-def _layout(model) -> list[tuple[str, tuple]]:
-    """Each weight's path inside the model (a loaded model's paths lack its name) and shape."""
-    return [(w.path.removeprefix(f"{model.name}/"), tuple(w.shape)) for w in model.weights]

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import keras
-
 from keras_vae import registry
+from keras_vae.models import precision as precisions
 from keras_vae.models.vae import conditional
 from keras_vae.models.vae.model import VAE
 from keras_vae.parts import objectives
 
-#: `mlp_vae(precision=...)` and `keras-vae train --precision`: float32, or a Keras mixed policy
-#: for the bodies and the heads' projections (float32 variables, head outputs and prior).
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+#: `mlp_vae(precision=...)` and `keras-vae train --precision` (`keras_vae.models.precision`).
+PRECISIONS = precisions.PRECISIONS
 
 
 def mlp_vae(
@@ -89,10 +87,7 @@ def mlp_vae(
         with `vae.build((None, *image_shape))`.
     """
     image_shape = tuple(image_shape)
-    policy = keras.config.dtype_policy().name if precision is None else precision
-    if policy not in PRECISIONS:
-        given = "Keras' global dtype policy is" if precision is None else "Received: precision="
-        raise ValueError(f"precision must be one of {PRECISIONS}. {given}{policy!r}")
+    policy = precisions.resolve(precision)
     body = {"dtype": policy}  # bodies and heads' projections (heads output float32)
     exact = {"dtype": "float32"}  # the prior: log-densities in float32
     components = {} if prior_components is None else {"num_components": prior_components}

@@ -76,6 +76,22 @@ def test_evaluate_sample_encode_and_plot(run, tmp_path, capsys):
     assert (tmp_path / "r.png").stat().st_size > 0
 
 
+def test_evaluate_precision_uses_the_run_weights_in_that_policy(run, capsys):
+    run_dir = str(run / "run")
+    argv = ["evaluate", run_dir, "--importance-samples", "8", "--limit", "40"]
+    assert cli.main([*argv, "--json"]) == 0  # the run's own precision
+    own = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert cli.main([*argv, "--precision", "mixed_bfloat16"]) == 0
+    assert "40 examples, precision mixed_bfloat16" in capsys.readouterr().out
+    low = json.loads((run / "run" / "eval_train.json").read_text())
+    assert (low["precision"], own["precision"]) == ("mixed_bfloat16", "float32")
+    # the same weights and samples: the bounds move by bfloat16 rounding only (the ELBO of
+    # 36 pixels and 6 latent units, about 20 nats; a rounding of 2^-9 of it is 0.04)
+    assert low["elbo"] == pytest.approx(own["elbo"], abs=0.05)
+    assert low["nll"] == pytest.approx(own["nll"], abs=0.05)
+    assert low["kl_layers"] == pytest.approx(own["kl_layers"], abs=0.05)
+
+
 def test_export_writes_checked_encoder_decoder_and_scorer(run, tmp_path, capsys):
     run_dir, output = str(run / "run"), tmp_path / "ex"
     # (the .tflite files are tested in test_export.py; here the kind's wiring)

@@ -150,7 +150,8 @@ def test_cli_trains_in_mixed_bfloat16_and_records_it(tmp_path, capsys):
     assert metrics["precision"] == "mixed_bfloat16" and np.isfinite(metrics["train_elbo"])
     assert cli.main(["train", "--model", "vqvae", "--precision", "mixed_bfloat16",
                      "--output", str(tmp_path / "vq")]) == 2  # fmt: skip
-    assert "precision='mixed_bfloat16' applies only to model='vae'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "precision='mixed_bfloat16' applies only to model='hvae' or 'vae'" in err
 
 
 MIRRORED = """
