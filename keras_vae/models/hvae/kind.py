@@ -124,7 +124,8 @@ class HierarchicalVAEKind(ModelKind):
 
     def evaluate(self, model, images, labels=None, *, importance_samples=1000, seed=0,
                  progress_stream=None):  # fmt: skip
-        result = metrics.evaluate(model, images, importance_samples, seed=seed)
+        result = metrics.evaluate(model, images, importance_samples, seed=seed, verbose=1,
+                                  progress_stream=progress_stream)  # fmt: skip
         layers = ", ".join(f"KL_{i + 1} {kl:.2f}" for i, kl in enumerate(result["kl_layers"]))
         line = (
             f"ELBO {result['elbo']:.2f} nats, NLL {result['nll']:.2f} +- "

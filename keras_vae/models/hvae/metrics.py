@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from keras_vae.data import pipeline as data
 from keras_vae.metrics.latent import Moments, active_units, bits_per_dim
+from keras_vae.metrics.progress import SamplingProgress
 from keras_vae.models.hvae.model import HierarchicalVAE
 
 
@@ -34,12 +35,15 @@ def _batch_estimates(
     chunk_size: int = 50,
     seed: int = 0,
     dtype: str = "float64",
+    verbose: int = 0,
+    progress_stream=None,
 ):
     """Per-example NumPy results of each batch of `images` in turn (`data.batches`: an array,
     or a stream read once): `log_px`, `reconstruction` and `kl_layers` `[B, L]` (1/K sums),
     and `posterior_means` (per layer `[B, size_i]`). Batch i draws its samples from the i-th
     seed pair of `default_rng(seed)`, so an array and a stream of the same images give the
-    same numbers."""
+    same numbers. `verbose=1` prints the progress line (`SamplingProgress`) to
+    `progress_stream` (default stdout)."""
     for name, value in (("num_samples", num_samples), ("batch_size", batch_size),
                         ("chunk_size", chunk_size)):  # fmt: skip
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -50,11 +54,15 @@ def _batch_estimates(
         model.build((None, *np.shape(images)[1:]))
     run = _batch_fn(model, num_samples, min(chunk_size, num_samples), dtype)
     rng = np.random.default_rng(seed)
+    progress = SamplingProgress(len(images), num_samples, progress_stream) if verbose else None
     for x, _ in data.batches(images, batch_size):
         batch_seed = tf.constant(rng.integers(0, 2**31 - 1, size=2), tf.int32)
         (log_sum, log_px_z, kls), means = run(tf.constant(x), batch_seed)
+        log_px = log_sum.numpy() - math.log(num_samples)
+        if progress is not None:
+            progress.update(log_px)
         yield {
-            "log_px": log_sum.numpy() - math.log(num_samples),
+            "log_px": log_px,
             "reconstruction": log_px_z.numpy() / num_samples,
             "kl_layers": kls.numpy() / num_samples,
             "posterior_means": [m.numpy() for m in means],
@@ -164,7 +172,8 @@ def evaluate(
         images: `[N, *image_shape]`, or a `keras_vae.data.ImageStream` of them.
         importance_samples: K of the log p(x) estimate (5,000 for the papers' tables).
         **options: `batch_size`, `chunk_size`, `seed`, `dtype` of
-            `importance_sampled_log_likelihood`.
+            `importance_sampled_log_likelihood`; `verbose=1` and `progress_stream` for the
+            progress line.
 
     Returns:
         `nll` (-mean log p(x)) and `nll_stderr` (its standard error over the examples),

@@ -34,8 +34,6 @@
 from __future__ import annotations
 
 import math
-import sys
-import time
 from typing import Any
 
 import numpy as np
@@ -48,6 +46,7 @@ from keras_vae.metrics.latent import (  # noqa: F401  (one function each, every 
     active_units,
     bits_per_dim,
 )
+from keras_vae.metrics.progress import SamplingProgress
 from keras_vae.models.vae.model import VAE
 from keras_vae.parts import objectives
 
@@ -144,53 +143,6 @@ def _batch_results(outputs: dict, num_samples: int) -> tuple[dict, bool]:
     return {key: np.asarray(value) for key, value in results.items()}, "kl" in outputs
 
 
-class _Progress:
-    """One progress line: examples done, rate, time left, running NLL.
-
-    The rate leaves out the first batch (it includes tracing); on a terminal the line is
-    redrawn in place, otherwise a new line is printed at most every `interval` seconds.
-    """
-
-    def __init__(self, total: int, num_samples: int, stream=None, interval: float = 30.0):
-        self.total, self.done, self.stream = total, 0, stream or sys.stdout
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.interval = 0.0 if self.tty else interval
-        self.start = self.first = time.perf_counter()
-        self.first_count = 0
-        self.last_print = -math.inf
-        self.sum_log_px = 0.0
-        print(f"importance sampling log p(x) with K={num_samples} samples per example, "
-              f"{total} examples", file=self.stream, flush=True)  # fmt: skip
-
-    def update(self, log_px: np.ndarray) -> None:
-        now = time.perf_counter()
-        if self.done == 0:
-            self.first, self.first_count = now, len(log_px)
-        self.done += len(log_px)
-        self.sum_log_px += float(np.sum(log_px, dtype=np.float64))
-        finished = self.done >= self.total
-        if not finished and now - self.last_print < self.interval:
-            return
-        self.last_print = now
-        timed = self.done - self.first_count
-        rate = timed / (now - self.first) if timed and now > self.first else self.done / (
-            now - self.start)  # fmt: skip
-        left = (self.total - self.done) / rate if rate > 0 else math.inf
-        text = (f"{self.done}/{self.total} examples, {rate:.1f} examples/s, "
-                f"{_clock(now - self.start)} elapsed, {_clock(left)} left, "
-                f"NLL so far {-self.sum_log_px / self.done:.2f} nats")  # fmt: skip
-        end = "\n" if finished or not self.tty else ""
-        print(("\r" if self.tty else "") + text, end=end, file=self.stream, flush=True)
-
-
-def _clock(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    minutes, seconds = divmod(int(round(seconds)), 60)
-    return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}" if minutes >= 60 else (
-        f"{minutes}:{seconds:02d}")  # fmt: skip
-
-
 def _check_sizes(**sizes) -> None:
     for name, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -219,7 +171,7 @@ def _batch_estimates(
                 f"image for a ConditionalVAE, none for a {type(model).__name__}."
             )
         if verbose and progress is None:  # (its first line once the data are seen to fit)
-            progress = _Progress(len(images), num_samples, progress_stream)
+            progress = SamplingProgress(len(images), num_samples, progress_stream)
         batch_seed = tf.constant(rng.integers(0, 2**31 - 1, size=2), tf.int32)
         conditions = () if y is None else (model.condition(y),)
         batch = _batch_results(fn(tf.constant(x), batch_seed, *conditions), num_samples)

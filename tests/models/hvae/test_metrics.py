@@ -3,6 +3,7 @@ against a linear-Gaussian hierarchy's closed form (SciPy), the plain VAE's estim
 and the summary that `keras-vae evaluate` reports for a hierarchical run, from an array or
 read from a stream a batch at a time."""
 
+import io
 import math
 
 import numpy as np
@@ -44,6 +45,19 @@ def test_the_exact_posterior_gives_the_exact_log_px_and_the_summary_follows():
     # active units: Var_x(E[z_u|x]) > 0.01 per layer, from the model's own posterior means
     means = [q.mean().numpy() for q in model.encode(x)]
     assert summary["active_units"] == [int(np.sum(np.var(m, 0) > 0.01)) for m in means]
+
+
+def test_a_verbose_evaluation_prints_the_progress_line_ending_at_the_reported_nll():
+    x = np.concatenate([linear_x()] * 3)  # 12 examples, batches of 5: three updates
+    progress = io.StringIO()
+    summary = evaluate(linear_model(), x, 30, batch_size=5, verbose=1, progress_stream=progress)
+    lines = progress.getvalue().splitlines()
+    assert lines[0].endswith("K=30 samples per example, 12 examples")
+    assert lines[-1].startswith("12/12 examples") and lines[-1].endswith(
+        f"NLL so far {summary['nll']:.2f} nats")  # fmt: skip
+    quiet = io.StringIO()
+    evaluate(linear_model(), x, 30, batch_size=5, progress_stream=quiet)
+    assert quiet.getvalue() == ""  # verbose=0 by default in Python
 
 
 def test_importance_sampling_closes_the_gap_of_an_imperfect_posterior():
