@@ -35,6 +35,7 @@ Example:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -436,16 +437,21 @@ def evaluate(
     num_train: int = 10_000,
     num_test: int = 5_000,
     n_estimators: int = 100,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, float]:
     """The chosen `metrics` of `METRICS` with disentanglement_lib's sample sizes (MIG on
     `num_train` codes; DCI and SAP trained on `num_train`, tested on `num_test`; beta-VAE and
-    FactorVAE scores with `num_train` / `num_test` points of batches of 64), one dict."""
+    FactorVAE scores with `num_train` / `num_test` points of batches of 64), one dict.
+    `progress` gets one line as each stage starts (the scores encode up to 64 x 1.5 x
+    `num_train` images each: minutes for 10,000) and one when all are done."""
     unknown = sorted(set(metrics) - set(METRICS))
     if unknown:
         raise ValueError(f"metrics must be among {METRICS}. Received: {unknown}")
     rng = _rng(seed)
     scores: dict[str, float] = {}
+    stage = _Stages(progress)
     if {"mig", "dci", "sap"} & set(metrics):
+        stage(f"codes of {num_train:,} + {num_test:,} factor draws (MIG, DCI, SAP)")
         codes, factors = sample_codes(data, representation, num_train, rng)
         if "mig" in metrics:
             scores.update(mig(codes, factors))
@@ -456,9 +462,32 @@ def evaluate(
             if "sap" in metrics:
                 scores.update(sap(codes, factors, codes_test, factors_test))
     if "beta_vae" in metrics:
+        stage(f"beta-VAE score: {num_train + num_test:,} points of 64 image pairs")
         scores.update(beta_vae_score(data, representation, rng, 64, num_train, num_test))
     if "factor_vae" in metrics:
+        stage(f"FactorVAE score: {num_train + num_test:,} points of 64 images")
         scores.update(
             factor_vae_score(data, representation, rng, 64, num_train, num_test, num_train)
         )
+    stage(None)
     return scores
+
+
+class _Stages:
+    """`progress` lines of `evaluate`: each stage as it starts, with the time the one before
+    took, and the total at the end (`stage(None)`)."""
+
+    def __init__(self, progress: Callable[[str], None] | None):
+        self.progress, self.start = progress, time.perf_counter()
+        self.last = self.start
+
+    def __call__(self, text: str | None) -> None:
+        if self.progress is None:
+            return
+        now = time.perf_counter()
+        took = f" (previous stage {now - self.last:.0f} s)" if self.last != self.start else ""
+        self.last = now
+        if text is None:
+            self.progress(f"disentanglement metrics done in {now - self.start:.0f} s")
+        else:
+            self.progress(f"disentanglement: {text}...{took}")

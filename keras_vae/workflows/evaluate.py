@@ -67,7 +67,8 @@ def evaluate_run(
                 "--split and --limit do not apply to --disentanglement: the metrics draw "
                 "factor combinations from the whole grid of the run's data set."
             )
-        return _disentanglement(run_dir, model, config, kind, **options)
+        return _disentanglement(run_dir, model, config, kind, progress_stream=progress_stream,
+                                **options)  # fmt: skip
     options.pop("disentanglement_samples", None)  # (refused above unless disentanglement)
     split = split or config.eval_split
     likelihood = kind.likelihood_name(model)
@@ -128,7 +129,8 @@ def evaluate_disentanglement(
     return evaluate_run(run_dir, data_dir=data_dir, **options)
 
 
-def _disentanglement(run_dir, model, config, kind, *, disentanglement_samples=None, seed=None):
+def _disentanglement(run_dir, model, config, kind, *, progress_stream=None,
+                     disentanglement_samples=None, seed=None):  # fmt: skip
     samples = disentanglement_samples
     samples = DISENTANGLEMENT_SAMPLES if samples is None else samples
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
@@ -136,8 +138,10 @@ def _disentanglement(run_dir, model, config, kind, *, disentanglement_samples=No
     seed = 0 if seed is None else seed
     factors = dataset_factors(config.dataset)  # a one-line error without factor labels
     represent = kind.representation(model, config)
+    progress = None if progress_stream is None else (
+        lambda line: print(line, file=progress_stream, flush=True))  # fmt: skip
     scores = metrics.evaluate(factors, represent, seed=seed, num_train=samples,
-                              num_test=max(1, samples // 2))  # fmt: skip
+                              num_test=max(1, samples // 2), progress=progress)  # fmt: skip
     result = {**scores, "dataset": config.dataset, "samples": samples, "seed": seed,
               "model": config.model, "precision": model.dtype_policy.name}  # fmt: skip
     runs.atomic_write_json(Path(run_dir) / "eval_disentanglement.json", result)

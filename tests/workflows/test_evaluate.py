@@ -98,11 +98,25 @@ def test_the_split_is_streamed_a_batch_at_a_time_to_the_numbers_of_the_loaded_sp
     assert json.loads((run / "eval_train.json").read_text()) == result
 
 
+def _split_progress(lines: list[str]) -> tuple[list[str], list[str]]:
+    """(the progress lines of the disentanglement metrics, the other lines)."""
+    progress = [line for line in lines if line.startswith("disentanglement:")
+                or line.startswith("disentanglement metrics done")]  # fmt: skip
+    return progress, [line for line in lines if line not in progress]
+
+
 def test_disentanglement_scores_of_the_posterior_mean_on_the_rendered_grid(sprites_run, capsys):
     argv = ["evaluate", str(sprites_run), "--disentanglement",
             "--disentanglement-samples", str(SAMPLES), "--seed", "5"]  # fmt: skip
     assert cli.main(argv) == 0
-    out = capsys.readouterr().out.splitlines()
+    stages, out = _split_progress(capsys.readouterr().out.splitlines())
+    # the progress: each stage as it starts (the time of the one before), then the total
+    assert [line.split("...")[0] for line in stages[:-1]] == [
+        "disentanglement: codes of 60 + 30 factor draws (MIG, DCI, SAP)",
+        "disentanglement: beta-VAE score: 90 points of 64 image pairs",
+        "disentanglement: FactorVAE score: 90 points of 64 images",
+    ]
+    assert "(previous stage" in stages[1] and stages[-1].startswith("disentanglement metrics done")
     assert out[0].startswith("disentanglement of synthetic_dsprites/small (60 samples, seed 5)")
     for name in ("MIG", "DCI disentanglement", "SAP", "beta-VAE score", "FactorVAE score"):
         assert name in out[0]
