@@ -1308,6 +1308,41 @@ def as_dataset(images: np.ndarray | ImageStream, **options) -> tf.data.Dataset:
     return make_dataset(images, **options)
 
 
+def take_rows(images: np.ndarray | ImageStream, indices, labels=None, batch_size: int = 1000):
+    """Rows `indices` of `images` (and of `labels`) in the order of `indices`, as float32
+    NumPy arrays `(rows, row_labels)` (None without labels).
+
+    An array (with `labels`, one per image, or None) is indexed; an `ImageStream` (its labels
+    with its images) is read once in its stored order through `batches` and only the wanted
+    rows are kept, stopping after the last one: memory holds those rows and a few batches,
+    not the split (what export's calibration images need from a 737,280-image grid).
+    """
+    wanted = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if wanted.size and (wanted.min() < 0 or wanted.max() >= len(images)):
+        raise ValueError(f"Row indices must lie in [0, {len(images)}). Received: "
+                         f"{wanted.min()}..{wanted.max()}")  # fmt: skip
+    if not isinstance(images, ImageStream):
+        rows = np.asarray(images[wanted], np.float32)
+        return rows, None if labels is None else np.asarray(labels)[wanted]
+    order = np.argsort(wanted, kind="stable")
+    rows, found, k, start = [None] * wanted.size, [None] * wanted.size, 0, 0
+    for x, y in batches(images, batch_size, labels):
+        stop = start + len(x)
+        while k < wanted.size and wanted[order[k]] < stop:
+            rows[order[k]] = x[wanted[order[k]] - start]
+            found[order[k]] = None if y is None else y[wanted[order[k]] - start]
+            k += 1
+        start = stop
+        if k == wanted.size:
+            break
+    if k < wanted.size:
+        raise ValueError(f"The stream ended after {start} images, before row {wanted[order[k]]}.")
+    image_shape = tuple(images.image_shape) if hasattr(images, "image_shape") else ()
+    stacked = np.stack(rows).astype(np.float32) if rows else np.zeros((0, *image_shape), "f4")
+    has_labels = bool(found) and found[0] is not None
+    return stacked, (np.stack(found) if has_labels else None)
+
+
 def batches(images: np.ndarray | ImageStream, batch_size: int, labels=None):
     """`(images, labels)` NumPy batches of `batch_size` (the last one smaller) in order, the
     split read once, whatever holds it: what every kind's evaluation reads.

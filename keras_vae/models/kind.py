@@ -199,13 +199,18 @@ class ModelKind:
     def check_figure(self, model, figure: str) -> None:
         """Refuses a figure the model cannot draw before any data is read."""
 
-    def export_images(self, images: np.ndarray) -> dict:
-        """Calibration and check images from a split: a seeded permutation's first 500 and
-        the next 256 (one rule for every kind)."""
+    def export_images(self, images, labels=None) -> dict:
+        """Calibration and check images from a split (an array, or a stream read once and
+        never held whole: `data.take_rows`): a seeded permutation's first 500 and the next
+        256 (one rule for every kind), with their labels where the split has them."""
         order = np.random.default_rng(0).permutation(len(images))
-        calibration = np.asarray(images[order[:500]])
-        check = np.asarray(images[order[500:756]]) if len(images) > 500 else None
-        return {"representative": calibration, "check": check, "order": order}
+        rows, row_labels = data.take_rows(images, order[:756], labels)
+        check = rows[500:] if len(images) > 500 else None
+        chosen = {"representative": rows[:500], "check": check, "order": order}
+        if row_labels is not None:
+            chosen["representative_labels"] = row_labels[:500]
+            chosen["check_labels"] = row_labels[500:] if len(images) > 500 else None
+        return chosen
 
 
 def _tail(metrics: dict) -> str:

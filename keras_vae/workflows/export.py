@@ -17,7 +17,7 @@ from keras_vae.models.vae.export import *  # noqa: F403  (keras_vae.export of 0.
 from keras_vae.models.vae.export import DEFAULT_SCORER_SAMPLES, QUANTIZATIONS
 from keras_vae.runs import directory as runs
 from keras_vae.runs.config import ConfigError
-from keras_vae.runs.splits import load_labeled_split, load_split
+from keras_vae.runs.splits import open_split
 from keras_vae.serving import pipeline
 from keras_vae.workflows.arguments import add_data_dir_argument, add_renamed_option
 
@@ -53,12 +53,9 @@ def export_run(
     given = {key: options.pop(key) for key in list(options) if key in _DEFAULTS}
     options.update(kind_options(kind, given))
     likelihood = kind.likelihood_name(model)
-    labels = None
-    if kind.uses_labels(config):
-        images, labels = load_labeled_split(config, "train", likelihood)
-    else:
-        images = load_split(config, "train", likelihood)
-    return kind.export(model, config, export_dir, images=images, labels=labels, **options)
+    # streamed: the kind keeps only its calibration and check images (`export_images`)
+    images = open_split(config, "train", likelihood, labels=kind.uses_labels(config))
+    return kind.export(model, config, export_dir, images=images, **options)
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:

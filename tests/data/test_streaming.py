@@ -175,6 +175,27 @@ def test_batches_read_a_split_once_in_order_a_batch_at_a_time() -> None:
     np.testing.assert_array_equal(np.concatenate([c for _, c in pairs]), classes)
 
 
+def test_take_rows_keeps_only_the_wanted_rows_of_a_stream_in_their_order() -> None:
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 256, (data.HEAD_SIZE + 250, 3, 2), dtype=np.uint8)
+    y = rng.integers(0, 3, len(x))
+    reads: list[int] = []
+    stream = data.ArrayStream(RowCountingArray(x, reads), "toy", labels=y)
+    del reads[:]
+    wanted = np.array([317, 3, 317, 0, 150])  # any order, a repeat
+    rows, labels = data.take_rows(stream, wanted, batch_size=100)
+    # the same rows as indexing the array (scaled to [0, 1] as the stream gives them)
+    np.testing.assert_allclose(rows, x[wanted][..., None] / np.float32(255), rtol=1e-6)
+    np.testing.assert_array_equal(labels, y[wanted])
+    # a batch at a time, and the stream is left soon after row 317 (tf.data reads ahead)
+    assert max(reads) == 100 and sum(reads) < len(x)
+    array_rows, array_labels = data.take_rows(x, wanted, y)
+    np.testing.assert_array_equal(array_rows, x[wanted].astype(np.float32))
+    np.testing.assert_array_equal(array_labels, y[wanted])
+    with pytest.raises(ValueError, match=r"Row indices must lie in \[0, 1250\)"):
+        data.take_rows(stream, [1250])
+
+
 def test_a_bad_batch_of_an_evaluation_pass_is_a_one_line_error() -> None:
     images = np.random.default_rng(0).random((data.HEAD_SIZE + 300, 4)).astype(np.float32)
     images[data.HEAD_SIZE + 120, 2] = np.inf

@@ -203,11 +203,9 @@ class VAEKind(ModelKind):
 
         if precision is not None:
             options["scorer_model"] = self.with_precision(model, config, precision)
-        chosen = self.export_images(images)
-        order = chosen["order"]
-        first, check = order[:500], order[500:756]
-        if labels is not None:
-            options.update(representative_labels=labels[first],
-                           check_labels=labels[check] if len(check) else None)  # fmt: skip
+        chosen = self.export_images(images, labels)
+        if "representative_labels" in chosen:  # a conditional VAE's labels of those images
+            options.update(representative_labels=chosen["representative_labels"],
+                           check_labels=chosen["check_labels"])  # fmt: skip
         return export_vae(model, output, representative_images=chosen["representative"],
                           check_images=chosen["check"], **options)  # fmt: skip
