@@ -50,6 +50,7 @@ from keras_vae import registry
 from keras_vae._internal.checks import check_positive_float, check_positive_int
 from keras_vae.parts.networks import _check_activation, _check_units
 from keras_vae.parts.posteriors import DiagonalGaussianPosterior, Posterior
+from keras_vae.parts.projection import exact_projection
 
 #: softplus(x + SOFTPLUS_ONE) = 1 at x = 0.
 SOFTPLUS_ONE = math.log(math.e - 1.0)
@@ -181,18 +182,9 @@ def _join(*tensors, dtype=None):
 
 def float32_pair(layer, dense, features):
     """(loc, raw) of a cell's projection `dense` (`Dense(2 size)`) in float32 whatever the
-    policy: under a mixed one the matmul W h runs in `layer`'s compute dtype and is cast to
-    float32 before the bias is added (as the likelihood heads do), so that every scale map,
+    policy (`exact_projection`, as the likelihood heads use it), so that every scale map,
     z, log-density and KL downstream is float32 (`keras_vae.models.hvae.model`)."""
-    if layer.compute_dtype == layer.variable_dtype:
-        raw = dense(features)
-    else:
-        if not dense.built:
-            dense.build(features.shape)
-        low = tf.matmul(tf.cast(features, layer.compute_dtype),
-                        tf.cast(dense.kernel, layer.compute_dtype))  # fmt: skip
-        raw = tf.cast(low, layer.variable_dtype) + tf.cast(dense.bias, layer.variable_dtype)
-    return tf.split(raw, 2, axis=-1)
+    return tf.split(exact_projection(dense, features, layer.compute_dtype), 2, axis=-1)
 
 
 # ------------------------------------------------------------------------------------ MLP
