@@ -24,6 +24,12 @@ directory read-only (`--tf_xla_persistent_cache_read_only`), or no cache. An err
 the directory later (the disk filled up during the run, a damaged entry) is turned into one
 line by `describe_failure`, which says how to turn the cache off.
 
+Size. TensorFlow never deletes an entry, so every new model shape, batch size or TensorFlow
+version adds some (about 1 MB each for the 784-500-20 model). Before a read-write start,
+`prune()` deletes the oldest entries under the root, those of other TensorFlow versions and
+CPUs included, until the root holds at most `KERAS_VAE_XLA_CACHE_MB` megabytes (default
+`DEFAULT_MAX_MB`). An entry deleted while another process runs is compiled again there.
+
 Settings: `KERAS_VAE_XLA_CACHE=off` (or `0`, `false`, `no`) turns it off; a path puts it
 there instead of `$XDG_CACHE_HOME/keras_vae/xla` (default `~/.cache/keras_vae/xla`); a
 `TF_XLA_FLAGS` that already names a cache directory is left as it is.
@@ -40,6 +46,9 @@ from importlib import metadata
 from pathlib import Path
 
 ENV = "KERAS_VAE_XLA_CACHE"
+SIZE_ENV = "KERAS_VAE_XLA_CACHE_MB"
+#: The root's size bound: a few hundred entries of a small model's train functions.
+DEFAULT_MAX_MB = 512
 _OFF = ("off", "0", "false", "no")
 #: Free space the cache needs before it is written to (one entry of the 784-500-20 train
 #: function is about 1 MB; a run writes a few).
@@ -90,9 +99,50 @@ def configure(environ=os.environ) -> str:
         read_only = True
     else:
         return f"off ({problem})"
+    if not read_only:
+        prune(path.parent, _max_bytes(environ))
     added = f"{_DIRECTORY_FLAG}={path}" + f" {_READ_ONLY_FLAG}=true" * read_only
     environ["TF_XLA_FLAGS"] = f"{flags} {added}".strip()
     return f"read-only {path} ({problem})" if read_only else f"read-write {path}"
+
+
+def prune(base: Path, max_bytes: int) -> int:
+    """Deletes the least recently written entries (`*.pb`) under `base` until the entries
+    there take at most `max_bytes`; returns how many it deleted. Entries that vanish or
+    cannot be deleted meanwhile (another process, a read-only file) are skipped."""
+    entries = []
+    for entry in base.glob("*/*.pb"):
+        try:
+            info = entry.stat()
+        except OSError:
+            continue
+        entries.append((info.st_mtime, info.st_size, entry))
+    total, deleted = sum(size for _, size, _ in entries), 0
+    for _, size, entry in sorted(entries, key=lambda e: e[0]):
+        if total <= max_bytes:
+            break
+        try:
+            entry.unlink()
+        except OSError:
+            continue
+        total, deleted = total - size, deleted + 1
+    return deleted
+
+
+def _max_bytes(environ) -> int:
+    """`KERAS_VAE_XLA_CACHE_MB` in bytes (the default where it is unset); a value that is not
+    a non-negative number is one line naming it."""
+    value = environ.get(SIZE_ENV, "").strip() or str(DEFAULT_MAX_MB)
+    try:
+        megabytes = float(value)
+    except ValueError:
+        megabytes = -1.0
+    if not megabytes >= 0:
+        raise ValueError(
+            f"{SIZE_ENV}={value!r} is not a size in megabytes; set it to a number such as "
+            f"{DEFAULT_MAX_MB}, or unset it."
+        )
+    return int(megabytes * 2**20)
 
 
 def active(environ=os.environ) -> str | None:

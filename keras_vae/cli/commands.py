@@ -409,11 +409,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:  # reported by the subcommand, so that its valid options are listed
         commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     _PROGRESS.started = args.command != "train"  # train's first line: what trains on what
-    if args.command == "train":  # before the first XLA compilation reads TF_XLA_FLAGS
-        cache = xla_cache.configure()
-        if os.environ.get("KERAS_VAE_DEBUG"):
-            print(f"keras-vae train: XLA compilation cache: {cache}", file=sys.stderr)
     try:
+        if args.command == "train":  # before the first XLA compilation reads TF_XLA_FLAGS
+            cache = xla_cache.configure()
+            if os.environ.get("KERAS_VAE_DEBUG"):
+                print(f"keras-vae train: XLA compilation cache: {cache}", file=sys.stderr)
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning(args.command, warnings.showwarning)
             return _run(args)

@@ -110,3 +110,51 @@ def test_keras_vae_train_configures_the_cache_before_it_trains(tmp_path, monkeyp
         cli.main(["train", "--output", str(tmp_path / "run")])
     assert not (tmp_path / "run").exists()
     assert cli.main(["sample", str(tmp_path / "missing"), "--output", "x.png"]) == 2  # not here
+
+
+def _entry(path, size: int, age: int):
+    """A cache entry of `size` bytes written `age` seconds before a fixed instant."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\0" * size)
+    os.utime(path, (1_000_000 - age, 1_000_000 - age))
+    return path
+
+
+def test_prune_deletes_the_oldest_entries_of_every_version_until_the_bound_holds(tmp_path):
+    old_tf = _entry(tmp_path / "tf2.20.0-aaa" / "xla_compile_cache__1__2__XLA_CPU_JIT.pb", 400, 300)
+    older = _entry(tmp_path / "tf2.21.0-bbb" / "xla_compile_cache__3__4__XLA_CPU_JIT.pb", 300, 200)
+    newer = _entry(tmp_path / "tf2.21.0-bbb" / "xla_compile_cache__5__6__XLA_CPU_JIT.pb", 300, 100)
+    newest = _entry(tmp_path / "tf2.21.0-bbb" / "xla_compile_cache__7__8__XLA_CPU_JIT.pb", 300, 0)
+    other = _entry(tmp_path / "tf2.21.0-bbb" / "notes.txt", 5000, 1000)  # not an entry
+    assert xla_cache.prune(tmp_path, 1300) == 0  # 1,300 bytes of entries: within the bound
+    assert xla_cache.prune(tmp_path, 700) == 2  # 1,300 -> 900 -> 600
+    assert [p.exists() for p in (old_tf, older, newer, newest, other)] == [
+        False, False, True, True, True
+    ]  # fmt: skip
+    assert xla_cache.prune(tmp_path, 0) == 2 and not any(tmp_path.glob("*/*.pb"))
+
+
+def test_a_read_write_start_prunes_to_the_configured_size(tmp_path):
+    environ = {xla_cache.ENV: str(tmp_path), xla_cache.SIZE_ENV: "0.001"}  # 1,048 bytes
+    stale = _entry(tmp_path / "tf0.0.0-old" / "xla_compile_cache__1__XLA_CPU_JIT.pb", 2000, 9)
+    assert xla_cache.configure(environ).startswith("read-write ")
+    assert not stale.exists()
+    kept = _entry(tmp_path / "tf0.0.0-old" / "xla_compile_cache__2__XLA_CPU_JIT.pb", 1000, 9)
+    xla_cache.configure({xla_cache.ENV: str(tmp_path)})  # the default bound: 512 MB
+    assert kept.exists()
+
+
+@pytest.mark.parametrize("value", ["lots", "-5", "nan"])
+def test_a_bad_size_setting_is_one_line_naming_it(tmp_path, monkeypatch, capsys, value):
+    from keras_vae.cli import commands as cli
+
+    monkeypatch.setenv(xla_cache.ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(xla_cache.SIZE_ENV, value)
+    monkeypatch.delenv("TF_XLA_FLAGS", raising=False)
+    assert cli.main(["train", "--output", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error == [
+        f"keras-vae train: error: {xla_cache.SIZE_ENV}={value!r} is not a size in megabytes; "
+        "set it to a number such as 512, or unset it."
+    ]
+    assert not (tmp_path / "run").exists()
