@@ -173,8 +173,9 @@ class ModelKind:
         return np.asarray(model.sample(num, seed=seed))
 
     def encode(self, model, images, labels=None) -> dict[str, np.ndarray]:
-        """`keras-vae encode`: the representation of each image, arrays by name; the first
-        is what the Projector shows."""
+        """`keras-vae encode`: the representation of each image of a batch (an array; the
+        workflow streams the data and gives `ENCODE_BATCH` images at a time), arrays by name
+        with one row per image; the first is what the Projector shows."""
         raise NotImplementedError(f"the {self.registered_name} kind has no encoder")
 
     # -------------------------------------------------------------------------------- plot

@@ -21,19 +21,25 @@ from keras_vae.data import pipeline as data
 from keras_vae.models.kind import kind_of
 from keras_vae.runs import directory as runs
 from keras_vae.runs.config import ConfigError
-from keras_vae.runs.splits import load_labeled_split, load_split
+from keras_vae.runs.splits import open_split
 from keras_vae.workflows.arguments import add_data_dir_argument, add_limit_argument
 
 PROJECTOR_MAX = 10_000  # images in the Projector's sprite (at most 8192 x 8192 pixels)
+ENCODE_BATCH = 1000  # images read and encoded at a time
 
 
 def encode_run(run_dir, source: str = "test", *, data_dir=None, limit: int | None = None):
-    """Encodes DATA with the model of a run directory.
+    """Encodes DATA with the model of a run directory, streaming it: the split is read once,
+    `ENCODE_BATCH` images at a time, so memory holds the representations, not the images
+    (the 737,280 64x64 images of `synthetic_dsprites/full` would take 12 GB as float32).
 
     Returns:
-        `(arrays, images, labels)`: the kind's arrays by name (one row per image), the
-        images and their labels (None where the data have none).
+        `(arrays, images, labels)`: the kind's arrays by name (one row per image), the first
+        `PROJECTOR_MAX` images (what the Projector's sprite shows) and all the labels (None
+        where the data have none).
     """
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be a positive int. Received: {limit}")
     model, config = runs.load_run(run_dir, data_dir)
     kind = kind_of(config)
     split = source
@@ -43,17 +49,25 @@ def encode_run(run_dir, source: str = "test", *, data_dir=None, limit: int | Non
         split = "train"
     likelihood = kind.likelihood_name(model)
     try:
-        images, labels = load_labeled_split(config, split, likelihood)
+        images = open_split(config, split, likelihood, labels=True, limit=limit)
     except data.DataValidationError:
         if kind.uses_labels(config):
             raise
-        images, labels = load_split(config, split, likelihood), None
-    if limit is not None:
-        if limit < 1:
-            raise ConfigError(f"--limit must be a positive int. Received: {limit}")
-        images, labels = images[:limit], (None if labels is None else labels[:limit])
-    used = labels if kind.uses_labels(config) else None
-    return kind.encode(model, images, used), images, labels
+        images = open_split(config, split, likelihood, limit=limit)
+    found: dict[str, list] = {}
+    shown, labels, done = [], [], 0
+    for x, y in data.batches(images, ENCODE_BATCH):
+        used = y if kind.uses_labels(config) else None
+        for name, value in kind.encode(model, x, used).items():
+            found.setdefault(name, []).append(np.asarray(value))
+        shown.append(x[: max(PROJECTOR_MAX - done, 0)])
+        labels.append(y)
+        done += len(x)
+    if not done:
+        raise ConfigError(f"{source} holds no images to encode.")
+    arrays = {name: np.concatenate(parts) for name, parts in found.items()}
+    has_labels = labels[0] is not None
+    return arrays, np.concatenate(shown), (np.concatenate(labels) if has_labels else None)
 
 
 def write_npz(path, arrays: dict, labels) -> Path:

@@ -41,3 +41,28 @@ def test_a_split_of_the_runs_data_with_a_limit(labelled_run, tmp_path):
         encode.encode_run(labelled_run / "run", "train", limit=0)
     with pytest.raises(ConfigError, match=r"--output must end in .npz"):
         encode.write_npz(tmp_path / "z.csv", arrays, labels)
+
+
+def test_the_data_are_streamed_a_batch_at_a_time(labelled_run, monkeypatch):
+    """The kind sees at most ENCODE_BATCH images per call, in order; the representations and
+    labels cover every image; only the first PROJECTOR_MAX images are kept."""
+    from keras_vae.models.kind import kind_of
+
+    monkeypatch.setattr(encode, "ENCODE_BATCH", 50)
+    monkeypatch.setattr(encode, "PROJECTOR_MAX", 70)
+    model, config = runs.load_run(labelled_run / "run")
+    kind_class = type(kind_of(config))
+    sizes = []
+    original = kind_class.encode
+
+    def counting(self, model, images, labels=None):
+        sizes.append(len(images))
+        return original(self, model, images, labels)
+
+    monkeypatch.setattr(kind_class, "encode", counting)
+    arrays, images, labels = encode.encode_run(labelled_run / "run", str(labelled_run / "toy.npz"))
+    x = np.load(labelled_run / "toy.npz")["x"]
+    assert sizes == [50, 50, 20]
+    np.testing.assert_allclose(arrays["mean"], model.encode(x).mean(), atol=1e-5)
+    np.testing.assert_array_equal(images, x[:70])
+    np.testing.assert_array_equal(labels, np.arange(120) % 3)

@@ -137,13 +137,10 @@ class HierarchicalVAEKind(ModelKind):
         return result, line
 
     def encode(self, model, images, labels=None) -> dict[str, np.ndarray]:
-        """Each layer's posterior mean along the mean path (`mean_1`, `mean_2`, ...)."""
-        found: dict[str, list] = {}
-        for start in range(0, len(images), 1000):
-            x = np.asarray(images[start : start + 1000], np.float32)
-            for layer, q in enumerate(model.encode(x), 1):
-                found.setdefault(f"mean_{layer}", []).append(np.asarray(q.mean()))
-        return {name: np.concatenate(parts) for name, parts in found.items()}
+        """Each layer's posterior mean along the mean path (`mean_1`, `mean_2`, ...) of a
+        batch of images."""
+        x = np.asarray(images, np.float32)
+        return {f"mean_{i}": np.asarray(q.mean()) for i, q in enumerate(model.encode(x), 1)}
 
     def figure_needs_images(self, figure: str) -> bool:
         return figure in ("reconstructions", "resample")

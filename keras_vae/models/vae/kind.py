@@ -169,16 +169,11 @@ class VAEKind(ModelKind):
         return np.asarray(model.sample(num, seed=seed, y=np.resize(np.asarray(labels), num)))
 
     def encode(self, model, images, labels=None) -> dict[str, np.ndarray]:
-        """The posterior's parameters, the mean E[z|x] first (`mean`), in batches of 1000."""
-        found: dict[str, list] = {}
-        for start in range(0, len(images), 1000):
-            x = np.asarray(images[start : start + 1000], np.float32)
-            args = (x,) if labels is None else (x, np.asarray(labels[start : start + 1000]))
-            q = model.encode(*args)
-            found.setdefault("mean", []).append(np.asarray(q.mean()))
-            for name, value in model.encode_parameters(*args).items():
-                found.setdefault(name, []).append(np.asarray(value))
-        return {name: np.concatenate(parts) for name, parts in found.items()}
+        """The posterior's parameters, the mean E[z|x] first (`mean`), of a batch of images."""
+        args = (images,) if labels is None else (images, np.asarray(labels))
+        found = {"mean": np.asarray(model.encode(*args).mean())}
+        found.update({k: np.asarray(v) for k, v in model.encode_parameters(*args).items()})
+        return found
 
     def figure_needs_images(self, figure: str) -> bool:
         return figure in ("reconstructions", "latents", "interpolation")

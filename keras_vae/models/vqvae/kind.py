@@ -326,13 +326,12 @@ class _VQKind(ModelKind):
         return figure in ("reconstructions", "codebook")
 
     def encode(self, model, images, labels=None) -> dict[str, np.ndarray]:
-        """The codes `[N, h, w]` (`codes`) and the quantized latents flattened (`latents`)."""
+        """The codes `[N, h, w]` (`codes`) and the quantized latents flattened (`latents`) of a
+        batch of images."""
         vq = model.vqvae if isinstance(model, CodePrior) else model
-        codes, latents = [], []
-        for x in _batches(images):
-            codes.append(vq.encode(x).numpy())
-            latents.append(vq.quantized_latents(x).numpy().reshape(int(x.shape[0]), -1))
-        return {"latents": np.concatenate(latents), "codes": np.concatenate(codes)}
+        x = tf.constant(np.asarray(images, np.float32))
+        latents = vq.quantized_latents(x).numpy().reshape(int(x.shape[0]), -1)
+        return {"latents": latents, "codes": vq.encode(x).numpy()}
 
     def make_figure(self, model, figure, *, images=None, labels=None, num=None, seed=0,
                     split="test"):  # fmt: skip
