@@ -1343,6 +1343,15 @@ def take_rows(images: np.ndarray | ImageStream, indices, labels=None, batch_size
     return stacked, (np.stack(found) if has_labels else None)
 
 
+def pick_rows(images: np.ndarray | ImageStream, count: int, seed: int, labels=None):
+    """`min(count, len(images))` rows drawn without replacement by
+    `numpy.random.default_rng(seed)`, in their stored order, as `take_rows` gives them
+    (`(rows, row_labels)`): the images a figure shows, from an array or a stream alike."""
+    rng = np.random.default_rng(seed)
+    picked = np.sort(rng.choice(len(images), size=min(count, len(images)), replace=False))
+    return take_rows(images, picked, labels)
+
+
 def batches(images: np.ndarray | ImageStream, batch_size: int, labels=None):
     """`(images, labels)` NumPy batches of `batch_size` (the last one smaller) in order, the
     split read once, whatever holds it: what every kind's evaluation reads.

@@ -17,7 +17,7 @@ from keras_vae.models.kind import kind_names, kind_of
 from keras_vae.models.vae.pictures import *  # noqa: F403  (keras_vae.plotting of 0.2.0)
 from keras_vae.models.vae.pictures import DEFAULT_NUM, _check_count
 from keras_vae.runs import directory as runs
-from keras_vae.runs.splits import load_labeled_split, load_split
+from keras_vae.runs.splits import open_split
 from keras_vae.workflows.arguments import add_data_dir_argument
 
 
@@ -81,10 +81,10 @@ def run_cli(args: argparse.Namespace) -> int:
     split = args.split or config.eval_split
     if kind.figure_needs_images(args.kind):
         likelihood = kind.likelihood_name(model)
-        if kind.uses_labels(config) or args.kind == "latents":
-            images, labels = _labelled_split(config, split, likelihood, args)
-        else:
-            images = load_split(config, split, likelihood)
+        if args.kind == "latents":  # all it scatters, coloured by label where there are any
+            images, labels = _scattered(config, split, args)
+        else:  # streamed: the figure reads the rows it shows (`data.pick_rows`)
+            images = open_split(config, split, likelihood, labels=kind.uses_labels(config))
     fig = kind.make_figure(model, args.kind, images=images, labels=labels, num=args.num,
                            seed=args.seed, split=split)  # fmt: skip
     width, height = (int(v) for v in fig.get_size_inches() * args.dpi)  # as Agg truncates
@@ -94,13 +94,11 @@ def run_cli(args: argparse.Namespace) -> int:
     return 0
 
 
-def _labelled_split(config, split, likelihood, args):
-    """The split with its labels where the data set has them (latents are coloured by
-    label); a latents figure reads only the examples it scatters."""
+def _scattered(config, split, args):
+    """The first `--num` examples of the split with their labels where the data set has them
+    (a latents figure reads only the examples it scatters)."""
     from keras_vae.data import pipeline as data
 
-    if args.kind == "latents":
-        load = dict(data_dir=config.data_dir, manual_dir=config.manual_dir)
-        limit = args.num or DEFAULT_NUM["latents"]
-        return data.load_labeled_images(config.dataset, split, limit=limit, **load)
-    return load_labeled_split(config, split, likelihood)
+    load = dict(data_dir=config.data_dir, manual_dir=config.manual_dir)
+    limit = args.num or DEFAULT_NUM["latents"]
+    return data.load_labeled_images(config.dataset, split, limit=limit, **load)

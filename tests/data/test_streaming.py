@@ -196,6 +196,22 @@ def test_take_rows_keeps_only_the_wanted_rows_of_a_stream_in_their_order() -> No
         data.take_rows(stream, [1250])
 
 
+def test_pick_rows_draws_the_same_rows_from_an_array_and_from_its_stream() -> None:
+    rng = np.random.default_rng(6)
+    x = rng.random((data.HEAD_SIZE + 130, 3, 2, 1)).astype(np.float32)
+    y = rng.integers(0, 3, len(x))
+    # the reference: numpy's draw without replacement from the same seed, sorted
+    expected = np.sort(np.random.default_rng(11).choice(len(x), size=9, replace=False))
+    from_stream, stream_labels = data.pick_rows(data.ArrayStream(x, "toy", labels=y), 9, seed=11)
+    from_array, array_labels = data.pick_rows(x, 9, seed=11, labels=y)
+    np.testing.assert_array_equal(from_stream, x[expected])
+    np.testing.assert_array_equal(from_array, x[expected])
+    np.testing.assert_array_equal(stream_labels, y[expected])
+    np.testing.assert_array_equal(array_labels, y[expected])
+    few, _ = data.pick_rows(x[:4], 9, seed=0)  # more wanted than there are: all of them
+    np.testing.assert_array_equal(few, x[:4])
+
+
 def test_a_bad_batch_of_an_evaluation_pass_is_a_one_line_error() -> None:
     images = np.random.default_rng(0).random((data.HEAD_SIZE + 300, 4)).astype(np.float32)
     images[data.HEAD_SIZE + 120, 2] = np.inf

@@ -150,9 +150,7 @@ class HierarchicalVAEKind(ModelKind):
         if figure == "samples":
             samples = np.asarray(model.sample(num or 64, seed=seed))
             return figures.grid_figure(figures.tile_images(samples), "Samples E[x|z], z ~ p(z)")
-        rng = np.random.default_rng(seed)
-        picked = np.sort(rng.choice(len(images), size=min(num or 8, len(images)), replace=False))
-        x = np.asarray(images[picked], np.float32)
+        x, _ = data.pick_rows(images, num or 8, seed)
         if figure == "reconstructions":
             return figures.reconstruction_figure(
                 x, np.asarray(model.reconstruct(x)), "Reconstructions", "E[x|z], z the mean path"

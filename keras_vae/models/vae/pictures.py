@@ -53,6 +53,7 @@ from keras_vae._internal.figures import (  # noqa: F401  (part of this module's 
     to_uint8,
     write_png,
 )
+from keras_vae.data import pipeline as data
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -471,8 +472,9 @@ def make_figure(
 ) -> Figure:
     """The figure of one `--kind` for a model and (where the kind needs them) images.
 
-    Reconstructions use `num` images picked at random with `seed`; interpolation uses two such
-    images; latents use all `images` given.
+    `images` is an array or a `keras_vae.data.ImageStream` (read up to the rows it needs).
+    Reconstructions use `num` images picked at random with `seed` (`data.pick_rows`);
+    interpolation uses two such images; latents use all `images` given.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}. Received: kind={kind!r}")
@@ -490,15 +492,14 @@ def make_figure(
         raise ValueError(f"kind={kind!r} needs images.")
     if kind == "latents":
         return latent_scatter(model, images, labels)
-    rng = np.random.default_rng(seed)
     if kind == "reconstructions":
-        picked = np.sort(rng.choice(len(images), size=min(num, len(images)), replace=False))
-        chosen = None if labels is None else np.asarray(labels)[picked]
-        return reconstruction_grid(model, images[picked], num=len(picked), labels=chosen)
+        rows, chosen = data.pick_rows(images, num, seed, labels)
+        return reconstruction_grid(model, rows, num=len(rows), labels=chosen)
     if len(images) < 2:
         raise ValueError(f"interpolation needs at least 2 images; the split has {len(images)}.")
-    first, second = rng.choice(len(images), size=2, replace=False)
-    return interpolation_grid(model, images[first], images[second], steps=num)
+    pair = np.random.default_rng(seed).choice(len(images), size=2, replace=False)
+    (first, second), _ = data.take_rows(images, pair)
+    return interpolation_grid(model, first, second, steps=num)
 
 
 __all__ = [

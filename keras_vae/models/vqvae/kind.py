@@ -285,9 +285,7 @@ def make_figure(model: keras.Model, kind: str, images=None, num: int | None = No
         return plotting.grid_figure(grid, f"Samples E[x|z_q], codes ~ PixelCNN prior ({num})")
     if kind == "codebook":
         return codebook_figure(code_counts(vq, images), f"Code usage on {split}")
-    rng = np.random.default_rng(seed)
-    picked = np.sort(rng.choice(len(images), size=min(num, len(images)), replace=False))
-    inputs = np.asarray(images[picked], np.float32)
+    inputs, _ = data.pick_rows(images, num, seed)
     outputs = np.asarray(vq.reconstruct(inputs))
     label = "reconstruction E[x|z_q(x)], z_q(x) the nearest codes"
     return plotting.reconstruction_figure(inputs, outputs, "Reconstructions", label)
