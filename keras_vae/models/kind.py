@@ -181,7 +181,10 @@ class ModelKind:
     # -------------------------------------------------------------------------------- plot
     def make_figure(self, model, figure: str, *, images=None, labels=None, num=None, seed=0,
                     split="test"):  # fmt: skip
-        """The figure `keras-vae plot --kind figure` draws."""
+        """The figure `keras-vae plot --kind figure` draws. `images` (where
+        `figure_needs_images`) is the split as an array or a streamed `data.ImageStream`, as
+        `evaluate` gets it: read the rows a figure shows with `data.pick_rows` or
+        `data.take_rows` (a `latents` figure gets the arrays it scatters)."""
         raise NotImplementedError
 
     def figure_needs_images(self, figure: str) -> bool:

@@ -104,7 +104,7 @@ class AutoencoderKind(ModelKind):
                     split="test"):  # fmt: skip
         from keras_vae._internal.figures import reconstruction_figure
 
-        x = np.asarray(images[: num or 4], np.float32)
+        x, _ = data.take_rows(images, np.arange(num or 4))  # an array or a stream
         return reconstruction_figure(x, np.asarray(model.reconstruct(x)), "AE", "E[x|f(x)]")
 
     export_options = ("quantize",)
