@@ -66,8 +66,14 @@ def _outputs(notebook, output_type=None):
                     yield output
 
 
+# executed with `-m long` only (25 s): its models train on Frey faces as 02_frey_face's do
+LONG = {"05_aevb_figure2.ipynb"}
+RUNS = [pytest.param(*case, id=case[0], marks=[pytest.mark.long] if case[0] in LONG else [])
+        for case in CASES]  # fmt: skip
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name, needs, min_pictures", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("name, needs, min_pictures", RUNS)
 def test_notebook_runs_top_to_bottom_with_a_tiny_budget(
     name, needs, min_pictures, tmp_path, monkeypatch, jupyter_path
 ):

@@ -149,7 +149,7 @@ MIRRORED_VQVAE = textwrap.dedent(
 )
 
 
-@pytest.mark.slow
+@pytest.mark.long  # 22 s of a fresh 2-replica process; the VAE's and the CLI's stay in CI
 def test_mirrored_training_equals_one_device_including_the_codebook():
     """EMA codebook under the replica's XLA, the codebook loss without XLA; restarts in both."""
     completed = subprocess.run([sys.executable, "-c", MIRRORED_VQVAE],
