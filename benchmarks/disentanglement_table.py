@@ -35,11 +35,11 @@ training (the CLI's resume): kill it at any moment and rerun the same command. R
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -87,11 +87,9 @@ def run_one(row: str, seed: int, args) -> dict:
             train += ["--steps-per-epoch", str(args.steps_per_epoch)]
         if args.eval_split:
             train += ["--eval-split", args.eval_split]
-        started = time.perf_counter()
         done = keras_vae(*train)
         if done.returncode != 0:
             raise SystemExit(f"{row} seed {seed}: training failed (exit {done.returncode})")
-        (run_dir / "table_train_seconds.txt").write_text(f"{time.perf_counter() - started:.0f}\n")
         score = ["evaluate", str(run_dir), "--disentanglement", "--json",
                  "--disentanglement-samples", str(args.samples)]  # fmt: skip
         scored = keras_vae(*score, capture=True)
@@ -99,15 +97,20 @@ def run_one(row: str, seed: int, args) -> dict:
             raise SystemExit(f"{row} seed {seed}: evaluation failed (exit {scored.returncode})")
     scores = json.loads(scores_file.read_text())
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    seconds = run_dir / "table_train_seconds.txt"
     return {
         **{key: scores[key] for _, key in METRICS},
         "reconstruction": -metrics["train_reconstruction"],
         "kept_epoch": metrics.get("kept_epoch"),
         "epochs": metrics.get("epochs"),
         "steps": _steps(run_dir),
-        "train_seconds": float(seconds.read_text()) if seconds.exists() else None,
+        "train_seconds": _train_seconds(run_dir),
     }
+
+
+def _train_seconds(run_dir: Path) -> float:
+    """Wall-clock seconds of the run's epochs, summed over its resumes (history.csv)."""
+    with open(run_dir / "history.csv", newline="") as file:
+        return round(sum(float(row["epoch_seconds"]) for row in csv.DictReader(file)), 1)
 
 
 def _steps(run_dir: Path) -> int | None:
