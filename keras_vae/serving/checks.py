@@ -99,6 +99,55 @@ def run_in_session(path: Path, key: str, inputs: dict[str, np.ndarray]) -> dict[
         logger.setLevel(level)
 
 
+def graph_mode_check(
+    part: str, key: str, reference: dict[str, dict], bound: float, relative: bool = False
+) -> Callable[[Path], dict]:
+    """The check of `part`'s SavedModel through TF Serving's graph-mode loader: signature
+    `key` on `reference[part]["inputs"]` must give `reference[part]["outputs"]` within
+    `bound`, else `ExportCheckError`. Returns the errors."""
+
+    def check(path: Path) -> dict:
+        got = run_in_session(path, key, reference[part]["inputs"])
+        errors = {f"graph_mode/{name}": max_error(got[name], want, relative)
+                  for name, want in reference[part]["outputs"].items()}  # fmt: skip
+        if errors and max(errors.values()) >= bound:
+            raise ExportCheckError(f"{part}/ disagrees with the model in graph mode: {errors}")
+        return errors
+
+    return check
+
+
+class OutputComparison:
+    """Collects, over several calls, the largest `max_error` of each `signature/output` and
+    the outputs whose shapes differ from the expected ones (as problems, one line each)."""
+
+    def __init__(self, relative: bool = False):
+        self.relative = relative
+        self.errors: dict[str, float] = {}
+        self.problems: list[str] = []
+
+    def __call__(self, signature: str, got: dict, want: dict) -> None:
+        for name, value in want.items():
+            if got[name].shape != value.shape:
+                self.problems.append(f"{signature} output {name!r} has shape "
+                                     f"{got[name].shape}, expected {value.shape}")  # fmt: skip
+                continue
+            key = f"{signature}/{name}"
+            error = max_error(got[name], value, self.relative)
+            self.errors[key] = max(self.errors.get(key, 0.0), error)
+
+
+def compare_deterministic(
+    runner: Runner, key: str, inputs: dict, expected: dict, compare: OutputComparison
+) -> None:
+    """Runs the deterministic signature `key` on one row and on the whole check batch and
+    compares both with the expected outputs (`eps` [K, B, ...] has its batch on axis 1)."""
+    for batch in (slice(0, 1), slice(None)):
+        rows = {name: value[:, batch] if name == "eps" else value[batch]
+                for name, value in inputs.items()}  # fmt: skip
+        compare(key, runner(**rows), {name: value[batch] for name, value in expected.items()})
+
+
 # ---------------------------------------------------------------------------- measures
 def max_error(got: np.ndarray, want: np.ndarray, relative: bool = False) -> float:
     """max |got - want|, or max |got - want| / (1 + |want|) when `relative`."""

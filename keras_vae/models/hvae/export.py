@@ -59,6 +59,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from keras_vae._internal.checks import check_positive_int
 from keras_vae.models.hvae.checks import (
     DETERMINISTIC,
     RELATIVE_PARTS,
@@ -69,7 +70,7 @@ from keras_vae.models.hvae.checks import (
 from keras_vae.models.hvae.model import HierarchicalVAE
 from keras_vae.models.hvae.signatures import SIGNATURE_FUNCTIONS
 from keras_vae.serving import pipeline
-from keras_vae.serving.checks import ExportCheckError, max_error, run_in_session
+from keras_vae.serving.checks import ExportCheckError, graph_mode_check
 from keras_vae.serving.tflite import QUANTIZATIONS, batches
 
 PARTS = ("encoder", "decoder", "scorer")
@@ -158,22 +159,6 @@ def _check(model: HierarchicalVAE, part: str, reference: dict,
     return check
 
 
-def _graph_check(part: str, reference: dict) -> Callable[[Path], dict]:
-    """The deterministic signature through TF Serving's graph-mode loader."""
-
-    def graph_check(path: Path) -> dict:
-        outputs = run_in_session(path, DETERMINISTIC[part], reference[part]["inputs"])
-        errors = {
-            f"graph_mode/{name}": max_error(outputs[name], value, part in RELATIVE_PARTS)
-            for name, value in reference[part]["outputs"].items()
-        }
-        if max(errors.values()) >= FLOAT32_BOUND:
-            raise ExportCheckError(f"{part}/ disagrees with the model in graph mode: {errors}")
-        return errors
-
-    return graph_check
-
-
 def export_parts(model: HierarchicalVAE, reference: dict, scorer: bool, scorer_samples: int,
                  images: np.ndarray | None) -> list[pipeline.ExportPart]:  # fmt: skip
     """The encoder, decoder (and scorer) as parts of the export pipeline."""
@@ -188,7 +173,8 @@ def export_parts(model: HierarchicalVAE, reference: dict, scorer: bool, scorer_s
             quantizations=PART_QUANTIZATIONS[name],
             calibration=(lambda keys, name=name: representative_dataset(
                 model, name, images, keys)) if images is not None else None,
-            graph_check=_graph_check(name, reference),
+            graph_check=graph_mode_check(name, DETERMINISTIC[name], reference,
+                                         FLOAT32_BOUND, name in RELATIVE_PARTS),
             refusal=(f"scorer.tflite: the scorer of this hierarchical VAE ({_facts(model)}) "
                      "does not convert to TFLite builtins; export with scorer=False "
                      "(--no-scorer) or tflite=False (--no-tflite).") if name == "scorer" else None,
@@ -251,14 +237,6 @@ def _check_model(model: object) -> None:
         )
 
 
-def _check_scorer_samples(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"scorer_samples must be a positive int. Received: scorer_samples={value!r}"
-        )
-    return value
-
-
 def export_hvae(
     model: HierarchicalVAE,
     export_dir: str | Path,
@@ -309,7 +287,7 @@ def export_hvae(
     """
     _check_model(model)
     quantize = pipeline.check_export_arguments(version, tflite, quantize, progress)
-    scorer_samples = _check_scorer_samples(scorer_samples)
+    scorer_samples = check_positive_int("scorer_samples", scorer_samples)
     say = progress or (lambda message: None)
     representative_images = _check_images("representative_images", representative_images, model)
     check_images = _check_images("check_images", check_images, model)

@@ -32,7 +32,9 @@ from keras_vae.serving.checks import (  # noqa: F401  (of 0.2.0's keras_vae.expo
     SAMPLE_CHECK_SIZE,
     STANDARD_ERRORS,
     ExportCheckError,
+    OutputComparison,
     Runner,
+    compare_deterministic,
     estimate_agreement,
     max_error,
     run_in_session,
@@ -205,30 +207,11 @@ def check_runners(
 ) -> tuple[dict[str, float], list[str]]:
     """Runs every signature; returns the errors per `signature/output` and the problems."""
     inputs, expected = reference[part]["inputs"], reference[part]["outputs"]
-    relative = part in RELATIVE_PARTS
-    errors: dict[str, float] = {}
-    problems: list[str] = []
-
-    def compare(signature: str, got: dict, want: dict) -> None:
-        for name, value in want.items():
-            if got[name].shape != value.shape:
-                problems.append(f"{signature} output {name!r} has shape {got[name].shape}, "
-                                f"expected {value.shape}")  # fmt: skip
-                continue
-            key = f"{signature}/{name}"
-            errors[key] = max(errors.get(key, 0.0), max_error(got[name], value, relative))
-
+    compare = OutputComparison(relative=part in RELATIVE_PARTS)
     key = DETERMINISTIC[part]
-    for batch in (slice(0, 1), slice(None)):  # batch 1 and the whole check batch
-        got = runners[key](**{name: _rows(name, v, batch) for name, v in inputs.items()})
-        compare(key, got, {name: v[batch] for name, v in expected.items()})
-    problems += _sampling_problems(model, part, runners, inputs, compare)
-    return errors, problems
-
-
-def _rows(name: str, value: np.ndarray, batch: slice) -> np.ndarray:
-    # eps [K, B, noise] has the batch on its second axis
-    return value[:, batch] if name == "eps" else value[batch]
+    compare_deterministic(runners[key], key, inputs, expected, compare)
+    compare.problems += _sampling_problems(model, part, runners, inputs, compare)
+    return compare.errors, compare.problems
 
 
 def check_artefact(

@@ -60,6 +60,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from keras_vae._internal.checks import check_positive_int
 from keras_vae.models.vae.checks import (
     DETERMINISTIC,
     RELATIVE_PARTS,
@@ -67,8 +68,6 @@ from keras_vae.models.vae.checks import (
     build_reference,
     check_artefact,
     float32_agreement,
-    max_error,
-    run_in_session,
     scorer_statistics,
     worst,
 )
@@ -86,6 +85,7 @@ from keras_vae.models.vae.signatures import (
     scorer_signatures,
 )
 from keras_vae.serving import pipeline
+from keras_vae.serving.checks import graph_mode_check
 from keras_vae.serving.tflite import (
     QUANTIZATIONS,
     batches,
@@ -219,22 +219,6 @@ def _check(model: VAE, part: str, reference: dict, scorer_samples: int) -> pipel
     return check
 
 
-def _graph_check(part: str, reference: dict, bound: float) -> Callable[[Path], dict]:
-    """The deterministic signature through TF Serving's graph-mode loader."""
-
-    def graph_check(path: Path) -> dict:
-        outputs = run_in_session(path, DETERMINISTIC[part], reference[part]["inputs"])
-        errors = {
-            f"graph_mode/{name}": max_error(outputs[name], value, part in RELATIVE_PARTS)
-            for name, value in reference[part]["outputs"].items()
-        }
-        if max(errors.values()) >= bound:
-            raise ExportCheckError(f"{part}/ disagrees with the model in graph mode: {errors}")
-        return errors
-
-    return graph_check
-
-
 def export_parts(model: VAE, reference: dict, scorer: bool, scorer_samples: int,
                  calibration: tuple, scorer_model: VAE | None = None) -> list:  # fmt: skip
     """The VAE's encoder, decoder (and scorer, written from `scorer_model`, default `model`)
@@ -256,7 +240,8 @@ def export_parts(model: VAE, reference: dict, scorer: bool, scorer_samples: int,
             quantizations=quantizations,
             calibration=(lambda keys, name=name: representative_dataset(
                 model, name, images, keys, labels)) if images is not None else None,
-            graph_check=_graph_check(name, reference, unquantized_bound(source)),
+            graph_check=graph_mode_check(name, DETERMINISTIC[name], reference,
+                                         unquantized_bound(source), name in RELATIVE_PARTS),
             refusal=_low_precision_refusal(source, name) or (
                 f"scorer.tflite: the scorer of the {_combination(model)} combination "
                 "does not convert to TFLite builtins; export with scorer=False "
@@ -372,15 +357,6 @@ def _check_scorer_model(scorer_model, model: VAE) -> VAE:
     return scorer_model
 
 
-def _check_scorer_samples(scorer_samples: object) -> int:
-    value = scorer_samples
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"scorer_samples must be a positive int. Received: scorer_samples={value!r}"
-        )
-    return value
-
-
 def _choose_check_images(model, check, representative, say) -> tuple:
     """(images, labels, source): `check` (images, labels), else `representative`, else uniform
     noise (labelled with the classes in turn for a conditional model)."""
@@ -468,7 +444,7 @@ def export_vae(
     _check_model(model)
     scorer_model = _check_scorer_model(scorer_model, model)
     quantize = pipeline.check_export_arguments(version, tflite, quantize, progress)
-    scorer_samples = _check_scorer_samples(scorer_samples)
+    scorer_samples = check_positive_int("scorer_samples", scorer_samples)
     say = progress or (lambda message: None)
     representative_images = _check_images("representative_images", representative_images, model)
     representative_labels = _check_labels(
