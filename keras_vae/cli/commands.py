@@ -197,6 +197,9 @@ _LIST_OPTIONS = (
      "top-down cell (default: --hidden-units reversed)"),
     ("network", "--posterior-units", "posterior_units", "hvae: dense layers of every "
      "posterior cell before its projection (default: none)"),
+    ("objective", "--free-bits-groups", "free_bits_groups", "hvae, --free-bits: per "
+     "layer, how many groups of its units share a floor (1: the whole layer; default: "
+     "each unit)"),
     ("objective", "--discriminator-units", "discriminator_units", "factorvae: hidden "
      "layer sizes of the discriminator"),
 )  # fmt: skip

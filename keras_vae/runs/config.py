@@ -29,7 +29,13 @@ _ARRAY_FILES = (".npz", ".npy")  # keras_vae.data.ARRAY_EXTENSIONS (data imports
 NETWORK_OPTIONS = {"conv": {"conv_filters": "filters", "conv_kernel_size": "kernel_size"}}
 
 _OBJECTIVE_OPTIONS = {
-    "elbo": {"beta": 1.0, "kl_warmup_epochs": 0, "kl_cycle_epochs": 0, "free_bits": 0.0},
+    "elbo": {
+        "beta": 1.0,
+        "kl_warmup_epochs": 0,
+        "kl_cycle_epochs": 0,
+        "free_bits": 0.0,
+        "free_bits_groups": None,
+    },
     "iwae": {"gradient_estimator": "standard"},
     "betatc": {"tc_weight": None, "tc_estimator": "importance"},
     "annealed_capacity": {"capacity": 25.0, "capacity_epochs": None, "capacity_weight": 1000.0},
@@ -133,6 +139,11 @@ class TrainConfig:
         kl_cycle_epochs: ELBO: restart the warm-up every this many epochs (cyclical
             annealing; 0: off; needs `kl_warmup_epochs` below it).
         free_bits: ELBO: lambda, nats per latent dimension that the KL term gets for free.
+        free_bits_groups: Hierarchical VAE, ELBO with `free_bits`: per stochastic layer, the
+            number g of groups of its units that share a floor (each group gets lambda times
+            its units; 1: the whole layer, the Ladder VAE's per-layer free bits); None: each
+            unit is its own group. A layer whose KL is Monte Carlo (a VampPrior or mixture
+            on top) is one group whatever is asked.
         tc_weight: beta-TCVAE and FactorVAE: the weight of the total correlation (beta-TCVAE's
             beta, FactorVAE's gamma); None: the objective's default (6 and 10).
         tc_estimator: beta-TCVAE: the batch estimate of the aggregate posterior q(z),
@@ -243,6 +254,7 @@ class TrainConfig:
     kl_warmup_epochs: int = 0
     kl_cycle_epochs: int = 0
     free_bits: float = 0.0
+    free_bits_groups: list[int] | None = None
     tc_weight: float | None = None
     tc_estimator: str = "importance"
     capacity: float = 25.0
@@ -487,11 +499,30 @@ class TrainConfig:
                 f"{other[0]}."
             )
         self._check_disentangling_options()
+        self._check_free_bits_groups()
         if self.kl_cycle_epochs and not 0 < self.kl_warmup_epochs < self.kl_cycle_epochs:
             raise ConfigError(
                 "kl_cycle_epochs needs 0 < kl_warmup_epochs < kl_cycle_epochs (each cycle "
                 "warms up, then trains at the full weight). Received: kl_cycle_epochs="
                 f"{self.kl_cycle_epochs}, kl_warmup_epochs={self.kl_warmup_epochs}"
+            )
+
+    def _check_free_bits_groups(self) -> None:
+        groups, sizes = self.free_bits_groups, self.latent_dims
+        if groups is None:
+            return
+        if not self.free_bits:
+            raise ConfigError(
+                "free_bits_groups groups the free bits of free_bits, which is 0; add "
+                "--free-bits (e.g. 0.125) or remove --free-bits-groups."
+            )
+        if len(groups) != len(sizes) or any(
+            g < 1 or d % g for g, d in zip(groups, sizes, strict=False)
+        ):
+            raise ConfigError(
+                f"free_bits_groups needs one int per stochastic layer of latent_dims {sizes}, "
+                "each dividing the layer's size (1: the whole layer is one group). "
+                f"Received: free_bits_groups={groups!r}"
             )
 
     def _check_disentangling_options(self) -> None:

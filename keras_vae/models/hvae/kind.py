@@ -32,8 +32,8 @@ class HierarchicalVAEKind(ModelKind):
     options = (
         "latent_dims", "hidden_units", "activation", "prior", "prior_components", "objective",
         "gradient_estimator", "samples", "start_samples", "start_samples_epochs", "beta",
-        "kl_warmup_epochs", "kl_cycle_epochs", "free_bits", "posterior", "network",
-        "log_scale_bound", "top_down_units", "posterior_units", "shared_bottom_up",
+        "kl_warmup_epochs", "kl_cycle_epochs", "free_bits", "free_bits_groups", "posterior",
+        "network", "log_scale_bound", "top_down_units", "posterior_units", "shared_bottom_up",
         "top_down_skip", "precision",
     )  # fmt: skip
     figure_kinds = ("samples", "reconstructions", "resample")
@@ -62,7 +62,8 @@ class HierarchicalVAEKind(ModelKind):
             likelihood=config.likelihood, activation=config.activation, seed=config.seed,
             top_posterior=config.posterior, prior=config.prior,
             prior_components=config.prior_components, gated=GATED[config.network],
-            objective=objective, log_scale_bound=config.log_scale_bound or None,
+            objective=objective, free_bits_groups=config.free_bits_groups,
+            log_scale_bound=config.log_scale_bound or None,
             precision=config.precision, **options,
         )  # fmt: skip
 

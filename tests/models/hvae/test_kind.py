@@ -173,3 +173,37 @@ def test_the_vampprior_topology_options_go_from_the_cli_to_the_model(tmp_path, c
     assert cli.main(["train", "--top-down-skip", "--output", str(tmp_path / "vae")]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "top_down_skip=True applies only to model='hvae'" in err
+
+
+def test_free_bits_groups_go_from_the_cli_to_the_model_and_bad_ones_are_one_line(tmp_path, capsys):
+    argv = ["--model", "hvae", "--latent-dims", "4", "2", "--hidden-units", "8",
+            "--free-bits", "0.5", "--free-bits-groups", "1", "2"]  # fmt: skip
+    config = cli.train_config(argv)
+    (tmp_path / "config.json").write_text(config.to_json())
+    assert TrainConfig.from_file(tmp_path / "config.json").free_bits_groups == [1, 2]
+    model = train.build_model(config, (6, 6, 1), "bernoulli")
+    x = tf.constant(X[:5, :, :, None])
+    eps = tf.random.stateless_normal((1, 5, 6), seed=(1, 2))
+    latent = model.latent_terms(x, eps)
+    assert latent.kl_groups.shape == (5, 3)  # z_1 one group, z_2 two groups of one unit
+    np.testing.assert_array_equal(latent.group_sizes, [4, 1, 1])
+    np.testing.assert_allclose(latent.kl_groups[:, 0], latent.terms["kl_1"], rtol=1e-5)
+    np.testing.assert_allclose(np.sum(latent.kl_groups[:, 1:], -1), latent.terms["kl_2"], rtol=1e-5)
+    loss, terms = model.objective(model, x, eps[0:1], 0)  # lambda 0.5 nats per unit
+    floors = np.maximum(np.mean(latent.kl_groups, 0), [0.5 * 4, 0.5, 0.5])
+    want = -np.mean(terms["reconstruction"]) + floors.sum()
+    np.testing.assert_allclose(float(loss), want, rtol=1e-5)
+    bad = {
+        ("--free-bits-groups", "3", "1"): "each dividing the layer's size",
+        ("--free-bits-groups", "1"): "one int per stochastic layer of latent_dims [4, 2]",
+    }
+    for extra, message in bad.items():
+        assert cli.main(["train", *argv[:-3], *extra, "--output", str(tmp_path / "r")]) == 2
+        assert message in capsys.readouterr().err
+    no_floor = [*argv[:7], "--free-bits-groups", "1", "1"]
+    assert cli.main(["train", *no_floor, "--output", str(tmp_path / "r")]) == 2
+    assert "add --free-bits (e.g. 0.125)" in capsys.readouterr().err
+    iwae = [*argv, "--objective", "iwae", "--samples", "2", "--output", str(tmp_path / "r")]
+    assert cli.main(["train", *iwae]) == 2
+    assert "only to objective='elbo'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
