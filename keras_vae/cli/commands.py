@@ -190,9 +190,9 @@ def _help(key: str, text: str) -> str:
 _LIST_OPTIONS = (
     ("network", "--hidden-units", "hidden_units", "hidden layer sizes, e.g. 500 or 300 300"),
     ("network", "--conv-filters", "conv_filters", "conv, vqvae: channels of each stride-2 "
-     "conv level (depth: their count)"),
+     "conv level (depth: their count); hvae conv: one value, every feature map's"),
     ("model kind and parts", "--latent-dims", "latent_dims", "hvae: size of each "
-     "stochastic layer, z_1 (next to x) first"),
+     "stochastic layer, z_1 (next to x) first (conv: channels of each z_i map)"),
     ("network", "--top-down-units", "top_down_units", "hvae: dense layers of every "
      "top-down cell (default: --hidden-units reversed)"),
     ("network", "--posterior-units", "posterior_units", "hvae: dense layers of every "

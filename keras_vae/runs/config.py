@@ -461,11 +461,13 @@ class TrainConfig:
             )
 
     def _check_network_options(self) -> None:
-        """A VAE's options of another network family than the chosen one are refused."""
+        """Options of another network family than the chosen one are refused (by the kinds
+        that take `network`; the VQ-VAE's encoder is always convolutional)."""
+        chooses = self.model in _option_owners().get("network", [])
         for network, options in NETWORK_OPTIONS.items():
             given = [f"{k}={getattr(self, k)!r}" for k in options
                      if getattr(self, k) != _default(k)]  # fmt: skip
-            if given and self.model == "vae" and self.network != network:
+            if given and chooses and self.network != network:
                 verb, them = ("applies", "it") if len(given) == 1 else ("apply", "them")
                 raise ConfigError(
                     f"{', '.join(given)} {verb} only to network={network!r}, not to "

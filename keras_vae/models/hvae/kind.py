@@ -1,14 +1,19 @@
 """The hierarchical VAE kind: `keras-vae train --model hvae --latent-dims 64 32 ...`.
 
-The MLP hierarchy of `mlp_hvae` (top-down inference, NVAE's residual posterior relative to
-the prior, see `keras_vae.models.hvae.model`) from the configured parts: the likelihood, the
-prior of the top layer, the objective (ELBO with its schedule and free bits, or IWAE), the
-hidden units of every block. Evaluation reports the importance-sampled NLL over the whole
+The hierarchy of `mlp_hvae` (`--network mlp|gated_mlp`) or `conv_hvae` (`--network conv`)
+(top-down inference, NVAE's residual posterior relative to the prior, see
+`keras_vae.models.hvae.model`) from the configured parts: the likelihood, the prior of the
+top layer, the objective (ELBO with its schedule and free bits, or IWAE), the hidden units of
+every block or the conv cells' filters. Evaluation reports the importance-sampled NLL over the whole
 hierarchy and each layer's KL and active units; `plot --kind resample` shows what each layer
 encodes; `export` writes its encoder, decoder and scorer (`keras_vae.models.hvae.export`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import NamedTuple
 
 import numpy as np
 
@@ -17,12 +22,87 @@ from keras_vae._internal import figures
 from keras_vae.data import pipeline as data
 from keras_vae.models import precision as precisions
 from keras_vae.models.hvae import metrics
-from keras_vae.models.hvae.presets import mlp_hvae
+from keras_vae.models.hvae.presets import conv_hvae, mlp_hvae
 from keras_vae.models.kind import ModelKind, _tail, make_objective
+from keras_vae.runs.config import TrainConfig
 
-#: The `--network` values of the hierarchy's blocks: dense layers, or gated dense layers
-#: (the VampPrior paper's HVAE).
-GATED = {"mlp": False, "gated_mlp": True}
+#: Options of the MLP hierarchy that a convolutional one (`--network conv`) refuses.
+MLP_ONLY = ("hidden_units", "top_down_units", "posterior_units", "shared_bottom_up",
+            "top_down_skip")  # fmt: skip
+#: The config's shared default `conv_filters` (the VAE's two levels), which a conv hierarchy,
+#: with one channel count for every feature map, reads as its first value.
+SHARED_CONV_FILTERS = [32, 64]
+
+
+def _mlp_body(config, image_shape, common, gated: bool):
+    """`mlp_hvae` from the config: `--hidden-units` for every bottom-up block (one with
+    `--shared-bottom-up`), `--top-down-units` (default: reversed) for every cell."""
+    count, hidden = len(config.latent_dims), list(config.hidden_units)
+    blocks = [hidden] + [[] if config.shared_bottom_up else hidden] * (count - 1)
+    state = list(config.top_down_units or hidden[::-1])
+    return mlp_hvae(
+        image_shape, latent_dims=config.latent_dims, hidden_units=blocks,
+        state_units=[state] * (count - 1), posterior_units=config.posterior_units,
+        skip=config.top_down_skip, top_posterior=config.posterior, gated=gated, **common,
+    )  # fmt: skip
+
+
+def _conv_body(config, image_shape, common):
+    """`conv_hvae` from the config: `--latent-dims` are the channels of each z_i map, z_1
+    two stride-2 levels below x and each further layer one more (28x28: 7x7, 4x4, 2x2, ...),
+    every feature map `--conv-filters F` channels with `--conv-kernel-size` kernels."""
+    count = len(config.latent_dims)
+    return conv_hvae(
+        image_shape, latent_channels=config.latent_dims, downsamples=[2] + [1] * (count - 1),
+        filters=config.conv_filters[0], kernel_size=config.conv_kernel_size, **common,
+    )  # fmt: skip
+
+
+def _describe_mlp(config) -> str:
+    units = "-".join(map(str, config.hidden_units))
+    blocks = "one shared bottom-up block" if config.shared_bottom_up else "per block"
+    skip = ", top-down skips" if config.top_down_skip else ""
+    return f"{config.network} {units} {blocks}{skip}, {config.posterior} top posterior"
+
+
+def _describe_conv(config) -> str:
+    size = config.conv_kernel_size
+    return f"conv residual cells, {config.conv_filters[0]} filters, {size}x{size} kernels"
+
+
+def _check_conv_options(config) -> None:
+    """A conv hierarchy refuses the MLP's options and more than one filter count."""
+    defaults = TrainConfig()
+    given = [f"--{key.replace('_', '-')}" for key in MLP_ONLY
+             if getattr(config, key) != getattr(defaults, key)]  # fmt: skip
+    if config.posterior != defaults.posterior:
+        given.append(f"--posterior {config.posterior}")
+    if given:
+        raise ValueError(
+            f"{', '.join(given)} belong to the MLP hierarchy, not to --network conv (its "
+            "z_i are maps of --latent-dims channels); remove them or choose --network mlp."
+        )
+    if len(config.conv_filters) != 1:
+        raise ValueError(
+            "--network conv for --model hvae takes one --conv-filters value, the channels of "
+            f"every feature map (e.g. --conv-filters 32). Received: {config.conv_filters}"
+        )
+
+
+class Network(NamedTuple):
+    """A `--network` of the hierarchy: how its model is built and described."""
+
+    build: Callable
+    describe: Callable
+
+
+#: The `--network` values of the hierarchy: dense layers, gated dense layers (the VampPrior
+#: paper's HVAE), or convolutional residual cells (NVAE's).
+NETWORKS = {
+    "mlp": Network(partial(_mlp_body, gated=False), _describe_mlp),
+    "gated_mlp": Network(partial(_mlp_body, gated=True), _describe_mlp),
+    "conv": Network(_conv_body, _describe_conv),
+}
 
 
 @registry.register("model", "hvae")
@@ -34,38 +114,40 @@ class HierarchicalVAEKind(ModelKind):
         "gradient_estimator", "samples", "start_samples", "start_samples_epochs", "beta",
         "kl_warmup_epochs", "kl_cycle_epochs", "free_bits", "free_bits_groups", "posterior",
         "network", "log_scale_bound", "top_down_units", "posterior_units", "shared_bottom_up",
-        "top_down_skip", "precision",
+        "top_down_skip", "precision", "conv_filters", "conv_kernel_size",
     )  # fmt: skip
     figure_kinds = ("samples", "reconstructions", "resample")
     evaluate_options = ("importance_samples", "seed", "precision")
 
+    def resolve_config(self, config):
+        """A conv hierarchy given the shared default `conv_filters` takes its first value."""
+        if config.network == "conv" and config.conv_filters == SHARED_CONV_FILTERS:
+            return config.replace(conv_filters=SHARED_CONV_FILTERS[:1])
+        return config
+
     def check_data(self, config, x_train, x_eval) -> None:
-        if config.network not in GATED:
+        if config.network not in NETWORKS:
             raise ValueError(
                 f"--network {config.network} is not a hierarchical VAE's; its blocks are "
-                f"{' or '.join(GATED)} (--network {'|'.join(GATED)})."
+                f"{', '.join(NETWORKS)} (--network {'|'.join(NETWORKS)})."
             )
+        if config.network == "conv":
+            _check_conv_options(config)
 
     def build(self, config, image_shape, epoch_steps=None, condition_dim=None):
-        return self._mlp_hvae(config, image_shape, make_objective(config, epoch_steps))
+        return self._hvae(config, image_shape, make_objective(config, epoch_steps))
 
-    def _mlp_hvae(self, config, image_shape, objective):
+    def _hvae(self, config, image_shape, objective):
         options = {} if config.likelihood_components is None else {
             "likelihood_options": {"num_components": config.likelihood_components}}  # fmt: skip
-        count, hidden = len(config.latent_dims), list(config.hidden_units)
-        blocks = [hidden] + [[] if config.shared_bottom_up else hidden] * (count - 1)
-        state = list(config.top_down_units or hidden[::-1])
-        return mlp_hvae(
-            image_shape, latent_dims=config.latent_dims, hidden_units=blocks,
-            state_units=[state] * (count - 1), posterior_units=config.posterior_units,
-            skip=config.top_down_skip,
+        common = dict(
             likelihood=config.likelihood, activation=config.activation, seed=config.seed,
-            top_posterior=config.posterior, prior=config.prior,
-            prior_components=config.prior_components, gated=GATED[config.network],
+            prior=config.prior, prior_components=config.prior_components,
             objective=objective, free_bits_groups=config.free_bits_groups,
             log_scale_bound=config.log_scale_bound or None,
             precision=config.precision, **options,
         )  # fmt: skip
+        return NETWORKS[config.network].build(config, image_shape, common)
 
     def with_precision(self, model, config, precision: str):
         """The run's model built again from its config with `precision` and given its
@@ -75,7 +157,7 @@ class HierarchicalVAEKind(ModelKind):
             return model
         config = config.replace(precision=precision)  # a one-line error for another value
         objective = type(model.objective).from_config(model.objective.get_config())
-        rebuilt = self._mlp_hvae(config, model.image_shape, objective)
+        rebuilt = self._hvae(config, model.image_shape, objective)
         rebuilt.build((None, *model.image_shape))
         return precisions.with_weights_of(model, rebuilt)
 
@@ -91,14 +173,10 @@ class HierarchicalVAEKind(ModelKind):
 
     def describe(self, config, x_train) -> str:
         sizes = "-".join(map(str, config.latent_dims))
-        units = "-".join(map(str, config.hidden_units))
-        blocks = "one shared bottom-up block" if config.shared_bottom_up else "per block"
-        skip = ", top-down skips" if config.top_down_skip else ""
         return (
-            f"a hierarchical VAE (latents {sizes}, z_1 first; {config.network} "
-            f"{units} {blocks}{skip}, {config.posterior} top "
-            f"posterior, {config.prior} top prior, {config.likelihood} likelihood, "
-            f"{config.objective})"
+            f"a hierarchical VAE (latents {sizes}, z_1 first; "
+            f"{NETWORKS[config.network].describe(config)}, {config.prior} top prior, "
+            f"{config.likelihood} likelihood, {config.objective})"
         )
 
     def monitor(self, config):

@@ -121,9 +121,7 @@ def test_export_writes_checked_encoder_decoder_and_scorer(run, tmp_path, capsys)
     assert (output / "export_report.json").read_bytes() == before
 
 
-def test_network_gated_mlp_builds_gated_blocks_and_conv_is_refused_in_one_line(
-    toy_npz, tmp_path, capsys
-):
+def test_network_gated_mlp_builds_gated_blocks():
     config = TrainConfig(model="hvae", latent_dims=[4, 2], hidden_units=[8], network="gated_mlp")
     model = train.build_model(config, (6, 6, 1), "bernoulli")
     blocks = [*model.bottom_up.blocks[0], *model.bottom_up.blocks[1],
@@ -131,12 +129,47 @@ def test_network_gated_mlp_builds_gated_blocks_and_conv_is_refused_in_one_line(
     assert len(blocks) == 4 and all(isinstance(layer, GatedDense) for layer in blocks)
     plain = train.build_model(config.replace(network="mlp"), (6, 6, 1), "bernoulli")
     assert not any(isinstance(layer, GatedDense) for layer in plain.decoder.dense_layers)
-    argv = ["train", "--model", "hvae", "--network", "conv", "--dataset", str(toy_npz),
+
+
+def test_network_conv_trains_evaluates_and_plots_colour_images_from_the_cli(tmp_path, capsys):
+    colour = (RNG.uniform(size=(60, 8, 8, 3)) < 0.3).astype("float32")
+    np.savez(tmp_path / "colour.npz", x=colour)
+    run_dir = str(tmp_path / "run")
+    argv = ["train", "--model", "hvae", "--network", "conv", "--dataset",
+            str(tmp_path / "colour.npz"), "--latent-dims", "2", "3", "--conv-filters", "8",
+            "--eval-split", "train", "--batch-size", "20", "--epochs", "1",
+            "--image-every", "0", "--no-xla", "--output", run_dir]  # fmt: skip
+    assert cli.main(argv) == 0  # (XLA on conv cells: test_model.py; export: test_export.py)
+    assert "conv residual cells, 8 filters, 3x3 kernels" in capsys.readouterr().out
+    model = runs.load_model(tmp_path / "run" / runs.MODEL_FILE)
+    # z_1 two stride-2 levels below the 8x8 images, z_2 one more, with the asked channels
+    assert [c.latent_shape for c in model.cells] == [(2, 2, 2)]
+    assert [tuple(q.mean().shape[1:]) for q in model.encode(colour[:2])] == [(8,), (3,)]  # flat
+    assert cli.main(["evaluate", run_dir, "--importance-samples", "5", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["latent_sizes"] == [8, 3] and result["nll"] <= -result["elbo"] + 1e-3
+    assert cli.main(["plot", run_dir, "--kind", "resample", "--num", "3",
+                     "--output", str(tmp_path / "r.png")]) == 0  # fmt: skip
+    assert (tmp_path / "r.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--network", "conv", "--top-down-skip"], "--top-down-skip belong to the MLP hierarchy"),
+        (["--network", "conv", "--conv-filters", "8", "16"], "takes one --conv-filters value"),
+        (["--conv-filters", "8"], "conv_filters=[8] applies only to network='conv'"),
+        (["--network", "nonsense"], "network"),
+    ],
+)
+def test_conv_options_are_refused_in_one_line_where_they_do_not_apply(
+    toy_npz, tmp_path, capsys, extra, message
+):
+    argv = ["train", "--model", "hvae", "--dataset", str(toy_npz), *extra,
             "--output", str(tmp_path / "run")]  # fmt: skip
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]  # (after the toy data's warning)
-    assert err.startswith("keras-vae train: error: --network conv is not a hierarchical VAE's")
-    assert "--network mlp|gated_mlp" in err
+    assert err.startswith("keras-vae train: error:") and message in err
     assert not (tmp_path / "run" / runs.CONFIG_FILE).exists()
 
 
