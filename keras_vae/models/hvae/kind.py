@@ -4,9 +4,10 @@ The hierarchy of `mlp_hvae` (`--network mlp|gated_mlp`) or `conv_hvae` (`--netwo
 (top-down inference, NVAE's residual posterior relative to the prior, see
 `keras_vae.models.hvae.model`) from the configured parts: the likelihood, the prior of the
 top layer, the objective (ELBO with its schedule and free bits, or IWAE), the hidden units of
-every block or the conv cells' filters. Evaluation reports the importance-sampled NLL over the whole
-hierarchy and each layer's KL and active units; `plot --kind resample` shows what each layer
-encodes; `export` writes its encoder, decoder and scorer (`keras_vae.models.hvae.export`).
+every block or the conv cells' filters. Evaluation reports the importance-sampled NLL over
+the whole hierarchy and each layer's KL and active units; `plot --kind resample` shows what
+each layer encodes; `export` writes its encoder, decoder and scorer
+(`keras_vae.models.hvae.export`).
 """
 
 from __future__ import annotations
@@ -89,11 +90,21 @@ def _check_conv_options(config) -> None:
         )
 
 
+def _use_first_conv_filters(config):
+    """The config's shared default `conv_filters` read as the conv hierarchy's one value."""
+    if config.conv_filters == SHARED_CONV_FILTERS:
+        return config.replace(conv_filters=SHARED_CONV_FILTERS[:1])
+    return config
+
+
 class Network(NamedTuple):
-    """A `--network` of the hierarchy: how its model is built and described."""
+    """A `--network` of the hierarchy: how its model is built and described, how its
+    options are checked (one-line `ValueError`) and its config's defaults resolved."""
 
     build: Callable
     describe: Callable
+    check: Callable = lambda config: None
+    resolve: Callable = lambda config: config
 
 
 #: The `--network` values of the hierarchy: dense layers, gated dense layers (the VampPrior
@@ -101,7 +112,7 @@ class Network(NamedTuple):
 NETWORKS = {
     "mlp": Network(partial(_mlp_body, gated=False), _describe_mlp),
     "gated_mlp": Network(partial(_mlp_body, gated=True), _describe_mlp),
-    "conv": Network(_conv_body, _describe_conv),
+    "conv": Network(_conv_body, _describe_conv, _check_conv_options, _use_first_conv_filters),
 }
 
 
@@ -120,10 +131,9 @@ class HierarchicalVAEKind(ModelKind):
     evaluate_options = ("importance_samples", "seed", "precision")
 
     def resolve_config(self, config):
-        """A conv hierarchy given the shared default `conv_filters` takes its first value."""
-        if config.network == "conv" and config.conv_filters == SHARED_CONV_FILTERS:
-            return config.replace(conv_filters=SHARED_CONV_FILTERS[:1])
-        return config
+        """The config with its network's defaults (`Network.resolve`)."""
+        network = NETWORKS.get(config.network)
+        return config if network is None else network.resolve(config)
 
     def check_data(self, config, x_train, x_eval) -> None:
         if config.network not in NETWORKS:
@@ -131,8 +141,7 @@ class HierarchicalVAEKind(ModelKind):
                 f"--network {config.network} is not a hierarchical VAE's; its blocks are "
                 f"{', '.join(NETWORKS)} (--network {'|'.join(NETWORKS)})."
             )
-        if config.network == "conv":
-            _check_conv_options(config)
+        NETWORKS[config.network].check(config)
 
     def build(self, config, image_shape, epoch_steps=None, condition_dim=None):
         return self._hvae(config, image_shape, make_objective(config, epoch_steps))
