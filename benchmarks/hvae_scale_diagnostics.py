@@ -24,6 +24,7 @@ import sys
 import keras
 import numpy as np
 import tensorflow as tf
+from _train_options import split_output
 
 from keras_vae.cli.commands import train_config
 from keras_vae.data.pipeline import first_images
@@ -149,9 +150,7 @@ def main(argv):
     parser.add_argument("--log", required=True)
     parser.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
-    rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
-    output = rest[rest.index("--output") + 1]
-    rest = rest[: rest.index("--output")] + rest[rest.index("--output") + 2 :]
+    rest, output = split_output(args.rest)
     config = train_config(rest)
     _, x_train, _ = training.load_training_data(config)
     images = first_images(x_train, 1000)

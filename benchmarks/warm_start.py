@@ -16,6 +16,7 @@ import argparse
 import sys
 
 import keras
+from _train_options import split_output
 
 from keras_vae.cli.commands import train_config
 from keras_vae.workflows import train as training
@@ -53,9 +54,7 @@ def main(argv):
     parser.add_argument("--from", dest="source", required=True, help="a finished run directory")
     parser.add_argument("rest", nargs=argparse.REMAINDER, help="-- keras-vae train options")
     args = parser.parse_args(argv)
-    rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
-    at = rest.index("--output")
-    output, rest = rest[at + 1], rest[:at] + rest[at + 2 :]
+    rest, output = split_output(args.rest)
     metrics = training.train(
         train_config(rest), output=output, verbose=2, callbacks=[WarmStart(args.source)]
     )
