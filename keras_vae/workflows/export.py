@@ -40,10 +40,11 @@ def export_run(
         data_dir: The tfds data directory, instead of the one the run recorded.
         **options: The export options (`version`, `tflite`, `overwrite`, `progress`) and
             the kind's (`ModelKind.export_options`: `quantize`; a (hierarchical) VAE's
-            `scorer`, `scorer_samples`; a VAE's `precision`, `"float32"`,
-            `"mixed_bfloat16"` or `"mixed_float16"`: the scorer SavedModel computes in that
-            policy, as `keras-vae evaluate --precision` does; default: the run's own). One
-            the kind does not take is refused in one line.
+            `scorer`, `scorer_samples`, `precision`: `"float32"`, `"mixed_bfloat16"` or
+            `"mixed_float16"`, the scorer SavedModel computes in that policy, as
+            `keras-vae evaluate --precision` does; default: a VAE's own, float32 for a
+            hierarchical VAE, whose parts are exported in float32). One the kind does not
+            take is refused in one line.
 
     Returns:
         The export report.
@@ -89,8 +90,8 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
                        type=int)  # fmt: skip
     parser.add_argument(
         "--precision", default=None, metavar="POLICY",
-        help="VAE: the scorer SavedModel in float32, mixed_bfloat16 or mixed_float16 (as "
-        "evaluate's; matmuls low, densities and sums float32; checked against the float32 "
+        help="vae, hvae: the scorer SavedModel in float32, mixed_bfloat16 or mixed_float16 "
+        "(as evaluate's; matmuls low, densities and sums float32; checked against the float32 "
         "model; no scorer.tflite when low); the encoder and decoder stay the run's",
     )  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace an existing version")

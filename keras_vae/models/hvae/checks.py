@@ -37,6 +37,7 @@ from keras_vae.serving.checks import (
     compare_deterministic,
     estimate_agreement,
 )
+from keras_vae.serving.precision import computes_low
 
 DETERMINISTIC = {"encoder": "serving_default", "decoder": "serving_default",
                  "scorer": "score_with_noise"}  # fmt: skip
@@ -104,9 +105,15 @@ def keras_scores(model: HierarchicalVAE, x: np.ndarray, eps: np.ndarray) -> dict
     return {"elbo": elbo, "log_likelihood": log_px}
 
 
-def build_reference(model: HierarchicalVAE, x: np.ndarray, scorer: bool) -> dict[str, dict]:
+def build_reference(model: HierarchicalVAE, x: np.ndarray, scorer: bool,
+                    scorer_model: HierarchicalVAE | None = None) -> dict[str, dict]:  # fmt: skip
     """Inputs and outputs of each part's deterministic signature, through Keras and TFP; the
-    decoder at the mean path's z's of the images."""
+    decoder at the mean path's z's of the images.
+
+    The scorer's come from `scorer_model` (default: `model`), the same weights in another
+    precision; when it computes in low precision and `model` in float32, the scorer's
+    reference also holds `float32_outputs`, the float32 model's scores on the same noise
+    (`keras_vae.serving.precision.float32_agreement` bounds the scorer against them)."""
     params = keras_encoder(model, x)
     latents = [params[f"loc_{i}"] for i in range(1, model.num_layers + 1)]
     result = {
@@ -120,8 +127,11 @@ def build_reference(model: HierarchicalVAE, x: np.ndarray, scorer: bool) -> dict
         x = x[:SCORER_CHECK_SIZE]
         shape = (SCORER_CHECK_NOISE, len(x), sum(model.latent_sizes))
         eps = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+        source = model if scorer_model is None else scorer_model
         result["scorer"] = {"inputs": {"x": x, "eps": eps},
-                            "outputs": keras_scores(model, x, eps)}  # fmt: skip
+                            "outputs": keras_scores(source, x, eps)}  # fmt: skip
+        if computes_low(source) and not computes_low(model):
+            result["scorer"]["float32_outputs"] = keras_scores(model, x, eps)
     return result
 
 

@@ -71,6 +71,12 @@ from keras_vae.models.hvae.model import HierarchicalVAE
 from keras_vae.models.hvae.signatures import SIGNATURE_FUNCTIONS
 from keras_vae.serving import pipeline
 from keras_vae.serving.checks import ExportCheckError, graph_mode_check
+from keras_vae.serving.precision import (
+    check_same_weights,
+    float32_agreement,
+    tflite_refusal,
+    unquantized_bound,
+)
 from keras_vae.serving.tflite import QUANTIZATIONS, batches
 
 PARTS = ("encoder", "decoder", "scorer")
@@ -78,6 +84,8 @@ DEFAULT_SCORER_SAMPLES = 100
 #: Max error of float32 artefacts against the Keras model (abs for the decoder; relative for
 #: the encoder and the scorer).
 FLOAT32_BOUND = 1e-4
+#: How to build a `scorer_model` (`check_same_weights`' error).
+_SCORER_MODEL_HINT = "the same model in another precision: HierarchicalVAEKind().with_precision"
 #: The TFLite variants of each part (module docstring: a quantized encoder's lower layers).
 PART_QUANTIZATIONS = {"encoder": ("none", "float16"), "decoder": QUANTIZATIONS,
                       "scorer": ("none",)}  # fmt: skip
@@ -135,11 +143,14 @@ def representative_dataset(model: HierarchicalVAE, part: str, images: np.ndarray
 # ------------------------------------------------------------------------------- parts
 def _check(model: HierarchicalVAE, part: str, reference: dict,
            scorer_samples: int) -> pipeline.Check:  # fmt: skip
-    """The self-check of one part's artefacts (bounds: `FLOAT32_BOUND`, `QUANTIZED_BOUNDS`)."""
+    """The self-check of one part's artefacts (bounds: `FLOAT32_BOUND`, `QUANTIZED_BOUNDS`);
+    `model` is the Keras model the part was written from (for the scorer: in its precision).
+    A low-precision scorer is also bounded against the float32 model (`float32_agreement`)."""
 
     def check(runners, described, quantization, label) -> dict:
         quantized = quantization != "none"
-        bound = QUANTIZED_BOUNDS[quantization][part] if quantized else FLOAT32_BOUND
+        bound = (QUANTIZED_BOUNDS[quantization][part] if quantized
+                 else unquantized_bound(model, FLOAT32_BOUND))  # fmt: skip
         errors, key, error = check_artefact(
             model, part, label, runners, described, reference, bound, quantized
         )
@@ -151,33 +162,46 @@ def _check(model: HierarchicalVAE, part: str, reference: dict,
             stats, problems = scorer_statistics(
                 model, runners["serving_default"], x, scorer_samples
             )
+            if "float32_outputs" in reference["scorer"]:
+                agreement, more = float32_agreement(runners[DETERMINISTIC[part]],
+                                                    reference["scorer"])  # fmt: skip
+                problems += more
+                fields["float32_agreement"] = agreement
             if problems:
                 raise ExportCheckError(f"{label} failed its self-check: " + "; ".join(problems))
-            fields |= {"scorer_samples": scorer_samples, "statistics": stats}
+            fields |= {"scorer_samples": scorer_samples, "statistics": stats,
+                       "precision": model.dtype_policy.name}  # fmt: skip
         return fields
 
     return check
 
 
 def export_parts(model: HierarchicalVAE, reference: dict, scorer: bool, scorer_samples: int,
-                 images: np.ndarray | None) -> list[pipeline.ExportPart]:  # fmt: skip
-    """The encoder, decoder (and scorer) as parts of the export pipeline."""
+                 images: np.ndarray | None,
+                 scorer_model: HierarchicalVAE | None = None) -> list:  # fmt: skip
+    """The encoder, decoder (and scorer, written from `scorer_model`, default `model`) as
+    parts of the export pipeline. A scorer computing in low precision has no `.tflite` file
+    (TFLite has no bfloat16 builtins)."""
     images = None if images is None else images[:_CALIBRATION_SIZE]
     parts = []
     for name in PARTS if scorer else PARTS[:2]:
         make = SIGNATURE_FUNCTIONS[name]
-        functions = make(model, scorer_samples) if name == "scorer" else make(model)
+        source = (scorer_model or model) if name == "scorer" else model
+        functions = make(source, scorer_samples) if name == "scorer" else make(source)
+        low = tflite_refusal(source, name)
         parts.append(pipeline.ExportPart(
             name=name, signatures=functions,
-            check=_check(model, name, reference, scorer_samples),
-            quantizations=PART_QUANTIZATIONS[name],
+            check=_check(source, name, reference, scorer_samples),
+            quantizations=() if low else PART_QUANTIZATIONS[name],
             calibration=(lambda keys, name=name: representative_dataset(
                 model, name, images, keys)) if images is not None else None,
             graph_check=graph_mode_check(name, DETERMINISTIC[name], reference,
-                                         FLOAT32_BOUND, name in RELATIVE_PARTS),
-            refusal=(f"scorer.tflite: the scorer of this hierarchical VAE ({_facts(model)}) "
-                     "does not convert to TFLite builtins; export with scorer=False "
-                     "(--no-scorer) or tflite=False (--no-tflite).") if name == "scorer" else None,
+                                         unquantized_bound(source, FLOAT32_BOUND),
+                                         name in RELATIVE_PARTS),
+            refusal=low or (
+                f"scorer.tflite: the scorer of this hierarchical VAE ({_facts(model)}) "
+                "does not convert to TFLite builtins; export with scorer=False "
+                "(--no-scorer) or tflite=False (--no-tflite).") if name == "scorer" else None,
         ))  # fmt: skip
     return parts
 
@@ -190,10 +214,12 @@ def _facts(model: HierarchicalVAE) -> str:
     return "/".join(_name(getattr(model, n)) for n in ("top_posterior", "prior", "likelihood"))
 
 
-def _model_facts(model: HierarchicalVAE) -> dict:
+def _model_facts(model: HierarchicalVAE, scorer_model: HierarchicalVAE | None) -> dict:
     return {
         "name": model.name,
         "kind": "hvae",
+        "precision": model.dtype_policy.name,
+        "scorer_precision": None if scorer_model is None else scorer_model.dtype_policy.name,
         "image_shape": list(model.image_shape),
         "latent_sizes": list(model.latent_sizes),
         "latent_shapes": [list(s) for s in model.latent_shapes],
@@ -218,19 +244,19 @@ def _check_images(name: str, images, model: HierarchicalVAE) -> np.ndarray | Non
     return array
 
 
-def _check_model(model: object) -> None:
+def _check_model(model: object, name: str = "model") -> None:
     if not isinstance(model, HierarchicalVAE):
         raise ValueError(
-            f"model must be a keras_vae HierarchicalVAE. Received: {type(model).__name__}"
+            f"{name} must be a keras_vae HierarchicalVAE. Received: {type(model).__name__}"
         )
     if not model.built:
         raise ValueError(
-            "model is not built, so it has no weights to export: train it, load it, or call "
+            f"{name} is not built, so it has no weights to export: train it, load it, or call "
             f"model.build((None, *{model.image_shape})) first."
         )
     policy = model.dtype_policy.name
-    if policy != "float32":  # TFLite has no bfloat16 builtins; the checks' bounds are float32's
-        raise ValueError(
+    if name == "model" and policy != "float32":  # the encoder's and decoder's TFLite files
+        raise ValueError(  # and bounds are float32's; a scorer_model may compute lower
             f"export_hvae writes float32 artefacts, but the model computes in {policy}: give "
             "it the same model in float32 with these weights (HierarchicalVAEKind()."
             "with_precision(model, config, 'float32'), as keras-vae export does)."
@@ -250,6 +276,7 @@ def export_hvae(
     check_images: np.ndarray | None = None,
     overwrite: bool = False,
     progress: Callable[[str], None] | None = print,
+    scorer_model: HierarchicalVAE | None = None,
 ) -> dict:
     """Writes the encoder, decoder and scorer of a hierarchical VAE as SavedModels and
     `.tflite` files, checked against the Keras model and committed atomically.
@@ -271,6 +298,12 @@ def export_hvae(
             random images.
         overwrite: Replace an existing version; without it an existing version is an error.
         progress: Receives one line per step; None is silent.
+        scorer_model: The model the scorer is written from: `model`'s weights in another
+            precision (`HierarchicalVAEKind.with_precision`; `keras-vae export --precision`),
+            e.g. `mixed_bfloat16` for a scorer whose matmuls run in bfloat16 and whose
+            densities, KLs and logsumexp stay float32. Default: `model`. Such a scorer is
+            also checked against the float32 `model` on the same noise (mean difference
+            below `keras_vae.serving.precision.scorer_bound`) and has no `.tflite` file.
 
     Returns:
         The report, also written to `export_dir/export_report.json`.
@@ -286,6 +319,9 @@ def export_hvae(
         ```
     """
     _check_model(model)
+    if scorer_model is not None:
+        _check_model(scorer_model, "scorer_model")
+    scorer_model = check_same_weights(scorer_model, model, _SCORER_MODEL_HINT)
     quantize = pipeline.check_export_arguments(version, tflite, quantize, progress)
     scorer_samples = check_positive_int("scorer_samples", scorer_samples)
     say = progress or (lambda message: None)
@@ -306,10 +342,15 @@ def export_hvae(
     if skipped:
         say(f"encoder: no {'/'.join(skipped)} file (a quantized encoder loses the lower layers' "
             "loc, see keras_vae.models.hvae.export); the decoder's are written")  # fmt: skip
-    reference = build_reference(model, x[:256], scorer)
-    parts = export_parts(model, reference, scorer, scorer_samples, representative_images)
+    reference = build_reference(model, x[:256], scorer, scorer_model)
+    parts = export_parts(model, reference, scorer, scorer_samples, representative_images,
+                         scorer_model)  # fmt: skip
+    if scorer and tflite and not parts[-1].quantizations:
+        low = scorer_model.dtype_policy.compute_dtype
+        say(f"scorer.tflite is not written: the scorer computes in {low}, which TFLite has "
+            "no builtins for")  # fmt: skip
     return pipeline.export_parts(
-        parts, export_dir, model=_model_facts(model),
+        parts, export_dir, model=_model_facts(model, scorer_model if scorer else None),
         check_images={"count": len(reference["encoder"]["inputs"]["x"]), "source": source},
         version=version, tflite=tflite, quantize=quantize, overwrite=overwrite, progress=progress,
     )  # fmt: skip

@@ -251,15 +251,19 @@ class HierarchicalVAEKind(ModelKind):
             "z_{>i} kept, the rest redrawn",
         )  # fmt: skip
 
-    export_options = ("quantize", "scorer", "scorer_samples")
+    export_options = ("quantize", "scorer", "scorer_samples", "precision")
     quantizations = ("none", "dynamic", "float16", "int8")
 
-    def export(self, model, config, output, *, images, labels=None, **options) -> dict:
+    def export(self, model, config, output, *, images, labels=None, precision=None,
+               **options) -> dict:  # fmt: skip
         """Encoder, decoder and scorer (`keras_vae.models.hvae.export.export_hvae`),
         calibrated and checked on the training split (`ModelKind.export_images`); a run
-        trained in a mixed policy is exported in float32 (its weights are float32)."""
+        trained in a mixed policy is exported in float32 (its weights are float32). With
+        `precision` the scorer is written from the run's weights in that policy."""
         from keras_vae.models.hvae.export import export_hvae
 
+        if precision is not None:
+            options["scorer_model"] = self.with_precision(model, config, precision)
         model = self.with_precision(model, config, "float32")
         chosen = self.export_images(images)
         return export_hvae(model, output, representative_images=chosen["representative"],

@@ -42,6 +42,7 @@ from keras_vae.serving.checks import (  # noqa: F401  (of 0.2.0's keras_vae.expo
     tflite_runners,
     worst,
 )
+from keras_vae.serving.precision import computes_low
 
 DETERMINISTIC = {"encoder": "serving_default", "decoder": "serving_default",
                  "scorer": "score_with_noise"}  # fmt: skip
@@ -49,13 +50,6 @@ DETERMINISTIC = {"encoder": "serving_default", "decoder": "serving_default",
 RELATIVE_PARTS = ("scorer",)
 SCORER_CHECK_SIZE = 32
 SCORER_CHECK_NOISE = 4  # noise samples of the exact score_with_noise check
-#: Bound on the mean difference (nats) between a low-precision scorer and the float32 model
-#: on the same images and noise: issue 29's 0.05 nats for a bfloat16 evaluation of an MNIST
-#: model (|log p(x)| about 100 nats; measured: 0.0018 +- 0.0010 on 500 test images,
-#: benchmarks/README.md), and in proportion for larger images (bfloat16 rounds each term of
-#: a sum over pixels, so the error grows with |log p(x)|): 5e-4 of the mean |log p(x)|.
-LOW_PRECISION_SCORER_NATS = 0.05
-LOW_PRECISION_SCORER_RELATIVE = 5e-4
 
 
 # -------------------------------------------------------------------------- references
@@ -93,7 +87,7 @@ def build_reference(model, x: np.ndarray, scorer: bool, y=None, scorer_model=Non
     The scorer's come from `scorer_model` (default: `model`), the same weights in another
     precision; when it computes in low precision and `model` in float32, the scorer's
     reference also holds `float32_outputs`, the float32 model's scores on the same noise
-    (`float32_agreement` bounds the scorer against them)."""
+    (`keras_vae.serving.precision.float32_agreement` bounds the scorer against them)."""
     view = keras_view(model, y)
     params = {k: v.numpy() for k, v in view.encode_parameters(x).items()}
     loc = view.encode(x).mean().numpy()
@@ -117,46 +111,9 @@ def build_reference(model, x: np.ndarray, scorer: bool, y=None, scorer_model=Non
             "inputs": _labelled({"x": x, "eps": eps}, y),
             "outputs": keras_scores(scorer_model, x, eps, y),
         }
-        if _computes_low(scorer_model) and not _computes_low(model):
+        if computes_low(scorer_model) and not computes_low(model):
             result["scorer"]["float32_outputs"] = keras_scores(model, x, eps, y)
     return result
-
-
-def _computes_low(model) -> bool:
-    return model.dtype_policy.compute_dtype != "float32"
-
-
-def low_precision_scorer_bound(log_likelihood: np.ndarray) -> float:
-    """`LOW_PRECISION_SCORER_NATS` nats, or `LOW_PRECISION_SCORER_RELATIVE` of the mean
-    |log p(x)| where that is larger."""
-    scale = float(np.mean(np.abs(log_likelihood)))
-    return max(LOW_PRECISION_SCORER_NATS, LOW_PRECISION_SCORER_RELATIVE * scale)
-
-
-def float32_agreement(run: Runner, reference: dict) -> tuple[dict, list[str]]:
-    """A low-precision scorer against the float32 model on the same images and noise.
-
-        d = mean over the check images of (score_with_noise(x, eps) - float32 model's score)
-
-    for `elbo` and `log_likelihood`; |d| must stay below `low_precision_scorer_bound` of the
-    float32 log-likelihoods (issue 29: a bfloat16 evaluation within 0.05 nats of float32 on
-    a mean over images with the same noise).
-
-    Returns:
-        `({output: {"mean_difference", "max_abs_difference"}, "bound": b}, problems)`.
-    """
-    got = run(**reference["inputs"])
-    want = reference["float32_outputs"]
-    bound = low_precision_scorer_bound(want["log_likelihood"])
-    stats, problems = {"bound": bound}, []
-    for name in ("elbo", "log_likelihood"):
-        difference = got[name].astype(np.float64) - want[name]
-        stats[name] = {"mean_difference": float(difference.mean()),
-                       "max_abs_difference": float(np.abs(difference).max())}  # fmt: skip
-        if not np.isfinite(difference).all() or abs(difference.mean()) >= bound:
-            problems.append(f"mean {name} differs from the float32 model's by "
-                            f"{difference.mean():.3g} nats (bound {bound:.3g})")  # fmt: skip
-    return stats, problems
 
 
 # ------------------------------------------------------------------------------ checks

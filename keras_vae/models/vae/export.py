@@ -30,7 +30,8 @@ Self-check bounds, against the Keras model over the check images:
 
 * float32 SavedModels and `.tflite` files: every output of every deterministic signature
   < `FLOAT32_BOUND` in max abs error (the scorer's: in relative error |a - b| / (1 + |b|);
-  `LOW_PRECISION_BOUNDS` for a model computing in bfloat16 or float16),
+  `keras_vae.serving.precision.LOW_PRECISION_BOUNDS` for a model computing in bfloat16 or
+  float16),
   the SavedModels also in graph mode, as TF Serving runs them; the scorer's own-noise
   `serving_default` within 5 standard errors of the model's estimates.
 * quantized `.tflite` files: `QUANTIZED_BOUNDS`, on the encoder's loc (in prior standard
@@ -67,7 +68,6 @@ from keras_vae.models.vae.checks import (
     ExportCheckError,
     build_reference,
     check_artefact,
-    float32_agreement,
     scorer_statistics,
     worst,
 )
@@ -86,6 +86,12 @@ from keras_vae.models.vae.signatures import (
 )
 from keras_vae.serving import pipeline
 from keras_vae.serving.checks import graph_mode_check
+from keras_vae.serving.precision import (
+    check_same_weights,
+    float32_agreement,
+    tflite_refusal,
+    unquantized_bound,
+)
 from keras_vae.serving.tflite import (
     QUANTIZATIONS,
     batches,
@@ -117,18 +123,10 @@ PARTS = ("encoder", "decoder", "scorer")
 DEFAULT_SCORER_SAMPLES = 100
 #: Max error of float32 artefacts against the Keras model (abs; relative for the scorer).
 FLOAT32_BOUND = 1e-4
-#: The same for a model whose matmuls compute in low precision (`precision="mixed_..."`): the
-#: SavedModel's graph may fuse and round its bfloat16/float16 ops differently from the Keras
-#: model (one bfloat16 rounding is 2^-8 relative); a 2-unit toy bfloat16 decoder measured
-#: 1.8e-3 on its mean.
-LOW_PRECISION_BOUNDS = {"bfloat16": 1e-2, "float16": 1e-3}
-
-
-def unquantized_bound(model) -> float:
-    """`FLOAT32_BOUND`, or `LOW_PRECISION_BOUNDS` for a model computing in low precision."""
-    return LOW_PRECISION_BOUNDS.get(model.dtype_policy.compute_dtype, FLOAT32_BOUND)
-
-
+#: How to build a `scorer_model` (`check_same_weights`' error).
+_SCORER_MODEL_HINT = (
+    "the same model in another precision, e.g. keras_vae.models.vae.kind.VAEKind().with_precision"
+)
 #: Max abs error of the quantized `.tflite` files on the encoder's loc (in prior standard
 #: deviations) and the decoder's mean (pixels in [0, 1]). About 2.5x the largest error measured
 #: on trained tanh MNIST (784-500-20) and Frey Face (560-200-10) models; the int8 encoder bound
@@ -190,7 +188,8 @@ def _check(model: VAE, part: str, reference: dict, scorer_samples: int) -> pipel
 
     def check(runners, described, quantization, label) -> dict:
         float32 = quantization == "none"
-        bound = unquantized_bound(model) if float32 else QUANTIZED_BOUNDS[quantization][part]
+        bound = (unquantized_bound(model, FLOAT32_BOUND) if float32
+                 else QUANTIZED_BOUNDS[quantization][part])  # fmt: skip
         bounded = None if float32 else _BOUNDED_OUTPUTS[part]
         errors = check_artefact(
             model, part, label, runners, described, reference, bound, bounded, tuple(described)
@@ -232,7 +231,7 @@ def export_parts(model: VAE, reference: dict, scorer: bool, scorer_samples: int,
         functions = make(source, scorer_samples) if name == "scorer" else make(source)
         quantizations = QUANTIZATIONS
         if name == "scorer":
-            low = source is not model and _low_precision_refusal(source, name)
+            low = source is not model and tflite_refusal(source, name)
             quantizations = () if low else ("none",)
         parts.append(pipeline.ExportPart(
             name=name, signatures=functions,
@@ -241,26 +240,15 @@ def export_parts(model: VAE, reference: dict, scorer: bool, scorer_samples: int,
             calibration=(lambda keys, name=name: representative_dataset(
                 model, name, images, keys, labels)) if images is not None else None,
             graph_check=graph_mode_check(name, DETERMINISTIC[name], reference,
-                                         unquantized_bound(source), name in RELATIVE_PARTS),
-            refusal=_low_precision_refusal(source, name) or (
+                                         unquantized_bound(source, FLOAT32_BOUND),
+                                         name in RELATIVE_PARTS),
+            refusal=tflite_refusal(source, name) or (
                 f"scorer.tflite: the scorer of the {_combination(model)} combination "
                 "does not convert to TFLite builtins; export with scorer=False "
                 "(--no-scorer) or tflite=False (--no-tflite).") if name == "scorer" else
-                _low_precision_refusal(model, name),
+                tflite_refusal(model, name),
         ))  # fmt: skip
     return parts
-
-
-def _low_precision_refusal(model: VAE, name: str) -> str | None:
-    """The one-line error of a `.tflite` file of a model computing in bfloat16/float16 (TFLite
-    has no bfloat16 MatMul, BiasAdd or Tanh builtins), None for a float32 model."""
-    compute = model.dtype_policy.compute_dtype
-    if compute == "float32":
-        return None
-    return (
-        f"{name}.tflite: the model computes in {compute} ({model.dtype_policy.name}), whose ops "
-        "are not TFLite builtins; export with tflite=False (--no-tflite) for the SavedModels."
-    )
 
 
 def _combination(model: VAE) -> str:
@@ -339,24 +327,6 @@ def _check_labels(name: str, labels, images: np.ndarray | None, model: VAE, say)
     return array.astype(np.int32)
 
 
-def _check_scorer_model(scorer_model, model: VAE) -> VAE:
-    """`scorer_model`, checked to be `model`'s weights (in any precision), or `model`."""
-    if scorer_model is None or scorer_model is model:
-        return model
-    _check_model(scorer_model, "scorer_model")
-    layout = [(tuple(w.shape), w.dtype) for w in model.weights]
-    same = layout == [(tuple(w.shape), w.dtype) for w in scorer_model.weights] and all(
-        np.array_equal(a.numpy(), b.numpy())
-        for a, b in zip(model.weights, scorer_model.weights, strict=True)
-    )
-    if type(scorer_model) is not type(model) or not same:
-        raise ValueError(
-            "scorer_model must hold the model's weights (the same model in another "
-            "precision, e.g. keras_vae.models.vae.kind.VAEKind().with_precision)."
-        )
-    return scorer_model
-
-
 def _choose_check_images(model, check, representative, say) -> tuple:
     """(images, labels, source): `check` (images, labels), else `representative`, else uniform
     noise (labelled with the classes in turn for a conditional model)."""
@@ -418,9 +388,10 @@ def export_vae(
             scorer's speed for a 784-500-20 model on an AMX CPU) and whose densities, sums and
             logsumexp stay float32. Default: `model`.
             A scorer in low precision and a float32 `model` are also checked against each
-            other on the same noise (mean difference below `checks.low_precision_scorer_bound`,
-            0.05 nats for an MNIST model); such a scorer has no `.tflite` file (TFLite has no
-            bfloat16 builtins), the encoder and decoder are written from `model` as usual.
+            other on the same noise (mean difference below
+            `keras_vae.serving.precision.scorer_bound`, 0.05 nats for an MNIST model); such
+            a scorer has no `.tflite` file (TFLite has no bfloat16 builtins), the encoder and
+            decoder are written from `model` as usual.
 
     Returns:
         The report, also written to `export_dir/export_report.json`: versions, paths (relative
@@ -442,7 +413,9 @@ def export_vae(
         ```
     """
     _check_model(model)
-    scorer_model = _check_scorer_model(scorer_model, model)
+    if scorer_model is not None:
+        _check_model(scorer_model, "scorer_model")
+    scorer_model = check_same_weights(scorer_model, model, _SCORER_MODEL_HINT)
     quantize = pipeline.check_export_arguments(version, tflite, quantize, progress)
     scorer_samples = check_positive_int("scorer_samples", scorer_samples)
     say = progress or (lambda message: None)
@@ -454,8 +427,8 @@ def export_vae(
     check_labels = _check_labels("check_labels", check_labels, check_images, model, say)
     if "int8" in quantize and representative_images is None:
         raise ValueError("quantize='int8' needs representative_images (calibration data).")
-    if tflite and _low_precision_refusal(model, "encoder"):  # before any file is written
-        raise ValueError(_low_precision_refusal(model, "encoder"))
+    if tflite and tflite_refusal(model, "encoder"):  # before any file is written
+        raise ValueError(tflite_refusal(model, "encoder"))
     names = PARTS if scorer else PARTS[:2]
     pipeline.refuse_existing(export_dir, names, version, overwrite)
     representative = (representative_images, representative_labels)

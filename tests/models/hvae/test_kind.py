@@ -121,6 +121,25 @@ def test_export_writes_checked_encoder_decoder_and_scorer(run, tmp_path, capsys)
     assert (output / "export_report.json").read_bytes() == before
 
 
+def test_export_precision_writes_the_scorer_from_the_run_weights_in_that_policy(run, tmp_path):
+    output = tmp_path / "ex"
+    argv = ["export", str(run / "run"), "--importance-samples", "5", "--no-tflite"]
+    assert cli.main([*argv, "--output", str(output), "--precision", "mixed_bfloat16"]) == 0
+    report = json.loads((output / "export_report.json").read_text())
+    assert report["model"]["scorer_precision"] == "mixed_bfloat16"
+    assert report["artefacts"][2]["precision"] == "mixed_bfloat16"
+    model = runs.load_model(run / "run" / runs.MODEL_FILE)
+    scorer = tf.saved_model.load(str(output / "scorer" / "1")).signatures["score_with_noise"]
+    x, eps = X[:8, ..., None], np.random.default_rng(0).standard_normal((4, 8, 6))
+    got = scorer(x=tf.constant(x), eps=tf.constant(eps, tf.float32))
+    from keras_vae.models.hvae.checks import keras_scores
+
+    want = keras_scores(model, x, eps.astype(np.float32))  # the run's float32 model
+    assert np.abs(np.asarray(got["elbo"]) - want["elbo"]).mean() < 0.05
+    assert cli.main([*argv, "--output", str(tmp_path / "bad"), "--precision", "bfloat16"]) != 0
+    assert not (tmp_path / "bad").exists()
+
+
 def test_network_gated_mlp_builds_gated_blocks():
     config = TrainConfig(model="hvae", latent_dims=[4, 2], hidden_units=[8], network="gated_mlp")
     model = train.build_model(config, (6, 6, 1), "bernoulli")

@@ -208,3 +208,53 @@ def test_cli_trains_an_hvae_in_mixed_bfloat16_and_records_it(tmp_path):
                      "--precision", "mixed_bfloat16", "--output", str(run)]) == 0  # fmt: skip
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["precision"] == "mixed_bfloat16" and np.isfinite(metrics["train_elbo"])
+
+
+def test_export_writes_a_bfloat16_scorer_checked_against_the_float32_model(tmp_path):
+    """`export_hvae(scorer_model=...)` (`keras-vae export --precision`): the scorer SavedModel
+    computes in bfloat16 (it matches the bfloat16 Keras model, and differs from the float32
+    one by more than float32 rounding but by less than 1% of sum |logit|, as above); the
+    encoder and decoder stay float32 with their `.tflite` files, the scorer has none."""
+    exact = _hvae("float32")
+    low = _same_weights(_hvae("mixed_bfloat16"), exact)
+    messages = []
+    report = export.export_hvae(exact, tmp_path / "out", scorer_model=low, scorer_samples=8,
+                                check_images=X[:32], progress=messages.append)  # fmt: skip
+    written = {a["path"]: a for a in report["artefacts"]}
+    assert sorted(written) == ["decoder.tflite", "decoder/1", "encoder.tflite", "encoder/1",
+                               "scorer/1"]  # fmt: skip
+    assert any(m.startswith("scorer.tflite is not written: the scorer computes in bfloat16")
+               for m in messages)  # fmt: skip
+    assert (report["model"]["precision"], report["model"]["scorer_precision"]) == (
+        "float32", "mixed_bfloat16")  # fmt: skip
+    assert written["scorer/1"]["precision"] == "mixed_bfloat16"
+    assert written["scorer/1"]["float32_agreement"]["bound"] >= 0.05
+    x = X[:16]
+    eps = np.random.default_rng(5).standard_normal((3, 16, 10)).astype(np.float32)
+    scorer = tf.saved_model.load(str(tmp_path / "out" / "scorer" / "1"))
+    served = scorer.signatures["score_with_noise"](x=tf.constant(x), eps=tf.constant(eps))
+    got = {k: np.asarray(v, np.float64) for k, v in served.items()}
+    from keras_vae.models.hvae.checks import keras_scores
+
+    low_scores, exact_scores = keras_scores(low, x, eps), keras_scores(exact, x, eps)
+    for name in ("elbo", "log_likelihood"):
+        relative = np.abs(got[name] - low_scores[name]) / (1 + np.abs(low_scores[name]))
+        assert relative.max() < 1e-2, name
+        difference = np.abs(got[name] - exact_scores[name])
+        assert 1e-4 < difference.max() and difference.mean() < 0.05 * np.abs(
+            exact_scores[name]).mean(), name  # fmt: skip
+    encoder = tf.saved_model.load(str(tmp_path / "out" / "encoder" / "1"))
+    served = encoder.signatures["serving_default"](x=tf.constant(x))
+    np.testing.assert_allclose(served["loc_1"], exact.encode(x)[0].mean(), atol=1e-5)
+
+
+def test_export_refuses_a_scorer_model_without_the_models_weights(tmp_path):
+    exact = _hvae("float32")
+    other = _same_weights(_hvae("mixed_bfloat16"), exact)
+    other.weights[0].assign(other.weights[0] + 1.0)
+    with pytest.raises(ValueError, match="scorer_model must hold the model's weights"):
+        export.export_hvae(exact, tmp_path / "out", scorer_model=other, progress=None)
+    with pytest.raises(ValueError, match="scorer_model must be a keras_vae HierarchicalVAE"):
+        export.export_hvae(exact, tmp_path / "out", scorer_model=keras.Sequential(),
+                           progress=None)  # fmt: skip
+    assert not (tmp_path / "out").exists()
