@@ -29,6 +29,10 @@ Self-check bounds, against the Keras model over the check images:
   loc has no fixed scale, see below) and the scorer; the SavedModels also in graph mode, as
   TF Serving runs them; the scorer's own-noise `serving_default` within 5 standard errors of
   the model's estimates;
+* a scorer written from the same weights in a mixed policy (`scorer_model`, `keras-vae export
+  --precision`): `keras_vae.serving.precision.LOW_PRECISION_BOUNDS` against that Keras model,
+  and its mean scores within `keras_vae.serving.precision.scorer_bound` of the float32
+  model's on the same noise; it has no `.tflite` file (TFLite has no bfloat16 builtins);
 * quantized `.tflite` files: `QUANTIZED_BOUNDS`, on every layer's `loc_i` (encoder, relative
   error) and on the decoder's mean (abs, pixels in [0, 1]); the other outputs are reported
   only. The bounds are about 2.5x the largest errors measured on two trained binarized-MNIST
