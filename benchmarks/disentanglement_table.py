@@ -27,6 +27,7 @@ training (the CLI's resume): kill it at any moment and rerun the same command. R
 
     python benchmarks/disentanglement_table.py --output runs/disentangle
     python benchmarks/disentanglement_table.py --output /tmp/d --epochs 1 --samples 200 --rows vae
+    python benchmarks/disentanglement_table.py ... --rows vae beta4 --seeds 1 2  # later seeds
     python benchmarks/disentanglement_table.py --output runs/disentangle-full \
         --dataset synthetic_dsprites --epochs 6 --steps-per-epoch 5000 --minutes 90 \
         --eval-split "train[:2000]"
@@ -160,6 +161,9 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-split", default=None, help="validation split (train's default)")
     parser.add_argument("--samples", type=int, default=10_000, help="--disentanglement-samples")
     parser.add_argument("--rows", nargs="+", choices=tuple(ROWS), default=list(ROWS))
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=None, help="only these of each row's seeds"
+    )
     args = parser.parse_args(argv)
     args.output.mkdir(parents=True, exist_ok=True)
     args.data_dir = args.data_dir or args.output / "tensorflow_datasets"
@@ -170,7 +174,7 @@ def main(argv=None) -> int:
     # every row's first seed before any second seed: an interrupted table has every row
     for seed_index in range(3):
         for row in args.rows:
-            seeds = ROWS[row][2]
+            seeds = [s for s in ROWS[row][2] if args.seeds is None or s in args.seeds]
             if seed_index < len(seeds):
                 key = f"{row}-s{seeds[seed_index]}"
                 print(f"[{key}] ...", flush=True)
