@@ -23,7 +23,7 @@ then only a guard: the table records the steps each run made and its wall time).
 
 A rerun skips the runs whose `eval_disentanglement.json` exists and resumes an interrupted
 training (the CLI's resume): kill it at any moment and rerun the same command. Results go to
-`OUTPUT/table.json` after every run.
+`OUTPUT/table.json` after every run, beside those of earlier invocations on the same OUTPUT.
 
     python benchmarks/disentanglement_table.py --output runs/disentangle
     python benchmarks/disentanglement_table.py --output /tmp/d --epochs 1 --samples 200 --rows vae
@@ -170,7 +170,9 @@ def main(argv=None) -> int:
     machine = cpu_info()
     print(f"CPU: {machine['model_name']} ({machine['cpus']} CPUs); load "
           f"{os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
-    results, table_file = {}, args.output / "table.json"
+    table_file = args.output / "table.json"
+    # the runs an earlier invocation (other --rows or --seeds) recorded in the same table stay
+    results = json.loads(table_file.read_text())["runs"] if table_file.exists() else {}
     # every row's first seed before any second seed: an interrupted table has every row
     for seed_index in range(3):
         for row in args.rows:

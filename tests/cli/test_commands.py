@@ -300,6 +300,8 @@ def test_logistic_likelihood_on_8_bit_grey_digits(tmp_path, capsys, grey_mnist_n
     assert 0 < result["bits_per_dim"] < 8
 
 
+@pytest.mark.long  # 20 s; in CI: these parts train in tests/parts and tests/models, and the
+# options that name them round-trip through the run config in tests/runs/test_config.py
 def test_several_parts_at_once_with_xla(tmp_path, capsys):
     options = (
         "--posterior", "full", "--prior", "mixture", "--prior-components", "4", "--objective",
@@ -424,6 +426,8 @@ def _evaluate_plot_and_export(run_dir, tmp_path, capsys):
     return model, result
 
 
+@pytest.mark.long  # 33 s; in CI: the colour logistic conv VAE's export and self-checks
+# (tests/parts/test_networks.py), a conv run under the CLI (the mirrored Frey-sized one below)
 def test_conv_vae_on_colour_images_resumes_evaluates_plots_and_exports(tmp_path, capsys):
     """16x16x3, the discretised logistic, XLA: a run killed after its first epoch resumes with
     its conv settings, and a rerun with other filters is refused."""
