@@ -68,8 +68,8 @@ def _outputs(notebook, output_type=None):
 
 # executed with `-m long` only (15-30 s each): the test command keeps the quickstart and the
 # disentanglement notebook (its issue is open); these teach workflows that tests elsewhere run
-# on small cases: a Gaussian decoder on Frey faces (tests/cli, tests/parts/test_networks.py),
-# export and TFLite (tests/models/vae/test_export.py), the VQ-VAE and its prior
+# on small cases: a Gaussian decoder on Frey-sized images (tests/cli), Frey faces' loading
+# (tests/data), export and TFLite (tests/models/vae/test_export.py), the VQ-VAE and its prior
 # (tests/models/vqvae), the conditional conv VAE (tests/models/vae/test_conditional.py), the
 # hierarchical VAE (tests/models/hvae); 05 trains on Frey faces as 02 does
 LONG = {"02_frey_face.ipynb", "03_deploy.ipynb", "04_vqvae.ipynb", "05_aevb_figure2.ipynb",
