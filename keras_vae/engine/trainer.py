@@ -319,12 +319,15 @@ class ExactReplicaTrainer(keras.Model):
         """Keras' train function, or with `_fuses_steps()` one that runs k steps per call in
         one XLA computation.
 
-        The fused function takes k batches from the iterator; when all k exist and have one
-        shape it stacks them and runs `train_step` on each in an XLA while loop (the steps,
-        their order and their noise are those of Keras' loop). Otherwise (the end of the data,
-        a short last batch) it runs the batches it got one XLA-compiled step at a time, a
-        function traced only then (tracing it up front doubled the start-up). Other inputs
-        than a dataset iterator (`train_on_batch`) go to Keras' function.
+        The fused function takes k batches from the iterator (a small graph of its own); when
+        all k exist and have one shape it stacks them and runs `train_step` on each in an XLA
+        while loop (the steps, their order and their noise are those of Keras' loop).
+        Otherwise (the end of the data, a short last batch) it runs the batches it got one
+        XLA-compiled step at a time. Each of the two step functions is traced when first
+        needed: a data set of fewer than k batches per epoch never traces the loop, a run
+        whose batches all fill k steps never traces the single step (tracing both up front
+        cost a tiny run a second and doubled its start-up). Other inputs than a dataset
+        iterator (`train_on_batch`) go to Keras' function.
 
         These functions are traced without AutoGraph: the train step's control flow is
         Python's on Python values, or explicit (`tf.cond`, `tf.while_loop`), as XLA needs
@@ -359,8 +362,9 @@ class ExactReplicaTrainer(keras.Model):
         def one_step(data):
             return self.distribute_strategy.run(self.train_step, args=(data,))
 
-        @tf.function(jit_compile=True, reduce_retracing=True, autograph=False)
-        def fused_steps(stacked):
+        def fused_steps(batches):
+            stacked = tf.nest.map_structure(lambda *t: tf.stack(t), *batches)
+
             def body(index, logs):
                 del logs
                 return index + 1, one_step(tf.nest.map_structure(lambda t: t[index], stacked))
@@ -368,38 +372,33 @@ class ExactReplicaTrainer(keras.Model):
             initial = (tf.constant(0), self._initial_logs())
             return tf.while_loop(lambda index, _: index < steps, body, initial)[1]
 
-        single_steps = []  # traced only when first needed: most runs never need it
-
-        def stepwise(optionals):
-            if not single_steps:
-                single_steps.append(
-                    tf.function(one_step, jit_compile=True, reduce_retracing=True, autograph=False)
-                )
-            logs = None
-            for optional in optionals:
-                if optional.has_value():
-                    logs = single_steps[0](optional.get_value())
-            return logs
-
         @tf.function(reduce_retracing=True, autograph=False)
-        def run(iterator):
+        def next_batches(iterator):
             optionals = [iterator.get_next_as_optional() for _ in range(steps)]
+            return _same_shapes(optionals), optionals
 
-            def stacked_steps():
-                batches = [o.get_value() for o in optionals]
-                return fused_steps(tf.nest.map_structure(lambda *t: tf.stack(t), *batches))
+        compiled = {}  # each traced when first needed: a small data set never fills k steps
 
-            full = _same_shapes(optionals)
-            return full, tf.cond(full, stacked_steps, self._initial_logs), optionals
+        def compiled_once(name, step_function):
+            if name not in compiled:
+                compiled[name] = tf.function(
+                    step_function, jit_compile=True, reduce_retracing=True, autograph=False
+                )
+            return compiled[name]
 
         def function(iterator):
             if not isinstance(iterator, (tf.data.Iterator, tf.distribute.DistributedIterator)):
                 return keras_function(iterator)
-            full, logs, optionals = run(iterator)
-            if not full:  # the end of the data or a short batch: one step at a time
-                logs = stepwise(optionals)
-                if logs is None:
-                    raise StopIteration
+            full, optionals = next_batches(iterator)
+            if full:
+                batches = [optional.get_value() for optional in optionals]
+                return compiled_once("fused", fused_steps)(batches)
+            logs = None  # the end of the data or a short batch: one step at a time
+            for optional in optionals:
+                if optional.has_value():
+                    logs = compiled_once("single", one_step)(optional.get_value())
+            if logs is None:
+                raise StopIteration
             return logs
 
         return function
