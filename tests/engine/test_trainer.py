@@ -23,7 +23,9 @@ def _train(fuse_steps: bool, steps_per_execution: int = 10, make_objective=None,
     return model, history
 
 
-@pytest.mark.parametrize("objective", ["iwae", "factorvae"])
+# IWAE with `-m long` (18 s): in CI, FactorVAE here and the conditional VAE's pairs
+# (tests/models/vae/test_conditional.py) check the fused loop against Keras' step by step
+@pytest.mark.parametrize("objective", [pytest.param("iwae", marks=pytest.mark.long), "factorvae"])
 def test_fused_steps_train_exactly_like_keras_step_loop(objective):
     # the fused loop runs the model's own train step k times: IWAE with K = 3 draws noise of
     # several samples per step; FactorVAE's discriminator takes its own Adam step in it too

@@ -249,6 +249,8 @@ SPLIT_INVARIANCE = textwrap.dedent(
 )
 
 
+@pytest.mark.long  # 16 s of a fresh 2-replica process; in CI the mirrored equivalence of three
+# objectives (tests/engine/test_distribute.py) and of a CLI run (tests/cli) check the strategy
 def test_two_cpu_replicas_train_the_same_weights_as_one_device():
     completed = subprocess.run(
         [sys.executable, "-c", SPLIT_INVARIANCE], capture_output=True, text=True, timeout=900
