@@ -72,3 +72,31 @@ def test_models_with_convolutions_keep_one_xla_launch_per_step():
     dense = mlp_vae((8, 8, 1), latent_dim=2, hidden_units=[8], seed=1)
     dense.compile(keras.optimizers.Adam(1e-2), steps_per_execution=4)
     assert dense._fuses_steps()
+
+
+@pytest.mark.parametrize("fuse_steps", [True, False])
+def test_an_unbuilt_model_traces_its_train_step_once(fuse_steps, monkeypatch):
+    """`fit` builds the model (and Adam's slots) before the first trace: a `tf.function`
+    whose first trace creates variables is traced again, and the step with it."""
+    import tensorflow as tf
+
+    from keras_vae.engine.trainer import ExactReplicaTrainer
+
+    traces, created_in_graph = [], []
+    step = ExactReplicaTrainer.train_step
+    monkeypatch.setattr(
+        ExactReplicaTrainer, "train_step", lambda self, data: traces.append(1) or step(self, data)
+    )
+
+    def creator(next_creator, **kwargs):
+        created_in_graph.append(tf.inside_function())
+        return next_creator(**kwargs)
+
+    model = mlp_vae((6, 5, 1), latent_dim=3, hidden_units=[16], seed=1)
+    model.fuse_steps = fuse_steps
+    model.compile(keras.optimizers.Adam(1e-2), steps_per_execution=10)
+    assert not model.built
+    with tf.variable_creator_scope(creator):
+        model.fit(X[:1000], batch_size=100, epochs=1, shuffle=False, verbose=0)  # 10 full steps
+    assert created_in_graph and not any(created_in_graph)
+    assert len(traces) == 1 and model._fuses_steps() == fuse_steps
