@@ -235,8 +235,8 @@ def _conv_vae(image_shape, likelihood="bernoulli", **options):
     ("image_shape", "likelihood", "options"),
     [
         ((8, 6, 1), "bernoulli", {}),
-        # with `-m long` (10-14 s each); in CI the colour logistic conv VAE trains and exports
-        # below, and the heads' shapes on odd image sizes are checked without training above
+        # with `-m long` (10-14 s each); in CI the colour logistic conv VAE exports and passes
+        # its self-checks below, and the conv bodies' shapes on odd image sizes are checked above
         pytest.param(
             (8, 6, 1),
             "gaussian",

@@ -385,7 +385,8 @@ def test_analytic_kl_true_is_refused_for_a_top_prior_without_a_closed_form():
 
 
 @pytest.mark.long  # 17 s; in CI the conv hierarchical VAE trains, evaluates and plots from the CLI
-# (tests/models/hvae/test_kind.py) and IWAE trains the MLP one (fused XLA steps, above)
+# (tests/models/hvae/test_kind.py), and IWAE's bound and DReG gradients on this model are
+# checked against closed forms (above)
 def test_conv_hvae_trains_with_xla_and_iwae():
     x = _patterns(32)
     model = conv_hvae(SHAPE, (2, 2), (1, 1), filters=8, objective=objectives.IWAE(2), seed=2)
