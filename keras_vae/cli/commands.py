@@ -3,8 +3,8 @@
     keras-vae train    --dataset NAME|PATH [options] --output RUN_DIR
     keras-vae evaluate RUN_DIR [--split test] [--json]
     keras-vae export   RUN_DIR --output EXPORT_DIR [--version N] [--quantize ...]
-    keras-vae plot     RUN_DIR --kind samples|reconstructions|manifold|latents|interpolation
-                       --output FILE.png
+    keras-vae plot     RUN_DIR --kind samples|reconstructions|manifold|latents|interpolation|
+                       traversals|kl|... --output FILE.png
 
 Settings come from the defaults, then `--config FILE`, then the options given on the command
 line. Mistakes the user can fix (bad options, bad data, missing files) print one line and exit

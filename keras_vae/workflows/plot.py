@@ -1,7 +1,8 @@
 """`keras-vae plot RUN_DIR --kind ...`: the run's model kind draws the figure.
 
     keras-vae plot RUN_DIR --kind {reconstructions,samples,manifold,latents,interpolation,
-        codebook} --output FILE.png [--num N] [--split test] [--seed S] [--dpi 100]
+        traversals,kl,resample,codebook} --output FILE.png [--num N] [--split test] [--seed S]
+        [--dpi 100]
 
 The kinds of figure a run offers are its model kind's (`ModelKind.figure_kinds`).
 """
@@ -47,12 +48,14 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="N",
         help="reconstructions: images (8); samples: images (64); manifold: points per axis "
-        "(20); latents: images scattered (5000); interpolation: steps (10)",
+        "(20); latents: images scattered (5000); interpolation: steps (10); traversals: "
+        "values per latent (9; rows ordered by the mean KL of 1000 picked images); kl: images "
+        "averaged (1000)",
     )
     parser.add_argument(
         "--split", default=None, metavar="NAME",
-        help="data split for reconstructions, latents, interpolation (default: the run's eval "
-        "split)",
+        help="data split for reconstructions, latents, interpolation, traversals, kl (default: "
+        "the run's eval split)",
     )  # fmt: skip
     parser.add_argument(
         "--seed", type=int, default=0, metavar="N",

@@ -15,7 +15,7 @@ from keras_vae import registry
 from keras_vae.data import pipeline as data
 from keras_vae.models import precision as precisions
 from keras_vae.models.kind import ModelKind, _tail, make_objective  # noqa: F401
-from keras_vae.models.vae import evaluation, pictures
+from keras_vae.models.vae import evaluation, pictures, traversals
 from keras_vae.models.vae.presets import mlp_vae
 
 
@@ -176,11 +176,13 @@ class VAEKind(ModelKind):
         return found
 
     def figure_needs_images(self, figure: str) -> bool:
-        return figure in ("reconstructions", "latents", "interpolation")
+        return figure in ("reconstructions", "latents", "interpolation", "traversals", "kl")
 
     def check_figure(self, model, figure: str) -> None:
         if figure == "manifold" and not pictures._is_conditional(model):
             pictures._check_two_latents(model)
+        if figure in ("traversals", "kl") and not pictures._is_conditional(model):
+            traversals.check_kl_per_latent(model)
 
     def make_figure(self, model, figure, *, images=None, labels=None, num=None, seed=0,
                     split="test"):  # fmt: skip

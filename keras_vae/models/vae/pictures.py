@@ -16,6 +16,9 @@ one `imshow`, which is fast and pixel-exact.
 * `latent_scatter`: posterior means E[z|x], coloured by label (first two principal
   components when latent_dim > 2).
 * `interpolation_grid`: E[x|z] along the straight line between two posterior means.
+* `traversals` and `kl` figures (`make_figure`): `keras_vae.models.vae.traversals`' latent
+  traversals (rows ordered by mean KL over `KL_IMAGES` picked images, the first of them
+  traversed) and per-latent KL bars.
 * `save_figure`: writes a PNG atomically and closes the figure.
 
 Example:
@@ -27,8 +30,8 @@ Example:
 
 Command line (`add_cli_arguments` / `run_cli`):
 
-    keras-vae plot RUN_DIR --kind {reconstructions,samples,manifold,latents,interpolation}
-        --output FILE.png [--num N] [--split test] [--seed S] [--dpi 100]
+    keras-vae plot RUN_DIR --kind {reconstructions,samples,manifold,latents,interpolation,
+        traversals,kl} --output FILE.png [--num N] [--split test] [--seed S] [--dpi 100]
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ if TYPE_CHECKING:
 
     from keras_vae.models.vae.model import VAE
 
-KINDS = ("reconstructions", "samples", "manifold", "latents", "interpolation")
+KINDS = ("reconstructions", "samples", "manifold", "latents", "interpolation", "traversals", "kl")
 # --num means a different count for each kind; these are its defaults.
 DEFAULT_NUM = {
     "reconstructions": 8,  # images
@@ -68,7 +71,10 @@ DEFAULT_NUM = {
     "manifold": 20,  # points per axis
     "latents": 5000,  # images scattered
     "interpolation": 10,  # steps
+    "traversals": 9,  # values per latent
+    "kl": 1000,  # images whose KL is averaged
 }
+KL_IMAGES = 1000  # images whose mean KL orders the rows of a traversal figure
 _ENCODE_BATCH = 1000
 
 
@@ -461,6 +467,21 @@ def interpolation_grid(
     return fig
 
 
+_PLAIN_ONLY = ("manifold", "interpolation", "traversals", "kl")  # no labels to condition on
+
+
+def _by_latent_figure(model: VAE, kind: str, images, num: int, seed: int) -> Figure:
+    """`traversals`: `num` values per latent, rows by the mean KL of `KL_IMAGES` images
+    picked with `seed` (`data.pick_rows`), the first of them traversed; `kl`: the mean KL
+    per latent of `num` picked images."""
+    from keras_vae.models.vae import traversals  # it draws with this module's grids
+
+    rows, _ = data.pick_rows(images, KL_IMAGES if kind == "traversals" else num, seed)
+    if kind == "kl":
+        return traversals.kl_bar_chart(model, rows)
+    return traversals.traversal_figure(model, rows, num_steps=num)
+
+
 def make_figure(
     model: VAE,
     kind: str,
@@ -474,14 +495,15 @@ def make_figure(
 
     `images` is an array or a `keras_vae.data.ImageStream` (read up to the rows it needs).
     Reconstructions use `num` images picked at random with `seed` (`data.pick_rows`);
-    interpolation uses two such images; latents use all `images` given.
+    interpolation uses two such images; latents use all `images` given; traversals and kl
+    pick theirs as `_by_latent_figure` says.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}. Received: kind={kind!r}")
     num = DEFAULT_NUM[kind] if num is None else _check_count("--num", num)
     if kind == "samples":
         return sample_grid(model, num, seed=seed)
-    if _is_conditional(model) and kind in ("manifold", "interpolation"):
+    if _is_conditional(model) and kind in _PLAIN_ONLY:
         raise ValueError(
             f"--kind {kind} is drawn for a plain VAE; for a conditional VAE plot samples, "
             "reconstructions or latents."
@@ -492,6 +514,8 @@ def make_figure(
         raise ValueError(f"kind={kind!r} needs images.")
     if kind == "latents":
         return latent_scatter(model, images, labels)
+    if kind in ("traversals", "kl"):
+        return _by_latent_figure(model, kind, images, num, seed)
     if kind == "reconstructions":
         rows, chosen = data.pick_rows(images, num, seed, labels)
         return reconstruction_grid(model, rows, num=len(rows), labels=chosen)

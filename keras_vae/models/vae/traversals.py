@@ -64,12 +64,25 @@ def mean_kl_per_latent(model: VAE, images: np.ndarray, batch_size: int = _BATCH)
         q = model.encode(images[start : start + batch_size])
         per_dim = model.prior.kl_per_dim(q, model)
         if per_dim is None:
-            raise ValueError(
-                f"{type(model.prior).__name__} gives no KL per latent; traversals ordered by "
-                "KL need a factorised prior such as prior='standard'."
-            )
+            raise _no_kl_per_latent(model)
         total += np.asarray(per_dim, np.float64).sum(axis=0)
     return total / len(images)
+
+
+def _no_kl_per_latent(model: VAE) -> ValueError:
+    return ValueError(
+        f"{type(model.prior).__name__} gives no KL per latent for this posterior; traversals "
+        "ordered by KL need a factorised prior and posterior (prior='standard', "
+        "posterior='diagonal')."
+    )
+
+
+def check_kl_per_latent(model: VAE) -> None:
+    """Refuses, before any data is read, a model whose prior gives no KL per latent for its
+    posterior (`prior.kl_per_dim` of the posterior of one blank image is None)."""
+    blank = np.zeros((1, *model.image_shape), np.float32)
+    if model.prior.kl_per_dim(model.encode(blank), model) is None:
+        raise _no_kl_per_latent(model)
 
 
 def kl_order(kl: np.ndarray) -> np.ndarray:

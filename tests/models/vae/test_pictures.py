@@ -342,3 +342,44 @@ def test_cli_manifold_of_a_three_latent_run_is_refused_with_the_fix(run_dirs, tm
     assert not output.exists()
     with pytest.raises(ValueError, match="--num must be an int >= 1"):
         _cli([str(run_dirs[2]), "--kind", "samples", "--output", str(output), "--num", "0"])
+
+
+def test_traversals_and_kl_figures_use_the_images_picked_with_the_seed(models, images, monkeypatch):
+    """Rows by the mean KL of `KL_IMAGES` rows drawn as `numpy.random.default_rng(seed)`
+    draws them, the first of those traversed; the KL bars average `num` such rows."""
+    from keras_vae.models.vae import traversals
+
+    model = models[5]
+    monkeypatch.setattr(plotting, "KL_IMAGES", 12)
+    picked = images[np.sort(np.random.default_rng(5).choice(40, size=12, replace=False))]
+    params = {k: np.asarray(v, np.float64) for k, v in model.encode_parameters(picked).items()}
+    loc, scale = params["loc"], params["scale"]
+    kl = (0.5 * (loc**2 + scale**2 - 1.0 - 2.0 * np.log(scale))).mean(axis=0)  # N(0, I) prior
+    fig = plotting.make_figure(model, "traversals", images=images, num=3, seed=5)
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels == [f"z{j}  {kl[j]:.2f}" for j in np.argsort(-kl)]
+    expected = traversals.traversal_figure(model, picked, num_steps=3)  # base: picked[0]
+    np.testing.assert_array_equal(
+        fig.axes[0].get_images()[0].get_array(), expected.axes[0].get_images()[0].get_array()
+    )
+    chart = plotting.make_figure(model, "kl", images=images, num=12, seed=5)
+    np.testing.assert_allclose([p.get_height() for p in chart.axes[0].patches], kl, rtol=1e-5)
+
+
+@pytest.mark.parametrize("prior, posterior", [("vamp", "diagonal"), ("standard", "full")])
+def test_traversals_refuse_models_without_a_kl_per_latent_before_reading_data(prior, posterior):
+    from keras_vae.models.kind import kind_of
+
+    model = _learned_prior_model(prior, posterior)
+    kind = kind_of(TrainConfig(prior=prior, posterior=posterior))
+    for figure in ("traversals", "kl"):
+        with pytest.raises(ValueError, match="gives no KL per latent for this posterior"):
+            kind.check_figure(model, figure)
+    kind.check_figure(_model(2), "traversals")  # N(0, I) and a diagonal posterior: drawn
+
+
+def test_traversals_of_a_conditional_vae_are_refused(images):
+    model = keras_vae.mlp_vae(SHAPE, latent_dim=2, hidden_units=8, condition_dim=3)
+    for figure in ("traversals", "kl"):
+        with pytest.raises(ValueError, match=f"--kind {figure} is drawn for a plain VAE"):
+            plotting.make_figure(model, figure, images=images, num=3)
