@@ -12,6 +12,10 @@ machines and TensorFlow versions):
     conditional.png  a conditional VAE with p(z|y) per class, trained on the labelled test
                      split, `plot --kind samples` (one row per class)
 
+Not drawn here: traversals-beta4.png and traversals-vae.png, `plot --kind traversals` of two
+runs of the disentanglement table (half an hour of training each; docs/guide/results.md gives
+the commands).
+
 Data: binarized MNIST from tensorflow-datasets (`--data-dir`, default `$TFDS_DATA_DIR` or
 `../shared/tensorflow_datasets`) and, for the labelled split, the raw files in
 `--manual-dir` (default `../shared/data`; see `keras_vae.data.builders.labeled_binarized_mnist`).
